@@ -1,0 +1,282 @@
+//! `sealer-registry serve` settings: defaults, overridden by a TOML file (`--config`),
+//! overridden by environment variables, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+
+use crate::observability::LogFormat;
+use crate::services::Options;
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:5000";
+
+/// Flags (and their environment variables) of `sealer-registry serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, HOST:PORT. Port 0 picks a free port. [default: 127.0.0.1:5000]
+    #[arg(long, env = "SEALER_REGISTRY_ADDR", value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+
+    /// Root of the content store. [default: /var/lib/sealer/registry as root,
+    /// $XDG_DATA_HOME/sealer/registry otherwise]
+    #[arg(long, env = "SEALER_REGISTRY_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// TOML configuration file; flags and environment variables override its values.
+    #[arg(long, short = 'c', env = "SEALER_REGISTRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format: one line of text or one JSON object per event. [default: text]
+    #[arg(long, env = "SEALER_REGISTRY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter in RUST_LOG syntax, e.g. `info` or `info,access=off`. [default: info]
+    #[arg(long, env = "SEALER_REGISTRY_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Upload sessions untouched for this long are removed, e.g. `24h`, `30m`. [default: 24h]
+    #[arg(long, env = "SEALER_REGISTRY_UPLOAD_EXPIRY", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub upload_expiry: Option<Duration>,
+
+    /// Largest manifest accepted, in bytes. [default: 4194304]
+    #[arg(long, env = "SEALER_REGISTRY_MAX_MANIFEST_BYTES", value_name = "BYTES")]
+    pub max_manifest_bytes: Option<usize>,
+
+    /// Refuse DELETE of manifests, tags and blobs (answered 405 UNSUPPORTED).
+    #[arg(long, env = "SEALER_REGISTRY_NO_DELETE")]
+    pub no_delete: bool,
+
+    /// Reject an image index unless every manifest it lists is present (sparse indexes
+    /// are accepted by default).
+    #[arg(long, env = "SEALER_REGISTRY_STRICT_INDEXES")]
+    pub strict_indexes: bool,
+
+    /// How long in-flight requests may take to finish after SIGINT/SIGTERM. [default: 30s]
+    #[arg(long, env = "SEALER_REGISTRY_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub shutdown_timeout: Option<Duration>,
+}
+
+/// The `--config` file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub addr: Option<String>,
+    pub root: Option<PathBuf>,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub uploads: UploadSection,
+    #[serde(default)]
+    pub manifests: ManifestSection,
+    #[serde(default)]
+    pub delete: DeleteSection,
+    #[serde(default)]
+    pub listing: ListingSection,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub shutdown_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: Option<LogFormat>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadSection {
+    #[serde(default, with = "humantime_serde_opt")]
+    pub expire_after: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestSection {
+    pub max_size: Option<usize>,
+    pub strict_indexes: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSection {
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListingSection {
+    pub max_page_entries: Option<usize>,
+}
+
+/// Durations written as text (`"24h"`, `"90s"`).
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub options: Options,
+    pub shutdown_timeout: Duration,
+}
+
+impl Settings {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let addr_text = args
+            .addr
+            .clone()
+            .or(file.addr)
+            .unwrap_or_else(|| DEFAULT_ADDR.to_string());
+        let addr = parse_addr(&addr_text)?;
+        let root = args.root.clone().or(file.root).unwrap_or_else(default_root);
+        let defaults = Options::default();
+        let options = Options {
+            max_manifest_bytes: args
+                .max_manifest_bytes
+                .or(file.manifests.max_size)
+                .unwrap_or(defaults.max_manifest_bytes),
+            delete_enabled: !args.no_delete
+                && file.delete.enabled.unwrap_or(defaults.delete_enabled),
+            strict_indexes: args.strict_indexes
+                || file
+                    .manifests
+                    .strict_indexes
+                    .unwrap_or(defaults.strict_indexes),
+            max_page_entries: file
+                .listing
+                .max_page_entries
+                .unwrap_or(defaults.max_page_entries),
+            upload_expiry: args
+                .upload_expiry
+                .or(file.uploads.expire_after)
+                .unwrap_or(defaults.upload_expiry),
+        };
+        if options.max_page_entries == 0 {
+            bail!("listing.max_page_entries must be at least 1");
+        }
+        Ok(Settings {
+            addr,
+            root,
+            log_format: args.log_format.or(file.log.format).unwrap_or_default(),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log.level)
+                .unwrap_or_else(|| "info".into()),
+            options,
+            shutdown_timeout: args
+                .shutdown_timeout
+                .or(file.shutdown_timeout)
+                .unwrap_or(Duration::from_secs(30)),
+        })
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .with_context(|| format!("invalid listen address {s:?}: expected HOST:PORT"))?
+        .next()
+        .with_context(|| format!("listen address {s:?} resolves to nothing"))
+}
+
+/// `/var/lib/sealer/registry` for root, `$XDG_DATA_HOME/sealer/registry` (or
+/// `~/.local/share/sealer/registry`) for anyone else.
+pub fn default_root() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/sealer/registry");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("sealer/registry")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("registry.toml");
+        std::fs::write(
+            &cfg,
+            r#"
+addr = "127.0.0.1:7000"
+root = "/srv/file-root"
+shutdown_timeout = "5s"
+[uploads]
+expire_after = "2h"
+[manifests]
+max_size = 1024
+[delete]
+enabled = false
+"#,
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(cfg),
+            root: Some("/srv/flag-root".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(s.root, PathBuf::from("/srv/flag-root"));
+        assert_eq!(s.options.upload_expiry, Duration::from_secs(7200));
+        assert_eq!(s.options.max_manifest_bytes, 1024);
+        assert!(!s.options.delete_enabled);
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn defaults_need_no_config() {
+        let s = Settings::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(s.addr.to_string(), DEFAULT_ADDR);
+        assert_eq!(s.options.max_manifest_bytes, 4 * 1024 * 1024);
+        assert!(s.options.delete_enabled);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("bad.toml");
+        std::fs::write(&cfg, "adress = \"x\"\n").unwrap();
+        let err = Settings::resolve(&ServeArgs {
+            config: Some(cfg),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("adress"), "{err:#}");
+    }
+}

@@ -1,0 +1,14 @@
+//! sealer's content store and its OCI distribution v1.1 registry.
+//!
+//! Layers, top to bottom: [`routes`] (HTTP: parse and answer) → [`services`] (the spec's
+//! rules) → [`storage`] (the only code that touches disk). [`oci`] holds the validated
+//! wire types every layer shares.
+
+pub mod config;
+pub mod error;
+pub mod observability;
+pub mod oci;
+pub mod routes;
+pub mod server;
+pub mod services;
+pub mod storage;

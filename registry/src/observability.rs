@@ -1,0 +1,308 @@
+//! Access log, Prometheus metrics and the middleware that feeds both.
+//!
+//! A request is logged (and counted) when its response body is finished or dropped, so
+//! the line for a blob download carries the bytes really sent and the full duration.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry as PromRegistry;
+
+use crate::routes::headers::API_VERSION;
+use crate::routes::path::RouteKind;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+    method: String,
+}
+
+pub struct Metrics {
+    registry: PromRegistry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    pub uploads_in_progress: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~100 s
+    Histogram::new(exponential_buckets(0.0001, 2.5, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = PromRegistry::with_prefix("sealer_registry");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let bytes_in = Counter::default();
+        let bytes_out = Counter::default();
+        let uploads_in_progress = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to the end of the response body",
+            latency.clone(),
+        );
+        registry.register(
+            "http_received_bytes",
+            "Request body bytes received",
+            bytes_in.clone(),
+        );
+        registry.register(
+            "http_sent_bytes",
+            "Response body bytes sent",
+            bytes_out.clone(),
+        );
+        registry.register(
+            "uploads_in_progress",
+            "Blob upload sessions started and not yet completed, cancelled or expired",
+            uploads_in_progress.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            bytes_in,
+            bytes_out,
+            uploads_in_progress,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Set by the router on each response so logs and metrics can name the endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteTag(pub RouteKind);
+
+/// What is known about a request when its response ends.
+struct Finished {
+    metrics: Arc<Metrics>,
+    received: Arc<AtomicU64>,
+    sent: u64,
+    start: Instant,
+    method: String,
+    uri: String,
+    status: u16,
+    route: RouteKind,
+    remote: Option<SocketAddr>,
+    user_agent: String,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        let route = self.route.as_str();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route,
+                method: self.method.clone(),
+                status: self.status,
+            })
+            .inc();
+        self.metrics
+            .latency
+            .get_or_create(&RouteLabels {
+                route,
+                method: self.method.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.metrics.bytes_out.inc_by(self.sent);
+        tracing::info!(
+            target: "access",
+            remote = %self.remote.map(|a| a.to_string()).unwrap_or_default(),
+            method = %self.method,
+            uri = %self.uri,
+            status = self.status,
+            route,
+            bytes_in = self.received.load(Ordering::Relaxed),
+            bytes_out = self.sent,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            user_agent = %self.user_agent,
+        );
+    }
+}
+
+/// Counts response bytes; logs the request when dropped.
+struct ObservedBody {
+    inner: Body,
+    done: Finished,
+}
+
+impl HttpBody for ObservedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.done.sent += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts request bytes as the handler reads them.
+struct CountedBody {
+    inner: Body,
+    received: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl HttpBody for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let n = data.len() as u64;
+                self.received.fetch_add(n, Ordering::Relaxed);
+                self.metrics.bytes_in.inc_by(n);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The middleware: access log, metrics and the API version header on every response.
+pub async fn observe(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let method = request.method().to_string();
+    let uri = request.uri().to_string();
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let user_agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let received = Arc::new(AtomicU64::new(0));
+    let request = request.map(|inner| {
+        Body::new(CountedBody {
+            inner,
+            received: received.clone(),
+            metrics: metrics.clone(),
+        })
+    });
+
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    let route = response
+        .extensions()
+        .get::<RouteTag>()
+        .map_or(RouteKind::Other, |t| t.0);
+    let done = Finished {
+        metrics,
+        received,
+        sent: 0,
+        start,
+        method,
+        uri,
+        status: response.status().as_u16(),
+        route,
+        remote,
+        user_agent,
+    };
+    response.map(|inner| Body::new(ObservedBody { inner, done }))
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Installs the global tracing subscriber. `filter` uses `RUST_LOG` syntax.
+pub fn init_logging(format: LogFormat, filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

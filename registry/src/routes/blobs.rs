@@ -1,0 +1,79 @@
+//! `GET|HEAD|DELETE /v2/<name>/blobs/<digest>`
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use super::headers::{self, DOCKER_CONTENT_DIGEST, RangeRequest};
+use super::{Ctx, empty};
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::oci::Digest;
+
+pub async fn get(ctx: Ctx, name: &str, digest: &str, head: bool) -> Result<Response> {
+    let name = Ctx::name(name)?;
+    let digest: Digest = digest.parse()?;
+    let repos = ctx.read_candidates(&name);
+    let blobs = &ctx.app.registry.blobs;
+    let size = blobs.size(&repos, &digest).await?;
+
+    let range = if head {
+        RangeRequest::Whole
+    } else {
+        headers::range(&ctx.parts.headers, size)
+    };
+    let (status, part) = match range {
+        RangeRequest::Whole => (StatusCode::OK, None),
+        RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
+        RangeRequest::Unsatisfiable => {
+            return Err(RegistryError::new(
+                ErrorCode::SizeInvalid,
+                format!("requested range is outside the blob's {size} bytes"),
+            )
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .with_header(
+                header::CONTENT_RANGE,
+                headers::value(format!("bytes */{size}")),
+            ));
+        }
+    };
+    let len = part.map_or(size, |r| r.len);
+    let mut response = if head {
+        empty(status)
+    } else {
+        let stream = blobs.read(&digest, part).await?;
+        let mut r = Response::new(Body::from_stream(stream));
+        *r.status_mut() = status;
+        r
+    };
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_LENGTH, headers::value(len.to_string()));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(DOCKER_CONTENT_DIGEST, headers::value(digest.to_string()));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::ETAG, headers::value(format!("\"{digest}\"")));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    if let Some(r) = part {
+        h.insert(
+            header::CONTENT_RANGE,
+            headers::value(format!(
+                "bytes {}-{}/{size}",
+                r.offset,
+                r.offset + r.len - 1
+            )),
+        );
+    }
+    Ok(response)
+}
+
+pub async fn delete(ctx: Ctx, name: &str, digest: &str) -> Result<Response> {
+    let name = Ctx::name(name)?;
+    let digest: Digest = digest.parse()?;
+    ctx.app.registry.blobs.delete(&name, &digest).await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}

@@ -1,0 +1,107 @@
+//! `GET|HEAD|PUT|DELETE /v2/<name>/manifests/<reference>`
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use super::headers::{self, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG};
+use super::{Ctx, empty};
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::oci::{Reference, Tag};
+use crate::services::manifests::too_large;
+
+pub async fn get(ctx: Ctx, name: &str, reference: &str, head: bool) -> Result<Response> {
+    let name = Ctx::name(name)?;
+    let reference = Reference::parse(reference)?;
+    let repos = ctx.read_candidates(&name);
+    let accept = headers::accept(&ctx.parts.headers);
+    let m = ctx
+        .app
+        .registry
+        .manifests
+        .get(&repos, &reference, &accept)
+        .await?;
+
+    let len = m.body.len();
+    let mut response = if head {
+        empty(StatusCode::OK)
+    } else {
+        Response::new(Body::from(m.body))
+    };
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, headers::value(&m.media_type));
+    h.insert(header::CONTENT_LENGTH, headers::value(len.to_string()));
+    h.insert(DOCKER_CONTENT_DIGEST, headers::value(m.digest.to_string()));
+    h.insert(header::ETAG, headers::value(format!("\"{}\"", m.digest)));
+    Ok(response)
+}
+
+pub async fn put(ctx: Ctx, name: &str, reference: &str) -> Result<Response> {
+    let name = Ctx::name(name)?;
+    let reference = Reference::parse(reference)?;
+    let tags = ctx
+        .query
+        .all("tag")
+        .map(Tag::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    let limit = ctx.app.registry.options.max_manifest_bytes;
+    if headers::content_length(&ctx.parts.headers).is_some_and(|l| l > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let content_type = headers::content_type(&ctx.parts.headers).map(str::to_string);
+    let body = read_limited(ctx.body, limit).await?;
+    let pushed = ctx
+        .app
+        .registry
+        .manifests
+        .put(&name, &reference, content_type.as_deref(), body, tags)
+        .await?;
+
+    let mut response = empty(StatusCode::CREATED);
+    let h = response.headers_mut();
+    h.insert(
+        header::LOCATION,
+        headers::value(format!("/v2/{name}/manifests/{}", pushed.digest)),
+    );
+    h.insert(
+        DOCKER_CONTENT_DIGEST,
+        headers::value(pushed.digest.to_string()),
+    );
+    if let Some(subject) = &pushed.subject {
+        h.insert(OCI_SUBJECT, headers::value(subject.to_string()));
+    }
+    if matches!(reference, Reference::Digest(_)) {
+        for tag in &pushed.tags {
+            h.append(OCI_TAG, headers::value(tag.as_str()));
+        }
+    }
+    Ok(response)
+}
+
+pub async fn delete(ctx: Ctx, name: &str, reference: &str) -> Result<Response> {
+    let name = Ctx::name(name)?;
+    let reference = Reference::parse(reference)?;
+    ctx.app.registry.manifests.delete(&name, &reference).await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+/// Reads a request body of at most `limit` bytes; 413 beyond it.
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes> {
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                format!("failed to receive the manifest: {e}"),
+            )
+        })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}

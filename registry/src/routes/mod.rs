@@ -1,0 +1,196 @@
+//! The HTTP layer: parse the request, call a service, write the answer.
+//!
+//! One dispatcher serves every `/v2/...` path: [`path::Route`] recognises the endpoint
+//! from the end of the path, so repository names may have any number of segments.
+
+pub mod headers;
+pub mod path;
+
+mod blobs;
+mod listing;
+mod manifests;
+mod referrers;
+mod uploads;
+
+use std::io;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+
+use self::headers::{OCI_NAMESPACE, Query};
+use self::path::{Route, RouteKind};
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::observability::{Metrics, RouteTag, observe};
+use crate::oci::RepoName;
+use crate::services::{Registry, namespace};
+
+/// Everything a handler can reach.
+pub struct App {
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let metrics = app.metrics.clone();
+    Router::new()
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
+        .route("/v2/{*rest}", any(dispatch))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
+        .fallback(not_found)
+        .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(metrics, observe))
+}
+
+/// One request as the handlers see it.
+pub(crate) struct Ctx {
+    pub app: Arc<App>,
+    pub parts: Parts,
+    pub query: Query,
+    pub body: Body,
+}
+
+impl Ctx {
+    pub fn name(raw: &str) -> Result<RepoName> {
+        Ok(RepoName::parse(raw)?)
+    }
+
+    /// The local repositories a read of `name` may be served from (see
+    /// [`namespace::candidates`]).
+    pub fn read_candidates(&self, name: &RepoName) -> Vec<RepoName> {
+        namespace::candidates(name, self.query.get("ns"))
+    }
+
+    pub fn body_stream(body: Body) -> impl Stream<Item = io::Result<Bytes>> + Send + Unpin {
+        body.into_data_stream().map_err(io::Error::other)
+    }
+}
+
+async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(route) = Route::parse(parts.uri.path()) else {
+        return not_found().await;
+    };
+    let kind = route.kind();
+    let query = Query::parse(parts.uri.query());
+    let ns = query
+        .get("ns")
+        .map(|ns| headers::value(namespace::canonical_host(ns)));
+    let method = parts.method.clone();
+    let ctx = Ctx {
+        app,
+        parts,
+        query,
+        body,
+    };
+    let result = match (route, method) {
+        (Route::Base, Method::GET | Method::HEAD) => {
+            Ok(json_response(StatusCode::OK, b"{}".to_vec()))
+        }
+        (Route::Catalog, Method::GET) => listing::catalog(ctx).await,
+        (Route::Tags { name }, Method::GET) => listing::tags(ctx, &name).await,
+        (Route::Manifest { name, reference }, m @ (Method::GET | Method::HEAD)) => {
+            manifests::get(ctx, &name, &reference, m == Method::HEAD).await
+        }
+        (Route::Manifest { name, reference }, Method::PUT) => {
+            manifests::put(ctx, &name, &reference).await
+        }
+        (Route::Manifest { name, reference }, Method::DELETE) => {
+            manifests::delete(ctx, &name, &reference).await
+        }
+        (Route::Blob { name, digest }, m @ (Method::GET | Method::HEAD)) => {
+            blobs::get(ctx, &name, &digest, m == Method::HEAD).await
+        }
+        (Route::Blob { name, digest }, Method::DELETE) => blobs::delete(ctx, &name, &digest).await,
+        (Route::UploadStart { name }, Method::POST) => uploads::start(ctx, &name).await,
+        (Route::Upload { name, id }, Method::GET) => uploads::status(ctx, &name, &id).await,
+        (Route::Upload { name, id }, Method::PATCH) => uploads::patch(ctx, &name, &id).await,
+        (Route::Upload { name, id }, Method::PUT) => uploads::put(ctx, &name, &id).await,
+        (Route::Upload { name, id }, Method::DELETE) => uploads::cancel(ctx, &name, &id).await,
+        (Route::Referrers { name, digest }, Method::GET) => {
+            referrers::list(ctx, &name, &digest).await
+        }
+        (route, _) => Err(method_not_allowed(&route)),
+    };
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(RouteTag(kind));
+    if let Some(ns) = ns {
+        response.headers_mut().insert(OCI_NAMESPACE, ns);
+    }
+    response
+}
+
+fn method_not_allowed(route: &Route) -> RegistryError {
+    let allow = match route {
+        Route::Base => "GET, HEAD",
+        Route::Catalog | Route::Tags { .. } | Route::Referrers { .. } => "GET",
+        Route::Manifest { .. } => "GET, HEAD, PUT, DELETE",
+        Route::Blob { .. } => "GET, HEAD, DELETE",
+        Route::UploadStart { .. } => "POST",
+        Route::Upload { .. } => "GET, PATCH, PUT, DELETE",
+    };
+    RegistryError::new(
+        ErrorCode::Unsupported,
+        "method not allowed on this endpoint",
+    )
+    .with_header(header::ALLOW, HeaderValue::from_static(allow))
+}
+
+async fn not_found() -> Response {
+    let mut r = RegistryError::new(ErrorCode::Unsupported, "no such endpoint")
+        .with_status(StatusCode::NOT_FOUND)
+        .into_response();
+    r.extensions_mut().insert(RouteTag(RouteKind::Other));
+    r
+}
+
+async fn healthz() -> Response {
+    let mut r = json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec());
+    r.extensions_mut().insert(RouteTag(RouteKind::Health));
+    r
+}
+
+async fn render_metrics(State(app): State<Arc<App>>) -> Response {
+    app.metrics
+        .uploads_in_progress
+        .set(app.registry.uploads.open_sessions());
+    let mut r = (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response();
+    r.extensions_mut().insert(RouteTag(RouteKind::Metrics));
+    r
+}
+
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let len = body.len();
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, headers::value(len.to_string()));
+    r
+}
+
+/// An empty response with a status and headers.
+pub(crate) fn empty(status: StatusCode) -> Response {
+    let mut r = status.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}

@@ -1,0 +1,90 @@
+//! Running the registry: bind, serve, expire abandoned uploads, shut down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::observability::Metrics;
+use crate::routes::{App, router};
+use crate::services::Registry;
+use crate::storage::fs::FsStorage;
+
+/// Serves until SIGINT or SIGTERM, then lets in-flight requests finish (up to the
+/// shutdown timeout). Upload sessions live in the store, so clients resume them after a
+/// restart.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let storage = FsStorage::open(&settings.root)
+        .with_context(|| format!("cannot open the store at {}", settings.root.display()))?;
+    let registry = Registry::new(Arc::new(storage), settings.options.clone());
+    let resumable = registry.uploads.recover().await?;
+    let app = Arc::new(App {
+        registry,
+        metrics: Arc::new(Metrics::new()),
+    });
+
+    let listener = TcpListener::bind(settings.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.addr))?;
+    let local = listener.local_addr()?;
+    // One plain line on stdout, for people and for scripts waiting for readiness.
+    println!(
+        "sealer-registry listening on http://{local} (store {})",
+        settings.root.display()
+    );
+    tracing::info!(addr = %local, root = %settings.root.display(), resumable_uploads = resumable, "serving");
+
+    let expiry = tokio::spawn(expire_uploads(app.clone(), settings.options.upload_expiry));
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let notify = shutdown.clone();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        notify.notify_waiters();
+    });
+
+    let timeout = settings.shutdown_timeout;
+    tokio::select! {
+        result = server => result.context("server failed")?,
+        _ = async { shutdown.notified().await; tokio::time::sleep(timeout).await } => {
+            tracing::warn!(?timeout, "shutdown timeout reached; closing remaining connections");
+        }
+    }
+    expiry.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn expire_uploads(app: Arc<App>, max_age: Duration) {
+    // Check often enough that an expiry of minutes is honoured, rarely enough to be free.
+    let every = (max_age / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match app.registry.uploads.expire(max_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired abandoned uploads"),
+            Err(e) => tracing::warn!(error = %e, "expiring uploads failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,47 @@
+//! Tag lists and the repository catalog, sorted and paged.
+
+use std::sync::Arc;
+
+use super::{Page, paginate};
+use crate::error::{RegistryError, Result};
+use crate::oci::RepoName;
+use crate::storage::Storage;
+
+pub struct ListingService {
+    storage: Arc<dyn Storage>,
+    max_page: usize,
+}
+
+impl ListingService {
+    pub fn new(storage: Arc<dyn Storage>, max_page: usize) -> Self {
+        ListingService { storage, max_page }
+    }
+
+    /// Tags of the first of `repos` that exists, in byte order ("ASCIIbetical", as Go's
+    /// `sort.Strings`): the `n` after `last`. Without `n` a page holds up to the
+    /// configured maximum.
+    pub async fn tags(
+        &self,
+        repos: &[RepoName],
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<Page<String>> {
+        for repo in repos {
+            if let Some(mut tags) = self.storage.list_tags(repo).await? {
+                tags.sort_unstable();
+                return Ok(paginate(tags, |t| t.as_str(), last, self.page_size(n)));
+            }
+        }
+        Err(RegistryError::name_unknown(&repos[0]))
+    }
+
+    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page<String>> {
+        let mut repos = self.storage.list_repositories().await?;
+        repos.sort_unstable();
+        Ok(paginate(repos, |r| r.as_str(), last, self.page_size(n)))
+    }
+
+    fn page_size(&self, n: Option<usize>) -> usize {
+        n.unwrap_or(self.max_page).min(self.max_page)
+    }
+}

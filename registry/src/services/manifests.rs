@@ -1,0 +1,293 @@
+//! Pushing, pulling and deleting manifests and tags.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use super::Options;
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::oci::manifest::{self, ManifestKind, media_type};
+use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
+use crate::storage::{ReferrerRecord, Storage, StoredManifest};
+
+pub struct ManifestService {
+    storage: Arc<dyn Storage>,
+    options: Options,
+}
+
+/// What a successful push stored.
+#[derive(Debug)]
+pub struct Pushed {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+    pub tags: Vec<Tag>,
+}
+
+/// The media types a client accepts, from all its `Accept` headers.
+#[derive(Debug, Default, Clone)]
+pub struct Accept(pub Vec<String>);
+
+impl Accept {
+    fn allows(&self, mt: &str) -> bool {
+        self.0.is_empty()
+            || self
+                .0
+                .iter()
+                .any(|a| a == mt || a == "*/*" || a == "application/*")
+    }
+}
+
+impl ManifestService {
+    pub fn new(storage: Arc<dyn Storage>, options: Options) -> Self {
+        ManifestService { storage, options }
+    }
+
+    /// The manifest `reference` names in the first of `repos` that has it, negotiated
+    /// against `accept`.
+    ///
+    /// The stored bytes are returned as pushed. The one substitution is for clients that
+    /// cannot read an index at all (no index type and no wildcard in `Accept`): they get
+    /// the index's entry for this host's platform, as distribution does for old dockers.
+    pub async fn get(
+        &self,
+        repos: &[RepoName],
+        reference: &Reference,
+        accept: &Accept,
+    ) -> Result<StoredManifest> {
+        for repo in repos {
+            let digest = match reference {
+                Reference::Digest(d) => d.clone(),
+                Reference::Tag(t) => match self.storage.resolve_tag(repo, t).await? {
+                    Some(d) => d,
+                    None => continue,
+                },
+            };
+            if let Some(stored) = self.storage.get_manifest(repo, &digest).await? {
+                return self.negotiate(repo, stored, accept).await;
+            }
+        }
+        Err(RegistryError::manifest_unknown(reference))
+    }
+
+    async fn negotiate(
+        &self,
+        repo: &RepoName,
+        stored: StoredManifest,
+        accept: &Accept,
+    ) -> Result<StoredManifest> {
+        let is_index = ManifestKind::of_media_type(manifest::essence(&stored.media_type))
+            == Some(ManifestKind::Index);
+        if !is_index || accept.allows(manifest::essence(&stored.media_type)) {
+            return Ok(stored);
+        }
+        let wants_image = [media_type::OCI_MANIFEST, media_type::DOCKER_MANIFEST]
+            .iter()
+            .any(|mt| accept.0.iter().any(|a| a == mt));
+        if wants_image {
+            if let Some(child) = self.platform_child(repo, &stored).await? {
+                return Ok(child);
+            }
+        }
+        Ok(stored)
+    }
+
+    async fn platform_child(
+        &self,
+        repo: &RepoName,
+        index: &StoredManifest,
+    ) -> Result<Option<StoredManifest>> {
+        let Ok(ix) = serde_json::from_slice::<oci_spec::image::ImageIndex>(&index.body) else {
+            return Ok(None);
+        };
+        let arch = host_architecture();
+        for m in ix.manifests() {
+            let Some(p) = m.platform() else { continue };
+            if p.os().to_string() != "linux" || p.architecture().to_string() != arch {
+                continue;
+            }
+            let Ok(d) = m.digest().to_string().parse::<Digest>() else {
+                continue;
+            };
+            if let Some(child) = self.storage.get_manifest(repo, &d).await? {
+                return Ok(Some(child));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores a pushed manifest under `reference` plus any extra `tags` (`?tag=`).
+    pub async fn put(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        extra_tags: Vec<Tag>,
+    ) -> Result<Pushed> {
+        if body.len() > self.options.max_manifest_bytes {
+            return Err(too_large(self.options.max_manifest_bytes));
+        }
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &body);
+                if &actual != expected {
+                    return Err(RegistryError::new(
+                        ErrorCode::DigestInvalid,
+                        "manifest digest did not match the digest in the URL",
+                    )
+                    .with_detail(
+                        json!({ "expected": expected.to_string(), "received": actual.to_string() }),
+                    ));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
+        };
+        let parsed = manifest::parse(content_type, &body)?;
+        self.check_references(repo, &parsed).await?;
+
+        let stored_type = content_type
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .or_else(|| parsed.declared_media_type.clone())
+            .unwrap_or_else(|| {
+                match parsed.kind {
+                    ManifestKind::Image => media_type::OCI_MANIFEST,
+                    ManifestKind::Index => media_type::OCI_INDEX,
+                }
+                .to_string()
+            });
+        let size = body.len() as u64;
+        self.storage
+            .put_manifest(repo, &digest, &stored_type, body)
+            .await?;
+
+        if let Some(subject) = &parsed.subject {
+            let record = ReferrerRecord {
+                digest: digest.clone(),
+                media_type: manifest::essence(&stored_type).to_string(),
+                size,
+                artifact_type: parsed.artifact_type.clone(),
+                annotations: parsed.annotations.clone().map(|a| a.into_iter().collect()),
+            };
+            self.storage.add_referrer(repo, subject, &record).await?;
+        }
+
+        let mut tags = extra_tags;
+        if let Reference::Tag(t) = reference {
+            tags.insert(0, t.clone());
+        }
+        tags.dedup();
+        for tag in &tags {
+            self.storage.set_tag(repo, tag, &digest).await?;
+        }
+        Ok(Pushed {
+            digest,
+            subject: parsed.subject,
+            tags,
+        })
+    }
+
+    /// Every blob of an image manifest must be in the repository (non-distributable
+    /// layers excepted), with the size the manifest claims. An index's manifests must be
+    /// present only with `strict_indexes`; otherwise a sparse index is accepted. A
+    /// missing `subject` is always accepted.
+    async fn check_references(
+        &self,
+        repo: &RepoName,
+        parsed: &manifest::ParsedManifest,
+    ) -> Result<()> {
+        for blob in parsed.blobs.iter().filter(|b| !b.foreign) {
+            match self.storage.repo_blob_size(repo, &blob.digest).await? {
+                None => {
+                    return Err(RegistryError::new(
+                        ErrorCode::ManifestBlobUnknown,
+                        "manifest references a blob unknown to this repository",
+                    )
+                    .with_detail(json!({ "digest": blob.digest.to_string() })));
+                }
+                Some(size) if size != blob.size => {
+                    return Err(RegistryError::new(
+                        ErrorCode::ManifestInvalid,
+                        format!(
+                            "descriptor of {} gives size {} but the blob is {size} bytes",
+                            blob.digest, blob.size
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if self.options.strict_indexes {
+            for m in &parsed.manifests {
+                if !self.storage.has_manifest(repo, &m.digest).await? {
+                    return Err(RegistryError::new(
+                        ErrorCode::ManifestBlobUnknown,
+                        "index references a manifest unknown to this repository",
+                    )
+                    .with_detail(json!({ "digest": m.digest.to_string() })));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a tag, or a manifest with every tag pointing at it and its referrer entry.
+    pub async fn delete(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        if !self.options.delete_enabled {
+            return Err(RegistryError::unsupported(
+                "deletes are disabled on this registry",
+            ));
+        }
+        match reference {
+            Reference::Tag(t) => {
+                if self.storage.delete_tag(repo, t).await? {
+                    Ok(())
+                } else {
+                    Err(RegistryError::manifest_unknown(reference))
+                }
+            }
+            Reference::Digest(d) => {
+                let stored = self
+                    .storage
+                    .get_manifest(repo, d)
+                    .await?
+                    .ok_or_else(|| RegistryError::manifest_unknown(reference))?;
+                for tag in self.storage.list_tags(repo).await?.unwrap_or_default() {
+                    let Ok(tag) = Tag::parse(&tag) else { continue };
+                    if self.storage.resolve_tag(repo, &tag).await?.as_ref() == Some(d) {
+                        self.storage.delete_tag(repo, &tag).await?;
+                    }
+                }
+                if let Ok(parsed) = manifest::parse(Some(&stored.media_type), &stored.body) {
+                    if let Some(subject) = parsed.subject {
+                        self.storage.remove_referrer(repo, &subject, d).await?;
+                    }
+                }
+                self.storage.delete_manifest(repo, d).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+pub fn too_large(limit: usize) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::SizeInvalid,
+        format!("manifest is larger than the {limit}-byte limit"),
+    )
+    .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+/// This host's CPU in the OCI platform's terms (Go's GOARCH).
+fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}

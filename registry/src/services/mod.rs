@@ -1,0 +1,133 @@
+//! What the registry does, independent of HTTP: each service takes validated inputs,
+//! applies the spec's rules and talks to [`Storage`].
+
+pub mod blobs;
+pub mod listing;
+pub mod manifests;
+pub mod namespace;
+pub mod referrers;
+pub mod uploads;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::storage::Storage;
+
+/// Behaviour switches shared by the services (see `docs/configuration.md`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: usize,
+    /// Whether DELETE of manifests, tags and blobs is allowed.
+    pub delete_enabled: bool,
+    /// Reject an index whose child manifests are not all present. Off by default so
+    /// sparse indexes (a subset of platforms) can be pushed.
+    pub strict_indexes: bool,
+    /// Most entries in one page of tags, `_catalog` or referrers.
+    pub max_page_entries: usize,
+    /// Upload sessions untouched for this long are removed.
+    pub upload_expiry: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            delete_enabled: true,
+            strict_indexes: false,
+            max_page_entries: 10_000,
+            upload_expiry: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// All services over one store.
+pub struct Registry {
+    pub blobs: blobs::BlobService,
+    pub uploads: uploads::UploadService,
+    pub manifests: manifests::ManifestService,
+    pub listing: listing::ListingService,
+    pub referrers: referrers::ReferrerService,
+    pub options: Options,
+}
+
+impl Registry {
+    pub fn new(storage: Arc<dyn Storage>, options: Options) -> Registry {
+        Registry {
+            blobs: blobs::BlobService::new(storage.clone(), options.clone()),
+            uploads: uploads::UploadService::new(storage.clone()),
+            manifests: manifests::ManifestService::new(storage.clone(), options.clone()),
+            listing: listing::ListingService::new(storage.clone(), options.max_page_entries),
+            referrers: referrers::ReferrerService::new(storage, options.max_page_entries),
+            options,
+        }
+    }
+}
+
+/// One page of a sorted listing and whether more entries follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub entries: Vec<T>,
+    /// The key to continue after, when the listing did not fit in this page.
+    pub next_after: Option<String>,
+}
+
+/// Takes the page of at most `n` entries after `last` from `sorted`, keyed by `key`.
+pub(crate) fn paginate<T>(
+    sorted: Vec<T>,
+    key: impl Fn(&T) -> &str,
+    last: Option<&str>,
+    n: usize,
+) -> Page<T> {
+    let start = match last {
+        Some(last) => sorted.partition_point(|e| key(e) <= last),
+        None => 0,
+    };
+    let total = sorted.len();
+    let end = start.saturating_add(n).min(total);
+    let mut entries: Vec<T> = sorted.into_iter().skip(start).take(end - start).collect();
+    let next_after = if end < total && !entries.is_empty() {
+        entries.last().map(|e| key(e).to_string())
+    } else {
+        None
+    };
+    entries.shrink_to_fit();
+    Page {
+        entries,
+        next_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(v: &[&str], last: Option<&str>, n: usize) -> (Vec<String>, Option<String>) {
+        let p = paginate(
+            v.iter().map(|s| s.to_string()).collect(),
+            |s| s.as_str(),
+            last,
+            n,
+        );
+        (p.entries, p.next_after)
+    }
+
+    #[test]
+    fn pages_follow_last_exclusively() {
+        let all = ["a", "b", "c", "d"];
+        assert_eq!(
+            page(&all, None, 2),
+            (vec!["a".into(), "b".into()], Some("b".into()))
+        );
+        assert_eq!(
+            page(&all, Some("b"), 2),
+            (vec!["c".into(), "d".into()], None)
+        );
+        assert_eq!(
+            page(&all, Some("bb"), 10),
+            (vec!["c".into(), "d".into()], None)
+        );
+        assert_eq!(page(&all, Some("z"), 10), (vec![], None));
+        assert_eq!(page(&all, None, 0), (vec![], None));
+    }
+}

@@ -1,0 +1,347 @@
+//! Blob upload sessions: monolithic, chunked and streamed pushes, resumable across
+//! restarts.
+//!
+//! Bytes are hashed as they arrive and the hasher's state is saved with every accepted
+//! chunk, so a blob is never re-read to verify it. A chunk that fails part-way (client
+//! gone, disk full) is rolled back, leaving the session exactly as it was before.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures::{Stream, StreamExt};
+use serde_json::json;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use uuid::Uuid;
+
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::oci::{Algorithm, Digest, Hasher, RepoName};
+use crate::storage::{Storage, UploadState};
+
+/// An inclusive byte range from a `Content-Range` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Where a chunk was rejected because it does not continue the upload.
+#[derive(Debug)]
+pub struct OutOfOrder {
+    pub offset: u64,
+}
+
+struct Session {
+    state: UploadState,
+    hasher: Hasher,
+}
+
+type Slot = Arc<Mutex<Option<Session>>>;
+
+pub struct UploadService {
+    storage: Arc<dyn Storage>,
+    /// Sessions in use, each behind a lock so concurrent requests on one upload queue up.
+    /// Storage is the source of truth; this only caches what was loaded.
+    sessions: DashMap<Uuid, Slot>,
+    open: AtomicI64,
+}
+
+/// Errors reading the request body are the client's, not the server's.
+fn body_error(e: io::Error) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::BlobUploadInvalid,
+        format!("failed to receive the upload body: {e}"),
+    )
+}
+
+impl UploadService {
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        UploadService {
+            storage,
+            sessions: DashMap::new(),
+            open: AtomicI64::new(0),
+        }
+    }
+
+    /// Counts the sessions already in storage (after a restart).
+    pub async fn recover(&self) -> Result<usize> {
+        let n = self.storage.list_uploads().await?.len();
+        self.open.store(n as i64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Upload sessions started and not yet finished, cancelled or expired.
+    pub fn open_sessions(&self) -> i64 {
+        self.open.load(Ordering::Relaxed).max(0)
+    }
+
+    pub async fn start(&self, repo: &RepoName, algorithm: Algorithm) -> Result<Uuid> {
+        let id = Uuid::new_v4();
+        let hasher = algorithm.hasher();
+        let state = UploadState {
+            repo: repo.to_string(),
+            algorithm,
+            offset: 0,
+            hash_state: hex::encode(hasher.save_state()),
+        };
+        self.storage.create_upload(id, &state).await?;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// Bytes received so far.
+    pub async fn offset(&self, repo: &RepoName, id: Uuid) -> Result<u64> {
+        let guard = self.lock(repo, id).await?;
+        Ok(session(&guard).state.offset)
+    }
+
+    /// Appends a chunk. With a `range`, the chunk must start where the upload ends; a chunk
+    /// that does not is refused with the current offset and the upload stays usable.
+    pub async fn append<S>(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        range: Option<ChunkRange>,
+        body: S,
+    ) -> Result<u64, AppendError>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+    {
+        let mut guard = self.lock(repo, id).await?;
+        let s = guard.as_mut().expect("locked session is loaded");
+        self.write_chunk(id, s, range, body).await?;
+        Ok(s.state.offset)
+    }
+
+    /// Completes an upload with an optional last chunk: verifies `digest` against what
+    /// was received, publishes the blob and links it into `repo`.
+    pub async fn finish<S>(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        digest: &Digest,
+        range: Option<ChunkRange>,
+        body: S,
+    ) -> Result<(), AppendError>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+    {
+        let mut guard = self.lock(repo, id).await?;
+        let s = guard.as_mut().expect("locked session is loaded");
+        let before = (s.state.clone(), s.hasher.clone());
+        self.write_chunk(id, s, range, body).await?;
+
+        let received = if digest.algorithm() == s.state.algorithm {
+            s.hasher.clone().finish()
+        } else {
+            self.rehash(id, digest.algorithm()).await?
+        };
+        if &received != digest {
+            // Undo this request's chunk so the client can retry it.
+            self.rollback(id, s, before).await?;
+            return Err(RegistryError::new(
+                ErrorCode::DigestInvalid,
+                "provided digest did not match uploaded content",
+            )
+            .with_detail(
+                json!({ "expected": digest.to_string(), "received": received.to_string() }),
+            )
+            .into());
+        }
+        self.storage
+            .commit_upload(id, digest, s.state.offset)
+            .await?;
+        self.storage.link_blob(repo, digest).await?;
+        *guard = None;
+        self.sessions.remove(&id);
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub async fn cancel(&self, repo: &RepoName, id: Uuid) -> Result<()> {
+        let mut guard = self.lock(repo, id).await?;
+        self.storage.delete_upload(id).await?;
+        *guard = None;
+        self.sessions.remove(&id);
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes sessions untouched for longer than `max_age`; returns how many.
+    pub async fn expire(&self, max_age: Duration) -> Result<usize> {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for (id, touched) in self.storage.list_uploads().await? {
+            if now.duration_since(touched).unwrap_or_default() < max_age {
+                continue;
+            }
+            let slot = self.slot(id);
+            // A session busy with a request is not abandoned.
+            let Ok(mut guard) = slot.try_lock_owned() else {
+                continue;
+            };
+            if self.storage.delete_upload(id).await? {
+                removed += 1;
+                self.open.fetch_sub(1, Ordering::Relaxed);
+            }
+            *guard = None;
+            self.sessions.remove(&id);
+        }
+        Ok(removed)
+    }
+
+    fn slot(&self, id: Uuid) -> Slot {
+        self.sessions.entry(id).or_default().clone()
+    }
+
+    async fn lock(&self, repo: &RepoName, id: Uuid) -> Result<OwnedMutexGuard<Option<Session>>> {
+        let mut guard = self.slot(id).lock_owned().await;
+        if guard.is_none() {
+            let Some(state) = self.storage.load_upload(id).await? else {
+                self.sessions.remove(&id);
+                return Err(RegistryError::upload_unknown());
+            };
+            let hasher = hex::decode(&state.hash_state)
+                .ok()
+                .and_then(|raw| Hasher::restore_state(state.algorithm, &raw))
+                .ok_or_else(|| {
+                    RegistryError::internal(format!("upload {id} has an unreadable hash state"))
+                })?;
+            *guard = Some(Session { state, hasher });
+        }
+        // A session belongs to the repository it was started in.
+        if session(&guard).state.repo != repo.as_str() {
+            return Err(RegistryError::upload_unknown());
+        }
+        Ok(guard)
+    }
+
+    async fn write_chunk<S>(
+        &self,
+        id: Uuid,
+        s: &mut Session,
+        range: Option<ChunkRange>,
+        mut body: S,
+    ) -> Result<(), AppendError>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+    {
+        if let Some(r) = range {
+            if r.start != s.state.offset || r.end < r.start {
+                return Err(AppendError::OutOfOrder(OutOfOrder {
+                    offset: s.state.offset,
+                }));
+            }
+        }
+        let first = loop {
+            match body.next().await {
+                Some(Ok(c)) if c.is_empty() => continue,
+                Some(Ok(c)) => break c,
+                Some(Err(e)) => return Err(body_error(e).into()),
+                None if range.is_some() => {
+                    return Err(RegistryError::new(
+                        ErrorCode::SizeInvalid,
+                        "a chunk with a Content-Range needs a body",
+                    )
+                    .into());
+                }
+                // An empty body changes nothing.
+                None => return Ok(()),
+            }
+        };
+
+        let before = (s.state.clone(), s.hasher.clone());
+        let mut hasher = s.hasher.clone();
+        let mut received: u64 = 0;
+        let result: Result<u64> = async {
+            let mut writer = self.storage.upload_writer(id, s.state.offset).await?;
+            let mut next = Some(first);
+            while let Some(chunk) = next {
+                hasher.update(&chunk);
+                received += chunk.len() as u64;
+                writer.write(chunk).await?;
+                next = match body.next().await {
+                    None => None,
+                    Some(Ok(c)) => Some(c),
+                    Some(Err(e)) => return Err(body_error(e)),
+                };
+            }
+            Ok(writer.finish().await?)
+        }
+        .await;
+
+        let fail = match result {
+            Ok(len) if len != s.state.offset + received => Some(RegistryError::internal(format!(
+                "upload {id}: wrote {received} bytes but the data is {len} bytes long"
+            ))),
+            Ok(_) => match range {
+                Some(r) if r.end - r.start + 1 != received => Some(
+                    RegistryError::new(
+                        ErrorCode::SizeInvalid,
+                        "the chunk's length does not match its Content-Range",
+                    )
+                    .with_detail(json!({ "contentRange": format!("{}-{}", r.start, r.end), "received": received })),
+                ),
+                _ => None,
+            },
+            Err(e) => Some(e),
+        };
+        if let Some(e) = fail {
+            self.rollback(id, s, before).await?;
+            return Err(e.into());
+        }
+        s.state.offset += received;
+        s.state.hash_state = hex::encode(hasher.save_state());
+        s.hasher = hasher;
+        self.storage.save_upload(id, &s.state).await?;
+        Ok(())
+    }
+
+    async fn rollback(
+        &self,
+        id: Uuid,
+        s: &mut Session,
+        before: (UploadState, Hasher),
+    ) -> Result<()> {
+        self.storage.truncate_upload(id, before.0.offset).await?;
+        s.state = before.0;
+        s.hasher = before.1;
+        self.storage.save_upload(id, &s.state).await?;
+        Ok(())
+    }
+
+    async fn rehash(&self, id: Uuid, algorithm: Algorithm) -> Result<Digest> {
+        let mut data = self.storage.read_upload(id).await?;
+        let mut h = algorithm.hasher();
+        while let Some(chunk) = data.next().await {
+            h.update(&chunk.map_err(RegistryError::internal)?);
+        }
+        Ok(h.finish())
+    }
+}
+
+fn session(guard: &OwnedMutexGuard<Option<Session>>) -> &Session {
+    guard.as_ref().expect("locked session is loaded")
+}
+
+/// Why a chunk was not accepted.
+#[derive(Debug)]
+pub enum AppendError {
+    OutOfOrder(OutOfOrder),
+    Other(RegistryError),
+}
+
+impl From<RegistryError> for AppendError {
+    fn from(e: RegistryError) -> Self {
+        AppendError::Other(e)
+    }
+}
+
+impl From<crate::storage::StorageError> for AppendError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        AppendError::Other(e.into())
+    }
+}

@@ -1,0 +1,146 @@
+//! Streaming file reads and appends that keep memory flat whatever the size.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::durable;
+use crate::storage::{ByteRange, ByteStream, Result, StorageError, UploadWriter};
+
+/// Size of each read from a blob file. Large enough to keep syscalls rare, small enough
+/// that many concurrent pulls hold little memory.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Opens `path` and streams `range` of it (everything when `None`); `None` when the file
+/// does not exist. Each chunk is read by a blocking task, so the stream holds one chunk.
+pub fn read_file(path: &Path, range: Option<ByteRange>) -> Result<Option<ByteStream>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io(format!("opening {}", path.display()), e)),
+    };
+    let (start, len) = match range {
+        Some(r) => (r.offset, r.len),
+        None => {
+            let len = file
+                .metadata()
+                .map_err(|e| StorageError::io(format!("reading {}", path.display()), e))?
+                .len();
+            (0, len)
+        }
+    };
+    let file = Arc::new(file);
+    let end = start + len;
+    let stream = futures::stream::unfold(start, move |pos| {
+        let file = file.clone();
+        async move {
+            if pos >= end {
+                return None;
+            }
+            let want = (end - pos).min(READ_CHUNK as u64) as usize;
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = BytesMut::zeroed(want);
+                let mut filled = 0;
+                while filled < want {
+                    let n = file.read_at(&mut buf[filled..], pos + filled as u64)?;
+                    if n == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "blob is shorter than its recorded size",
+                        ));
+                    }
+                    filled += n;
+                }
+                Ok(buf.freeze())
+            })
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)));
+            match read {
+                Ok(chunk) => Some((Ok(chunk), pos + want as u64)),
+                // Ending at `end` stops the stream after reporting the error.
+                Err(e) => Some((Err(e), end)),
+            }
+        }
+    });
+    Ok(Some(stream.boxed()))
+}
+
+/// Writes start to reach the disk every this many bytes (see [`durable::writeback`]).
+const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
+
+/// Appends to an upload's data file on a blocking thread, fed through a bounded channel
+/// so receiving from the network and writing to disk overlap.
+pub struct FileAppender {
+    tx: mpsc::Sender<Bytes>,
+    task: JoinHandle<io::Result<u64>>,
+}
+
+impl FileAppender {
+    pub fn open(path: &Path, offset: u64) -> Result<FileAppender> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| StorageError::io(format!("opening {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(format!("reading {}", path.display()), e))?
+            .len();
+        if len != offset {
+            return Err(StorageError::Corrupt(format!(
+                "{} holds {len} bytes but the upload recorded {offset}",
+                path.display()
+            )));
+        }
+        let (tx, mut rx) = mpsc::channel::<Bytes>(32);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            let mut pos = offset;
+            let mut window_start = offset;
+            let mut previous = None;
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)?;
+                pos += chunk.len() as u64;
+                if pos - window_start >= WRITEBACK_WINDOW {
+                    let window = (window_start, pos - window_start);
+                    durable::writeback(&file, window.0, window.1, previous);
+                    previous = Some(window);
+                    window_start = pos;
+                }
+            }
+            Ok(pos)
+        });
+        Ok(FileAppender { tx, task })
+    }
+}
+
+#[async_trait]
+impl UploadWriter for FileAppender {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        if self.tx.send(data).await.is_ok() {
+            return Ok(());
+        }
+        // The writer thread stopped early: report why.
+        let cause = match (&mut self.task).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => io::Error::other("upload writer stopped"),
+            Err(e) => io::Error::other(e),
+        };
+        Err(StorageError::io("writing upload data", cause))
+    }
+
+    async fn finish(self: Box<Self>) -> Result<u64> {
+        let FileAppender { tx, task } = *self;
+        drop(tx);
+        task.await
+            .map_err(|e| StorageError::io("writing upload data", io::Error::other(e)))?
+            .map_err(|e| StorageError::io("writing upload data", e))
+    }
+}

@@ -1,0 +1,197 @@
+//! The content store behind the registry.
+//!
+//! [`Storage`] is the only way the services reach persistent state. It speaks in
+//! validated names and digests, never in paths, so a second backend (an S3-compatible
+//! object store) can implement it without the API or service code changing.
+//! [`fs::FsStorage`] is the filesystem backend; its layout is documented in
+//! `docs/storage.md`.
+//!
+//! Contract every backend keeps:
+//! - blobs are content-addressed and shared by all repositories; a repository sees a
+//!   blob only through its own link;
+//! - nothing becomes visible before it is complete and durable: an upload turns into a
+//!   blob in one atomic step, after its bytes are synced;
+//! - writes of the same content by concurrent requests are safe and idempotent.
+
+pub mod fs;
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::oci::{Algorithm, Digest, RepoName, Tag};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("no space left on the storage device")]
+    Full,
+    #[error("storage I/O failed while {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StorageError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            return StorageError::Full;
+        }
+        StorageError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// A stream of blob bytes.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// Part of a blob to read: `offset` and `len` already checked against the blob's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// What a repository knows about one of its manifests.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    /// The `Content-Type` it was pushed with.
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+/// A manifest that names a subject, as the referrers API lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReferrerRecord {
+    pub digest: Digest,
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub size: u64,
+    #[serde(
+        rename = "artifactType",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The persistent state of an upload session, saved after every accepted chunk so the
+/// session survives a restart without re-reading its data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadState {
+    pub repo: String,
+    pub algorithm: Algorithm,
+    /// Bytes accepted so far.
+    pub offset: u64,
+    /// The hasher's internal state after `offset` bytes (hex).
+    pub hash_state: String,
+}
+
+/// Appends bytes to an upload. Dropping it without [`UploadWriter::finish`] abandons the
+/// bytes written so far; the caller rolls the upload back with
+/// [`Storage::truncate_upload`].
+#[async_trait]
+pub trait UploadWriter: Send {
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+    /// Waits until every byte is written; returns the upload's new length.
+    async fn finish(self: Box<Self>) -> Result<u64>;
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    // --- blobs (global, content-addressed) ---
+
+    /// Size of a blob in the store, whichever repository it belongs to.
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// Size of a blob if `repo` links it.
+    async fn repo_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+    /// Streams `range` of a blob (the whole blob when `None`).
+    async fn read_blob(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<Option<ByteStream>>;
+    /// Makes a stored blob visible in `repo`. The blob must exist.
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
+    /// Removes `repo`'s link; returns whether there was one.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+
+    // --- uploads ---
+
+    async fn create_upload(&self, id: Uuid, state: &UploadState) -> Result<()>;
+    async fn load_upload(&self, id: Uuid) -> Result<Option<UploadState>>;
+    async fn save_upload(&self, id: Uuid, state: &UploadState) -> Result<()>;
+    /// A writer appending to the upload's data, which must be `offset` bytes long.
+    async fn upload_writer(&self, id: Uuid, offset: u64) -> Result<Box<dyn UploadWriter>>;
+    /// Cuts the upload's data back to `len` bytes (rolls back a failed chunk).
+    async fn truncate_upload(&self, id: Uuid, len: u64) -> Result<()>;
+    /// Reads the upload's data (to hash it with another algorithm).
+    async fn read_upload(&self, id: Uuid) -> Result<ByteStream>;
+    /// Turns the upload into the blob `digest` (already verified) of `size` bytes, durably
+    /// and atomically, and removes the session.
+    async fn commit_upload(&self, id: Uuid, digest: &Digest, size: u64) -> Result<()>;
+    async fn delete_upload(&self, id: Uuid) -> Result<bool>;
+    /// Every upload with the time it last changed.
+    async fn list_uploads(&self) -> Result<Vec<(Uuid, SystemTime)>>;
+
+    // --- manifests and tags (per repository) ---
+
+    /// Stores a manifest's bytes as a blob and links it into `repo` with its media type.
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        media_type: &str,
+        body: Bytes,
+    ) -> Result<()>;
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<StoredManifest>>;
+    /// Whether `repo` holds the manifest.
+    async fn has_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>>;
+    async fn set_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<()>;
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+    /// All tags of `repo` in no particular order; `None` when the repository does not exist.
+    async fn list_tags(&self, repo: &RepoName) -> Result<Option<Vec<String>>>;
+    /// All repositories that hold at least one manifest, in no particular order.
+    async fn list_repositories(&self) -> Result<Vec<String>>;
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
+
+    // --- referrers ---
+
+    async fn add_referrer(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        record: &ReferrerRecord,
+    ) -> Result<()>;
+    async fn remove_referrer(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        referrer: &Digest,
+    ) -> Result<()>;
+    async fn list_referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<ReferrerRecord>>;
+}
