@@ -1,0 +1,12 @@
+//! Shared pieces of the end-to-end tests: starting `sealer-registry`, talking to it,
+//! making test content and running real clients.
+
+pub mod content;
+pub mod http;
+pub mod server;
+pub mod tools;
+
+pub use content::*;
+pub use http::*;
+pub use server::*;
+pub use tools::*;

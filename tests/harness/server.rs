@@ -1,0 +1,187 @@
+//! Starting and stopping `sealer-registry` processes on private stores.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Builds the workspace binaries once per test process, so a test never runs a stale
+/// binary, then returns the path of `name`.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        // target/<profile>/deps/<test-exe>
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--bins",
+            "-p",
+            "sealer-registry",
+            "-p",
+            "sealer",
+        ]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build for the binaries");
+        assert!(status.success(), "building the binaries failed");
+        profile_dir
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A running `sealer-registry serve` on 127.0.0.1 with its own store.
+pub struct Registry {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`
+    pub host: String,
+    pub root: PathBuf,
+    pub log: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Registry {
+    /// A registry on a fresh temporary store.
+    pub fn start() -> Registry {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Registry {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let root = tmp.path().join("store");
+        let mut r = Registry::spawn(&root, tmp.path().join("registry.log"), args, &[]);
+        r._tmp = Some(tmp);
+        r
+    }
+
+    /// A registry on `root` (kept by the caller), logging to `log`, with extra flags and
+    /// environment variables.
+    pub fn spawn(root: &Path, log: PathBuf, args: &[&str], envs: &[(&str, &str)]) -> Registry {
+        let mut r = Registry {
+            child: None,
+            host: String::new(),
+            root: root.to_path_buf(),
+            log,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            _tmp: None,
+        };
+        r.launch("127.0.0.1:0");
+        r
+    }
+
+    fn launch(&mut self, addr: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut cmd = Command::new(binary("sealer-registry"));
+        cmd.arg("serve")
+            .arg("--addr")
+            .arg(addr)
+            .arg("--root")
+            .arg(&self.root)
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(log);
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting sealer-registry");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let host = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!("sealer-registry did not start: {line:?}\n--- log ---\n{log}")
+            })
+            .to_string();
+        self.host = host;
+        self.child = Some(child);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.host, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("sealer-registry did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts again on the same store and the same port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let addr = self.host.clone();
+        // The port was just freed; retry briefly in case it lingers.
+        for _ in 0..50 {
+            let probe = std::net::TcpListener::bind(&addr);
+            if probe.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.launch(&addr);
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

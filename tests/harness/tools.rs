@@ -1,0 +1,62 @@
+//! Real clients: finding them (a missing one fails the test, never skips it) and running
+//! them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The path of a required program. The test command installs every client; one that is
+/// missing is a broken test machine, so the test fails saying which.
+pub fn require(program: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in
+        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+    {
+        let candidate = dir.join(program);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("required client `{program}` is not installed; `scripts/test` installs it (see README)");
+}
+
+/// Runs a command to completion; panics with its output when it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// `tests/fixtures` in the source tree.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// An OCI image layout with one runnable test image tagged `app` (see
+/// `fixtures/make-image.sh`), built once per test process.
+pub fn test_image_layout() -> &'static Path {
+    static LAYOUT: OnceLock<PathBuf> = OnceLock::new();
+    LAYOUT.get_or_init(|| {
+        require("umoci");
+        let dir = tempfile::Builder::new()
+            .prefix("sealer-test-image")
+            .tempdir()
+            .unwrap()
+            .keep();
+        run(Command::new(fixtures().join("make-image.sh"))
+            .arg(&dir)
+            .arg("app"));
+        dir.join("oci")
+    })
+}

@@ -1,0 +1,226 @@
+//! The content store (DESIGN contract 1): shared blobs, restart-safe uploads, expiry,
+//! concurrency and graceful shutdown.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use sealer_e2e::*;
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_blob_pushed_to_many_repositories_is_stored_once() {
+    let reg = Registry::start();
+    let data = random_bytes(100_000);
+    for repo in ["s/one", "s/two", "s/three"] {
+        push_blob(&reg, repo, &data).await;
+    }
+    let blobs = files_under(&reg.root.join("blobs"));
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    assert_eq!(std::fs::read(&blobs[0]).unwrap(), data);
+}
+
+#[tokio::test]
+async fn an_upload_survives_a_restart() {
+    let mut reg = Registry::start();
+    let data = random_bytes(200_000);
+    let c = client();
+    let resp = c
+        .post(reg.url("/v2/s/resume/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = header(&resp, "location");
+    let resp = c
+        .patch(reg.url(&loc))
+        .header("content-range", "0-99999")
+        .body(data[..100_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(reg.stop(), Some(0), "clean exit on SIGTERM");
+    reg.restart();
+    let c = client(); // the old connections died with the old process
+    let resp = c.get(reg.url(&loc)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&resp, "range"), "0-99999");
+    c.patch(reg.url(&loc))
+        .header("content-range", "100000-199999")
+        .body(data[100_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    let resp = c
+        .put(reg.url(&format!("{loc}?digest={}", sha256(&data))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let got = c
+        .get(reg.url(&format!("/v2/s/resume/blobs/{}", sha256(&data))))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), data.as_slice());
+}
+
+#[tokio::test]
+async fn abandoned_uploads_expire() {
+    let reg = Registry::start_with(&["--upload-expiry", "2s"]);
+    let c = client();
+    let resp = c
+        .post(reg.url("/v2/s/expire/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = reg.url(&header(&resp, "location"));
+    c.patch(&loc).body(vec![1u8; 10]).send().await.unwrap();
+    assert_eq!(
+        c.get(&loc).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = c.get(&loc).send().await.unwrap();
+        if resp.status() == StatusCode::NOT_FOUND {
+            assert_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upload still there after 20 s with a 2 s expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        files_under(&reg.root.join("uploads")).is_empty(),
+        "its data is gone too"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_pushes_of_one_blob_and_one_manifest_are_safe() {
+    let reg = Registry::start();
+    let data = random_bytes(3_000_000);
+    let digest = sha256(&data);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let url = reg.url(&format!(
+            "/v2/s/race{}/blobs/uploads/?digest={digest}",
+            i % 4
+        ));
+        let data = data.clone();
+        tasks.push(tokio::spawn(async move {
+            client().post(url).body(data).send().await.unwrap().status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::CREATED);
+    }
+    for i in 0..4 {
+        let got = client()
+            .get(reg.url(&format!("/v2/s/race{i}/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(sha256(&got), digest);
+    }
+    let img = push_image(&reg, "s/race0", "v0", 1, 10).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let url = reg.url(&format!("/v2/s/race0/manifests/t{}", i % 3));
+        let body = img.manifest.clone();
+        tasks.push(tokio::spawn(async move {
+            client()
+                .put(url)
+                .header("content-type", OCI_MANIFEST)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::CREATED);
+    }
+    for t in ["t0", "t1", "t2"] {
+        let got = client()
+            .get(reg.url(&format!("/v2/s/race0/manifests/{t}")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(got.as_ref(), img.manifest.as_slice());
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_upload_finish() {
+    let mut reg = Registry::start();
+    let data = random_bytes(4_000_000);
+    let digest = sha256(&data);
+    let url = reg.url(&format!("/v2/s/shutdown/blobs/uploads/?digest={digest}"));
+    // A slow body: 40 pieces, 50 ms apart.
+    let pieces: Vec<Vec<u8>> = data.chunks(100_000).map(<[u8]>::to_vec).collect();
+    let body = futures::stream::unfold(pieces.into_iter(), |mut it| async move {
+        let next = it.next()?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Some((Ok::<_, std::io::Error>(next), it))
+    });
+    let upload = tokio::spawn(async move {
+        client()
+            .post(url)
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopper = tokio::task::spawn_blocking(move || {
+        let code = reg.stop();
+        (reg, code)
+    });
+    assert_eq!(
+        upload.await.unwrap(),
+        StatusCode::CREATED,
+        "the in-flight upload completed"
+    );
+    let (mut reg, code) = stopper.await.unwrap();
+    assert_eq!(code, Some(0));
+    reg.restart();
+    let got = client()
+        .get(reg.url(&format!("/v2/s/shutdown/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), data.as_slice());
+}
