@@ -2,11 +2,13 @@
 //! making test content and running real clients.
 
 pub mod content;
+pub mod daemons;
 pub mod http;
 pub mod server;
 pub mod tools;
 
 pub use content::*;
+pub use daemons::*;
 pub use http::*;
 pub use server::*;
 pub use tools::*;
