@@ -1,0 +1,142 @@
+//! The two registries under test, each started on a fresh store in the same directory
+//! (same filesystem, same disk).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sealer,
+    Reference,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Sealer => "sealer-registry",
+            Kind::Reference => "docker-registry",
+        }
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub root: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    pub fn start(kind: Kind, sealer_bin: &Path, work: &Path) -> anyhow::Result<Server> {
+        let port = free_port();
+        let root = work.join(format!("{}-{port}", kind.label()));
+        std::fs::create_dir_all(&root)?;
+        let log = std::fs::File::create(work.join(format!("{}-{port}.log", kind.label())))?;
+        let child = match kind {
+            Kind::Sealer => Command::new(sealer_bin)
+                .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--root"])
+                .arg(&root)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("starting sealer-registry")?,
+            Kind::Reference => {
+                let config = work.join(format!("reference-{port}.yml"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "version: 0.1\nlog: {{level: info, formatter: text, accesslog: {{disabled: false}}}}\n\
+                         storage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\n  \
+                         cache: {{blobdescriptor: inmemory}}\n  maintenance: {{uploadpurging: {{enabled: false}}}}\n\
+                         http: {{addr: 127.0.0.1:{port}}}\n",
+                        root.display()
+                    ),
+                )?;
+                Command::new("docker-registry")
+                    .arg("serve")
+                    .arg(&config)
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .context("starting docker-registry (apt install docker-registry)")?
+            }
+        };
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            root,
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = self.base.trim_start_matches("http://").to_string();
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("{} did not start", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    /// Bytes allocated on disk under the store.
+    pub fn disk_used(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            use std::os::unix::fs::MetadataExt;
+            let Ok(meta) = std::fs::symlink_metadata(p) else { return 0 };
+            let mut total = meta.blocks() * 512;
+            if meta.is_dir() {
+                for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                    total += walk(&e.path());
+                }
+            }
+            total
+        }
+        walk(&self.root)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
