@@ -61,14 +61,20 @@ async fn run_once(kind: Kind, args: &Args, base_buf: &Bytes, s: &Sizes) -> anyho
     let mbps = |bytes: usize, d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
 
     let blob = BigBlob::new(base_buf, s.big);
-    let d = push_monolithic(&c, &base, "bench/mono", &blob).await.context("monolithic push")?;
+    let d = push_monolithic(&c, &base, "bench/mono", &blob)
+        .await
+        .context("monolithic push")?;
     f.insert("push_monolithic_MBps", mbps(s.big, d));
 
     let blob = BigBlob::new(base_buf, s.big);
-    let d = push_chunked(&c, &base, "bench/chunked", &blob, s.chunk).await.context("chunked push")?;
+    let d = push_chunked(&c, &base, "bench/chunked", &blob, s.chunk)
+        .await
+        .context("chunked push")?;
     f.insert("push_chunked_MBps", mbps(s.big, d));
 
-    let (d, n) = pull(&c, &base, "bench/chunked", &blob.digest).await.context("pull")?;
+    let (d, n) = pull(&c, &base, "bench/chunked", &blob.digest)
+        .await
+        .context("pull")?;
     anyhow::ensure!(n == s.big, "pulled {n} bytes");
     f.insert("pull_MBps", mbps(s.big, d));
 
@@ -76,25 +82,43 @@ async fn run_once(kind: Kind, args: &Args, base_buf: &Bytes, s: &Sizes) -> anyho
     for _ in 0..s.many_blobs {
         blobs.push(push_small(&c, &base, "bench/many", &random(s.many_blob)).await?);
     }
-    let d = pull_many(&c, &base, "bench/many", &blobs, s.many_pulls, 32).await.context("concurrent pulls")?;
+    let d = pull_many(&c, &base, "bench/many", &blobs, s.many_pulls, 32)
+        .await
+        .context("concurrent pulls")?;
     f.insert("pull_4MiB_c32_MBps", mbps(s.many_pulls * s.many_blob, d));
 
     let manifest = small_image(&c, &base, "bench/manifest", "latest").await?;
     let accept = ("accept", "application/vnd.oci.image.manifest.v1+json");
-    let r = rate(&base, "GET", "/v2/bench/manifest/manifests/latest", &[accept], 64, Duration::from_secs(args.rate_seconds))
-        .await
-        .context("manifest GET rate")?;
+    let r = rate(
+        &base,
+        "GET",
+        "/v2/bench/manifest/manifests/latest",
+        &[accept],
+        64,
+        Duration::from_secs(args.rate_seconds),
+    )
+    .await
+    .context("manifest GET rate")?;
     f.insert("manifest_get_c64_rps", r.per_sec);
     f.insert("manifest_get_c64_p50_ms", r.p50.as_secs_f64() * 1e3);
     f.insert("manifest_get_c64_p99_ms", r.p99.as_secs_f64() * 1e3);
 
-    let r = rate(&base, "HEAD", &format!("/v2/bench/many/blobs/{}", blobs[0]), &[], 64, Duration::from_secs(args.rate_seconds))
-        .await
-        .context("HEAD blob rate")?;
+    let r = rate(
+        &base,
+        "HEAD",
+        &format!("/v2/bench/many/blobs/{}", blobs[0]),
+        &[],
+        64,
+        Duration::from_secs(args.rate_seconds),
+    )
+    .await
+    .context("HEAD blob rate")?;
     f.insert("head_blob_c64_rps", r.per_sec);
     f.insert("head_blob_c64_p99_ms", r.p99.as_secs_f64() * 1e3);
 
-    let d = push_many_layers(&c, &base, "bench/layers", s.layers, 4096, 4).await.context("200-layer push")?;
+    let d = push_many_layers(&c, &base, "bench/layers", s.layers, 4096, 4)
+        .await
+        .context("200-layer push")?;
     f.insert("push_200_layers_s", d.as_secs_f64());
 
     futures::future::try_join_all((0..16).map(|w| {
@@ -110,17 +134,24 @@ async fn run_once(kind: Kind, args: &Args, base_buf: &Bytes, s: &Sizes) -> anyho
     }))
     .await
     .context("creating tags")?;
-    let (d, seen) = list_tags(&c, &base, "bench/manifest", 1000).await.context("listing tags")?;
+    let (d, seen) = list_tags(&c, &base, "bench/manifest", 1000)
+        .await
+        .context("listing tags")?;
     anyhow::ensure!(seen == s.tags + 1, "listed {seen} tags");
     f.insert("list_10k_tags_n1000_s", d.as_secs_f64());
 
     let before = server.disk_used();
     let data = random(s.dedupe);
     for repo in ["bench/dedupe-a", "bench/dedupe-b", "bench/dedupe-c"] {
-        push_small(&c, &base, repo, &data).await.context("dedupe push")?;
+        push_small(&c, &base, repo, &data)
+            .await
+            .context("dedupe push")?;
     }
     let used = server.disk_used().saturating_sub(before);
-    f.insert("disk_per_logical_3x256MiB", used as f64 / (3 * s.dedupe) as f64);
+    f.insert(
+        "disk_per_logical_3x256MiB",
+        used as f64 / (3 * s.dedupe) as f64,
+    );
 
     f.insert("peak_rss_MiB", server.peak_rss() as f64 / MIB as f64);
     Ok(f)
@@ -129,7 +160,11 @@ async fn run_once(kind: Kind, args: &Args, base_buf: &Bytes, s: &Sizes) -> anyho
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Which way is better, and the target for the ratio sealer / reference.
@@ -149,19 +184,47 @@ fn target(metric: &str) -> &'static str {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.work)?;
-    anyhow::ensure!(args.sealer.exists(), "{} not found: cargo build --release -p sealer-registry", args.sealer.display());
+    anyhow::ensure!(
+        args.sealer.exists(),
+        "{} not found: cargo build --release -p sealer-registry",
+        args.sealer.display()
+    );
     let s = if args.quick {
-        Sizes { big: 64 * MIB, chunk: 16 * MIB, many_blob: 4 * MIB, many_blobs: 8, many_pulls: 64, layers: 200, tags: 1000, dedupe: 16 * MIB }
+        Sizes {
+            big: 64 * MIB,
+            chunk: 16 * MIB,
+            many_blob: 4 * MIB,
+            many_blobs: 8,
+            many_pulls: 64,
+            layers: 200,
+            tags: 1000,
+            dedupe: 16 * MIB,
+        }
     } else {
-        Sizes { big: GIB, chunk: 16 * MIB, many_blob: 4 * MIB, many_blobs: 32, many_pulls: 256, layers: 200, tags: 10_000, dedupe: 256 * MIB }
+        Sizes {
+            big: GIB,
+            chunk: 16 * MIB,
+            many_blob: 4 * MIB,
+            many_blobs: 32,
+            many_pulls: 256,
+            layers: 200,
+            tags: 10_000,
+            dedupe: 256 * MIB,
+        }
     };
     let base_buf = Bytes::from(random(64 * MIB));
     let mut results: BTreeMap<&'static str, Vec<Figures>> = BTreeMap::new();
     for round in 0..args.rounds {
-        let order = if round % 2 == 0 { [Kind::Sealer, Kind::Reference] } else { [Kind::Reference, Kind::Sealer] };
+        let order = if round % 2 == 0 {
+            [Kind::Sealer, Kind::Reference]
+        } else {
+            [Kind::Reference, Kind::Sealer]
+        };
         for kind in order {
             eprintln!("round {}/{}: {}", round + 1, args.rounds, kind.label());
-            let f = run_once(kind, &args, &base_buf, &s).await.with_context(|| format!("{} round {}", kind.label(), round + 1))?;
+            let f = run_once(kind, &args, &base_buf, &s)
+                .await
+                .with_context(|| format!("{} round {}", kind.label(), round + 1))?;
             for (k, v) in &f {
                 eprintln!("  {k:32} {v:12.2}");
             }
@@ -171,12 +234,18 @@ async fn main() -> anyhow::Result<()> {
 
     let ours = &results[Kind::Sealer.label()];
     let reference = &results[Kind::Reference.label()];
-    println!("| metric | sealer-registry | docker-registry 2.8 | ratio sealer/reference | target |");
+    println!(
+        "| metric | sealer-registry | docker-registry 2.8 | ratio sealer/reference | target |"
+    );
     println!("|---|---:|---:|---:|---|");
     for metric in ours[0].keys() {
         let a = median(ours.iter().map(|f| f[metric]).collect());
         let b = median(reference.iter().map(|f| f[metric]).collect());
-        println!("| {metric} | {a:.2} | {b:.2} | {:.2} | {} |", a / b, target(metric));
+        println!(
+            "| {metric} | {a:.2} | {b:.2} | {:.2} | {} |",
+            a / b,
+            target(metric)
+        );
     }
     if let Some(path) = &args.json {
         let json = serde_json::json!({

@@ -98,7 +98,8 @@ impl Server {
 
     /// Peak resident memory so far (VmHWM), in bytes.
     pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmHWM:"))
@@ -111,7 +112,9 @@ impl Server {
     pub fn disk_used(&self) -> u64 {
         fn walk(p: &Path) -> u64 {
             use std::os::unix::fs::MetadataExt;
-            let Ok(meta) = std::fs::symlink_metadata(p) else { return 0 };
+            let Ok(meta) = std::fs::symlink_metadata(p) else {
+                return 0;
+            };
             let mut total = meta.blocks() * 512;
             if meta.is_dir() {
                 for e in std::fs::read_dir(p).into_iter().flatten().flatten() {

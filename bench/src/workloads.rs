@@ -18,7 +18,11 @@ pub const MIB: usize = 1024 * 1024;
 pub const GIB: usize = 1024 * MIB;
 
 pub fn client() -> Client {
-    Client::builder().no_proxy().pool_max_idle_per_host(128).build().unwrap()
+    Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(128)
+        .build()
+        .unwrap()
 }
 
 pub fn random(n: usize) -> Vec<u8> {
@@ -88,7 +92,8 @@ impl BigBlob {
     }
 
     fn body(&self, offset: usize, len: usize) -> reqwest::Body {
-        let chunks: Vec<Result<Bytes, std::io::Error>> = self.chunks(offset, len).into_iter().map(Ok).collect();
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            self.chunks(offset, len).into_iter().map(Ok).collect();
         reqwest::Body::wrap_stream(futures::stream::iter(chunks))
     }
 }
@@ -102,18 +107,39 @@ fn absolute(base: &str, location: &str) -> String {
 }
 
 fn with_query(url: &str, kv: &str) -> String {
-    if url.contains('?') { format!("{url}&{kv}") } else { format!("{url}?{kv}") }
+    if url.contains('?') {
+        format!("{url}&{kv}")
+    } else {
+        format!("{url}?{kv}")
+    }
 }
 
 async fn start_upload(c: &Client, base: &str, repo: &str) -> anyhow::Result<String> {
-    let resp = c.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await?;
-    ensure!(resp.status() == StatusCode::ACCEPTED, "POST upload: {}", resp.status());
-    let loc = resp.headers().get("location").context("no Location")?.to_str()?.to_string();
+    let resp = c
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == StatusCode::ACCEPTED,
+        "POST upload: {}",
+        resp.status()
+    );
+    let loc = resp
+        .headers()
+        .get("location")
+        .context("no Location")?
+        .to_str()?
+        .to_string();
     Ok(absolute(base, &loc))
 }
 
 /// POST, then one PUT carrying the whole blob.
-pub async fn push_monolithic(c: &Client, base: &str, repo: &str, blob: &BigBlob) -> anyhow::Result<Duration> {
+pub async fn push_monolithic(
+    c: &Client,
+    base: &str,
+    repo: &str,
+    blob: &BigBlob,
+) -> anyhow::Result<Duration> {
     let t = Instant::now();
     let loc = start_upload(c, base, repo).await?;
     let resp = c
@@ -123,12 +149,22 @@ pub async fn push_monolithic(c: &Client, base: &str, repo: &str, blob: &BigBlob)
         .body(blob.body(0, blob.len))
         .send()
         .await?;
-    ensure!(resp.status() == StatusCode::CREATED, "PUT: {}", resp.status());
+    ensure!(
+        resp.status() == StatusCode::CREATED,
+        "PUT: {}",
+        resp.status()
+    );
     Ok(t.elapsed())
 }
 
 /// POST, PATCH per chunk with Content-Range, then an empty PUT.
-pub async fn push_chunked(c: &Client, base: &str, repo: &str, blob: &BigBlob, chunk: usize) -> anyhow::Result<Duration> {
+pub async fn push_chunked(
+    c: &Client,
+    base: &str,
+    repo: &str,
+    blob: &BigBlob,
+    chunk: usize,
+) -> anyhow::Result<Duration> {
     let t = Instant::now();
     let mut loc = start_upload(c, base, repo).await?;
     let mut offset = 0;
@@ -142,20 +178,49 @@ pub async fn push_chunked(c: &Client, base: &str, repo: &str, blob: &BigBlob, ch
             .body(blob.body(offset, n))
             .send()
             .await?;
-        ensure!(resp.status() == StatusCode::ACCEPTED, "PATCH: {}", resp.status());
-        loc = absolute(base, resp.headers().get("location").context("no Location")?.to_str()?);
+        ensure!(
+            resp.status() == StatusCode::ACCEPTED,
+            "PATCH: {}",
+            resp.status()
+        );
+        loc = absolute(
+            base,
+            resp.headers()
+                .get("location")
+                .context("no Location")?
+                .to_str()?,
+        );
         offset += n;
     }
-    let resp = c.put(with_query(&loc, &format!("digest={}", blob.digest))).send().await?;
-    ensure!(resp.status() == StatusCode::CREATED, "PUT: {}", resp.status());
+    let resp = c
+        .put(with_query(&loc, &format!("digest={}", blob.digest)))
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == StatusCode::CREATED,
+        "PUT: {}",
+        resp.status()
+    );
     Ok(t.elapsed())
 }
 
 /// GET a blob and read it to the end; returns the time and the bytes read.
-pub async fn pull(c: &Client, base: &str, repo: &str, digest: &str) -> anyhow::Result<(Duration, usize)> {
+pub async fn pull(
+    c: &Client,
+    base: &str,
+    repo: &str,
+    digest: &str,
+) -> anyhow::Result<(Duration, usize)> {
     let t = Instant::now();
-    let resp = c.get(format!("{base}/v2/{repo}/blobs/{digest}")).send().await?;
-    ensure!(resp.status() == StatusCode::OK, "GET blob: {}", resp.status());
+    let resp = c
+        .get(format!("{base}/v2/{repo}/blobs/{digest}"))
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == StatusCode::OK,
+        "GET blob: {}",
+        resp.status()
+    );
     let mut stream = resp.bytes_stream();
     let mut n = 0;
     while let Some(chunk) = stream.next().await {
@@ -173,12 +238,23 @@ pub async fn push_small(c: &Client, base: &str, repo: &str, data: &[u8]) -> anyh
         .body(data.to_vec())
         .send()
         .await?;
-    ensure!(resp.status() == StatusCode::CREATED, "PUT small blob: {}", resp.status());
+    ensure!(
+        resp.status() == StatusCode::CREATED,
+        "PUT small blob: {}",
+        resp.status()
+    );
     Ok(digest)
 }
 
 /// `total` pulls spread over `blobs`, `concurrency` at a time; returns the time.
-pub async fn pull_many(c: &Client, base: &str, repo: &str, blobs: &[String], total: usize, concurrency: usize) -> anyhow::Result<Duration> {
+pub async fn pull_many(
+    c: &Client,
+    base: &str,
+    repo: &str,
+    blobs: &[String],
+    total: usize,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
     let t = Instant::now();
     let results: Vec<anyhow::Result<(Duration, usize)>> = futures::stream::iter(0..total)
         .map(|i| {
@@ -201,7 +277,14 @@ pub struct Rate {
 }
 
 /// Keeps `concurrency` requests of `method path` in flight for `dur`; counts 200s.
-pub async fn rate(base: &str, method: &str, path: &str, headers: &[(&str, &str)], concurrency: usize, dur: Duration) -> anyhow::Result<Rate> {
+pub async fn rate(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    concurrency: usize,
+    dur: Duration,
+) -> anyhow::Result<Rate> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let hc: HyperClient<HttpConnector, Empty<Bytes>> = HyperClient::builder(TokioExecutor::new())
@@ -209,7 +292,12 @@ pub async fn rate(base: &str, method: &str, path: &str, headers: &[(&str, &str)]
         .build(connector);
     let uri: hyper::Uri = format!("{base}{path}").parse()?;
     let method: hyper::Method = method.parse()?;
-    let headers: Arc<Vec<(String, String)>> = Arc::new(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    let headers: Arc<Vec<(String, String)>> = Arc::new(
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
     let deadline = Instant::now() + dur;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -222,7 +310,9 @@ pub async fn rate(base: &str, method: &str, path: &str, headers: &[(&str, &str)]
             let mut lat = Vec::new();
             let mut errors = 0usize;
             while Instant::now() < deadline {
-                let mut req = hyper::Request::builder().method(method.clone()).uri(uri.clone());
+                let mut req = hyper::Request::builder()
+                    .method(method.clone())
+                    .uri(uri.clone());
                 for (k, v) in headers.iter() {
                     req = req.header(k, v);
                 }
@@ -266,15 +356,31 @@ pub async fn rate(base: &str, method: &str, path: &str, headers: &[(&str, &str)]
 
 /// An image with `layers` small layers pushed the way clients do (HEAD, POST, PUT per
 /// layer, `concurrency` layers at a time), then its config and manifest.
-pub async fn push_many_layers(c: &Client, base: &str, repo: &str, layers: usize, size: usize, concurrency: usize) -> anyhow::Result<Duration> {
+pub async fn push_many_layers(
+    c: &Client,
+    base: &str,
+    repo: &str,
+    layers: usize,
+    size: usize,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
     let datas: Vec<Vec<u8>> = (0..layers).map(|_| random(size)).collect();
-    let config = serde_json::to_vec(&json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}, "n": hex::encode(random(8))}))?;
+    let config = serde_json::to_vec(
+        &json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}, "n": hex::encode(random(8))}),
+    )?;
     let t = Instant::now();
     let results: Vec<anyhow::Result<String>> = futures::stream::iter(datas.iter())
         .map(|d| async move {
             let digest = sha256(d);
-            let head = c.head(format!("{base}/v2/{repo}/blobs/{digest}")).send().await?;
-            ensure!(head.status() == StatusCode::NOT_FOUND, "HEAD new layer: {}", head.status());
+            let head = c
+                .head(format!("{base}/v2/{repo}/blobs/{digest}"))
+                .send()
+                .await?;
+            ensure!(
+                head.status() == StatusCode::NOT_FOUND,
+                "HEAD new layer: {}",
+                head.status()
+            );
             push_small(c, base, repo, d).await
         })
         .buffered(concurrency)
@@ -296,14 +402,20 @@ pub async fn push_many_layers(c: &Client, base: &str, repo: &str, layers: usize,
         .body(manifest)
         .send()
         .await?;
-    ensure!(resp.status() == StatusCode::CREATED, "PUT manifest: {}", resp.status());
+    ensure!(
+        resp.status() == StatusCode::CREATED,
+        "PUT manifest: {}",
+        resp.status()
+    );
     Ok(t.elapsed())
 }
 
 /// Pushes a one-layer image and returns its manifest bytes.
 pub async fn small_image(c: &Client, base: &str, repo: &str, tag: &str) -> anyhow::Result<Vec<u8>> {
     let layer = random(1024);
-    let config = serde_json::to_vec(&json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}))?;
+    let config = serde_json::to_vec(
+        &json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}),
+    )?;
     let ld = push_small(c, base, repo, &layer).await?;
     let cd = push_small(c, base, repo, &config).await?;
     let manifest = serde_json::to_vec(&json!({
@@ -315,32 +427,59 @@ pub async fn small_image(c: &Client, base: &str, repo: &str, tag: &str) -> anyho
     Ok(manifest)
 }
 
-pub async fn tag_manifest(c: &Client, base: &str, repo: &str, tag: &str, manifest: &[u8]) -> anyhow::Result<()> {
+pub async fn tag_manifest(
+    c: &Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    manifest: &[u8],
+) -> anyhow::Result<()> {
     let resp = c
         .put(format!("{base}/v2/{repo}/manifests/{tag}"))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(manifest.to_vec())
         .send()
         .await?;
-    ensure!(resp.status() == StatusCode::CREATED, "PUT manifest {tag}: {}", resp.status());
+    ensure!(
+        resp.status() == StatusCode::CREATED,
+        "PUT manifest {tag}: {}",
+        resp.status()
+    );
     Ok(())
 }
 
 /// Reads the whole tag list `n` at a time, following `Link`; returns the time and the
 /// number of tags seen.
-pub async fn list_tags(c: &Client, base: &str, repo: &str, n: usize) -> anyhow::Result<(Duration, usize)> {
+pub async fn list_tags(
+    c: &Client,
+    base: &str,
+    repo: &str,
+    n: usize,
+) -> anyhow::Result<(Duration, usize)> {
     let t = Instant::now();
     let mut url = format!("{base}/v2/{repo}/tags/list?n={n}");
     let mut seen = 0;
     loop {
         let resp = c.get(&url).send().await?;
-        ensure!(resp.status() == StatusCode::OK, "tags list: {}", resp.status());
-        let link = resp.headers().get("link").map(|v| v.to_str().unwrap_or("").to_string());
+        ensure!(
+            resp.status() == StatusCode::OK,
+            "tags list: {}",
+            resp.status()
+        );
+        let link = resp
+            .headers()
+            .get("link")
+            .map(|v| v.to_str().unwrap_or("").to_string());
         let body: serde_json::Value = resp.json().await?;
         seen += body["tags"].as_array().map_or(0, Vec::len);
         match link {
             Some(l) => {
-                let path = l.trim_start_matches('<').split('>').next().unwrap_or("").to_string();
+                let path = l
+                    .trim_start_matches('<')
+                    .split('>')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
                 url = absolute(base, &path);
             }
             None => break,

@@ -47,9 +47,6 @@ pub async fn put(ctx: Ctx, name: &str, reference: &str) -> Result<Response> {
         .map(Tag::parse)
         .collect::<Result<Vec<_>, _>>()?;
     let limit = ctx.app.registry.options.max_manifest_bytes;
-    if headers::content_length(&ctx.parts.headers).is_some_and(|l| l > limit as u64) {
-        return Err(too_large(limit));
-    }
     let content_type = headers::content_type(&ctx.parts.headers).map(str::to_string);
     let body = read_limited(ctx.body, limit).await?;
     let pushed = ctx
@@ -88,9 +85,14 @@ pub async fn delete(ctx: Ctx, name: &str, reference: &str) -> Result<Response> {
 }
 
 /// Reads a request body of at most `limit` bytes; 413 beyond it.
+///
+/// An oversized body is still drained (up to a bound) before answering, so the client
+/// reads a clean 413 instead of a connection reset in the middle of its upload.
 async fn read_limited(body: Body, limit: usize) -> Result<Bytes> {
+    const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
+    let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             RegistryError::new(
@@ -98,10 +100,17 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes> {
                 format!("failed to receive the manifest: {e}"),
             )
         })?;
-        if buf.len() + chunk.len() > limit {
-            return Err(too_large(limit));
+        seen += chunk.len();
+        if seen > limit {
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+            continue;
         }
         buf.extend_from_slice(&chunk);
+    }
+    if seen > limit {
+        return Err(too_large(limit));
     }
     Ok(buf.freeze())
 }

@@ -1,9 +1,10 @@
 //! Blob upload sessions: monolithic, chunked and streamed pushes, resumable across
 //! restarts.
 //!
-//! Bytes are hashed as they arrive and the hasher's state is saved with every accepted
-//! chunk, so a blob is never re-read to verify it. A chunk that fails part-way (client
-//! gone, disk full) is rolled back, leaving the session exactly as it was before.
+//! Bytes are hashed as they arrive, so a blob is never re-read to verify it; only a
+//! session picked up after a restart hashes what it already holds, once. A chunk that
+//! fails part-way (client gone, disk full) is rolled back, leaving the session exactly
+//! as it was before.
 
 use std::io;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use futures::{Stream, StreamExt};
 use serde_json::json;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 use uuid::Uuid;
 
 use crate::error::{ErrorCode, RegistryError, Result};
@@ -80,12 +81,10 @@ impl UploadService {
 
     pub async fn start(&self, repo: &RepoName, algorithm: Algorithm) -> Result<Uuid> {
         let id = Uuid::new_v4();
-        let hasher = algorithm.hasher();
         let state = UploadState {
             repo: repo.to_string(),
             algorithm,
             offset: 0,
-            hash_state: hex::encode(hasher.save_state()),
         };
         self.storage.create_upload(id, &state).await?;
         self.open.fetch_add(1, Ordering::Relaxed);
@@ -137,7 +136,7 @@ impl UploadService {
         let received = if digest.algorithm() == s.state.algorithm {
             s.hasher.clone().finish()
         } else {
-            self.rehash(id, digest.algorithm()).await?
+            self.hash_upload(id, digest.algorithm()).await?.finish()
         };
         if &received != digest {
             // Undo this request's chunk so the client can retry it.
@@ -204,12 +203,16 @@ impl UploadService {
                 self.sessions.remove(&id);
                 return Err(RegistryError::upload_unknown());
             };
-            let hasher = hex::decode(&state.hash_state)
-                .ok()
-                .and_then(|raw| Hasher::restore_state(state.algorithm, &raw))
-                .ok_or_else(|| {
-                    RegistryError::internal(format!("upload {id} has an unreadable hash state"))
-                })?;
+            // Picked up after a restart: drop any unacknowledged partial chunk, then hash
+            // what the session holds.
+            if let Err(e) = self.storage.truncate_upload(id, state.offset).await {
+                // Its data is shorter than what was acknowledged: it cannot be completed.
+                tracing::warn!(upload = %id, error = %e, "dropping a damaged upload session");
+                self.storage.delete_upload(id).await?;
+                self.sessions.remove(&id);
+                return Err(RegistryError::upload_unknown());
+            }
+            let hasher = self.hash_upload(id, state.algorithm).await?;
             *guard = Some(Session { state, hasher });
         }
         // A session belongs to the repository it was started in.
@@ -254,14 +257,16 @@ impl UploadService {
         };
 
         let before = (s.state.clone(), s.hasher.clone());
-        let mut hasher = s.hasher.clone();
+        // Receiving, hashing and writing run in parallel: hashing is the costliest step and
+        // must not hold up the socket or the disk.
+        let hashing = BackgroundHasher::start(s.hasher.clone());
         let mut received: u64 = 0;
         let result: Result<u64> = async {
             let mut writer = self.storage.upload_writer(id, s.state.offset).await?;
             let mut next = Some(first);
             while let Some(chunk) = next {
-                hasher.update(&chunk);
                 received += chunk.len() as u64;
+                hashing.feed(chunk.clone()).await;
                 writer.write(chunk).await?;
                 next = match body.next().await {
                     None => None,
@@ -272,6 +277,7 @@ impl UploadService {
             Ok(writer.finish().await?)
         }
         .await;
+        let hasher = hashing.finish().await?;
 
         let fail = match result {
             Ok(len) if len != s.state.offset + received => Some(RegistryError::internal(format!(
@@ -294,7 +300,6 @@ impl UploadService {
             return Err(e.into());
         }
         s.state.offset += received;
-        s.state.hash_state = hex::encode(hasher.save_state());
         s.hasher = hasher;
         self.storage.save_upload(id, &s.state).await?;
         Ok(())
@@ -313,13 +318,42 @@ impl UploadService {
         Ok(())
     }
 
-    async fn rehash(&self, id: Uuid, algorithm: Algorithm) -> Result<Digest> {
+    async fn hash_upload(&self, id: Uuid, algorithm: Algorithm) -> Result<Hasher> {
         let mut data = self.storage.read_upload(id).await?;
         let mut h = algorithm.hasher();
         while let Some(chunk) = data.next().await {
             h.update(&chunk.map_err(RegistryError::internal)?);
         }
-        Ok(h.finish())
+        Ok(h)
+    }
+}
+
+/// Hashes the chunks fed to it on a blocking thread.
+struct BackgroundHasher {
+    tx: mpsc::Sender<Bytes>,
+    task: tokio::task::JoinHandle<Hasher>,
+}
+
+impl BackgroundHasher {
+    fn start(mut hasher: Hasher) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(32);
+        let task = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
+        BackgroundHasher { tx, task }
+    }
+
+    async fn feed(&self, chunk: Bytes) {
+        // The receiver only stops when the task ends, which needs `tx` dropped first.
+        let _ = self.tx.send(chunk).await;
+    }
+
+    async fn finish(self) -> Result<Hasher> {
+        drop(self.tx);
+        self.task.await.map_err(RegistryError::internal)
     }
 }
 

@@ -90,15 +90,13 @@ pub struct ReferrerRecord {
 }
 
 /// The persistent state of an upload session, saved after every accepted chunk so the
-/// session survives a restart without re-reading its data.
+/// session survives a restart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UploadState {
     pub repo: String,
     pub algorithm: Algorithm,
-    /// Bytes accepted so far.
+    /// Bytes accepted so far; data past it is an unacknowledged, partial chunk.
     pub offset: u64,
-    /// The hasher's internal state after `offset` bytes (hex).
-    pub hash_state: String,
 }
 
 /// Appends bytes to an upload. Dropping it without [`UploadWriter::finish`] abandons the
@@ -139,7 +137,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn upload_writer(&self, id: Uuid, offset: u64) -> Result<Box<dyn UploadWriter>>;
     /// Cuts the upload's data back to `len` bytes (rolls back a failed chunk).
     async fn truncate_upload(&self, id: Uuid, len: u64) -> Result<()>;
-    /// Reads the upload's data (to hash it with another algorithm).
+    /// Reads the upload's data (to hash it again after a restart, or with another
+    /// algorithm).
     async fn read_upload(&self, id: Uuid) -> Result<ByteStream>;
     /// Turns the upload into the blob `digest` (already verified) of `size` bytes, durably
     /// and atomically, and removes the session.

@@ -208,6 +208,13 @@ impl Storage for FsStorage {
                 .write(true)
                 .open(&path)
                 .map_err(ctx("opening", &path))?;
+            let have = f.metadata().map_err(ctx("reading", &path))?.len();
+            if have < len {
+                return Err(StorageError::Corrupt(format!(
+                    "{} holds {have} bytes, fewer than the {len} the upload recorded",
+                    path.display()
+                )));
+            }
             f.set_len(len).map_err(ctx("truncating", &path))
         })
         .await
