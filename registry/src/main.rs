@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let settings = Settings::resolve(&args)?;
-            observability::init_logging(settings.log_format, &settings.log_level);
+            let _log = observability::init_logging(settings.log_format, &settings.log_level);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?

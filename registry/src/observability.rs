@@ -293,16 +293,26 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global tracing subscriber. `filter` uses `RUST_LOG` syntax.
-pub fn init_logging(format: LogFormat, filter: &str) {
+/// Installs the global tracing subscriber. `filter` uses `RUST_LOG` syntax. Lines are
+/// written to standard error by a thread of their own, so request handling never waits on
+/// the terminal or a log pipe; keep the returned guard alive until exit to flush them.
+pub fn init_logging(
+    format: LogFormat,
+    filter: &str,
+) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
 }

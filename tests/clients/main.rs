@@ -38,10 +38,9 @@ async fn skopeo_pushes_oci_and_v2s2_pulls_lists_and_deletes() {
     skopeo_push(&reg, "test/app:v2s2", true);
     // The second push of the same layers to another repository uses cross-repo mounts.
     skopeo_push(&reg, "library/app:1", false);
-    assert!(
-        reg.log_text().contains("mount=sha256"),
-        "skopeo mounted blobs across repositories"
-    );
+    reg.log_where("skopeo mounting blobs across repositories", |l| {
+        l.contains("mount=sha256")
+    });
 
     let resp = client()
         .get(reg.url("/v2/test/app/manifests/v2s2"))
@@ -273,10 +272,9 @@ async fn oras_py_artifacts_and_referrers() {
         .arg(&reg.host)
         .arg(work.path()));
     assert!(out.contains("ORAS OK"), "{out}");
-    assert!(
-        reg.log_text().contains("method=PATCH"),
-        "oras-py's chunked push used PATCH"
-    );
+    reg.log_where("oras-py's chunked push using PATCH", |l| {
+        l.contains("method=PATCH")
+    });
 }
 
 #[tokio::test]
@@ -322,19 +320,19 @@ async fn containerd_pulls_through_a_hosts_toml_mirror() {
         .expect("image listed");
     assert!(line.contains(&full), "{line}");
 
-    let log = reg.log_text();
-    assert!(
-        log.contains("/v2/library/app/manifests/1?ns=docker.io"),
-        "containerd resolved through the mirror with ns:\n{log}"
-    );
-    assert!(log.contains("user_agent=containerd/"), "{log}");
+    reg.log_where("containerd resolving through the mirror with ns", |l| {
+        l.contains("/v2/library/app/manifests/1?ns=docker.io")
+            && l.contains("user_agent=containerd/")
+    });
 
     // A miss is a clean 404, so containerd moves on to the upstream (unreachable here).
     let out = pull("docker.io/library/absent:1");
     assert!(!out.status.success());
-    assert!(reg.log_text().lines().any(
-        |l| l.contains("/v2/library/absent/manifests/1?ns=docker.io") && l.contains("status=404")
-    ));
+    reg.log_where("a 404 for the absent image", |log| {
+        log.lines().any(|l| {
+            l.contains("/v2/library/absent/manifests/1?ns=docker.io") && l.contains("status=404")
+        })
+    });
 }
 
 #[tokio::test]
@@ -349,14 +347,13 @@ async fn dockerd_pulls_directly_and_through_registry_mirrors_and_pushes() {
     run(&mut dockerd.docker_cmd(&["pull", "--quiet", &direct]));
     // `app:1` is docker.io/library/app:1: dockerd asks the mirror for a bare library/app.
     run(&mut dockerd.docker_cmd(&["pull", "--quiet", "app:1"]));
-    let log = reg.log_text();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("/v2/library/app/manifests/1")
+    reg.log_where("dockerd pulling through the mirror without ns", |log| {
+        log.lines().any(|l| {
+            l.contains("/v2/library/app/manifests/1")
                 && !l.contains("ns=")
-                && l.contains("status=200")),
-        "dockerd pulled through the mirror without ns:\n{log}"
-    );
+                && l.contains("status=200")
+        })
+    });
     let out = run(&mut dockerd.docker_cmd(&["run", "--rm", "--network", "none", &direct]));
     assert!(out.contains("hello from sealer test image"), "{out}");
 

@@ -101,7 +101,9 @@ async fn every_request_gets_one_access_log_line() {
         .send()
         .await
         .unwrap();
-    let log = reg.log_text();
+    let log = reg.log_where("the access line", |l| {
+        l.contains("/v2/o/log/manifests/missing")
+    });
     let lines: Vec<_> = log
         .lines()
         .filter(|l| l.contains("/v2/o/log/manifests/missing"))
@@ -124,7 +126,9 @@ async fn every_request_gets_one_access_log_line() {
         .send()
         .await
         .unwrap();
-    let log = json_reg.log_text();
+    let log = json_reg.log_where("the JSON access line", |l| {
+        l.contains("/v2/o/log/manifests/v1")
+    });
     let entry: serde_json::Value = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -26,10 +26,14 @@ impl ListingService {
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<Page<String>> {
+        let n = self.page_size(n);
         for repo in repos {
-            if let Some(mut tags) = self.storage.list_tags(repo).await? {
-                tags.sort_unstable();
-                return Ok(paginate(tags, |t| t.as_str(), last, self.page_size(n)));
+            if let Some((entries, more)) = self.storage.list_tags(repo, last, n).await? {
+                let next_after = if more { entries.last().cloned() } else { None };
+                return Ok(Page {
+                    entries,
+                    next_after,
+                });
             }
         }
         Err(RegistryError::name_unknown(&repos[0]))

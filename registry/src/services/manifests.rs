@@ -56,14 +56,11 @@ impl ManifestService {
         accept: &Accept,
     ) -> Result<StoredManifest> {
         for repo in repos {
-            let digest = match reference {
-                Reference::Digest(d) => d.clone(),
-                Reference::Tag(t) => match self.storage.resolve_tag(repo, t).await? {
-                    Some(d) => d,
-                    None => continue,
-                },
+            let found = match reference {
+                Reference::Digest(d) => self.storage.get_manifest(repo, d).await?,
+                Reference::Tag(t) => self.storage.get_tagged_manifest(repo, t).await?,
             };
-            if let Some(stored) = self.storage.get_manifest(repo, &digest).await? {
+            if let Some(stored) = found {
                 return self.negotiate(repo, stored, accept).await;
             }
         }
@@ -255,7 +252,12 @@ impl ManifestService {
                     .get_manifest(repo, d)
                     .await?
                     .ok_or_else(|| RegistryError::manifest_unknown(reference))?;
-                for tag in self.storage.list_tags(repo).await?.unwrap_or_default() {
+                let (tags, _) = self
+                    .storage
+                    .list_tags(repo, None, usize::MAX)
+                    .await?
+                    .unwrap_or_default();
+                for tag in tags {
                     let Ok(tag) = Tag::parse(&tag) else { continue };
                     if self.storage.resolve_tag(repo, &tag).await?.as_ref() == Some(d) {
                         self.storage.delete_tag(repo, &tag).await?;

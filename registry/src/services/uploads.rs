@@ -22,6 +22,9 @@ use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 use crate::storage::{Storage, UploadState};
 
+/// Bodies up to this size are hashed inline and written in one step.
+const SMALL_CHUNK: u64 = 256 * 1024;
+
 /// An inclusive byte range from a `Content-Range` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkRange {
@@ -257,27 +260,18 @@ impl UploadService {
         };
 
         let before = (s.state.clone(), s.hasher.clone());
-        // Receiving, hashing and writing run in parallel: hashing is the costliest step and
-        // must not hold up the socket or the disk.
-        let hashing = BackgroundHasher::start(s.hasher.clone());
+        let mut hasher = s.hasher.clone();
         let mut received: u64 = 0;
-        let result: Result<u64> = async {
-            let mut writer = self.storage.upload_writer(id, s.state.offset).await?;
-            let mut next = Some(first);
-            while let Some(chunk) = next {
-                received += chunk.len() as u64;
-                hashing.feed(chunk.clone()).await;
-                writer.write(chunk).await?;
-                next = match body.next().await {
-                    None => None,
-                    Some(Ok(c)) => Some(c),
-                    Some(Err(e)) => return Err(body_error(e)),
-                };
-            }
-            Ok(writer.finish().await?)
-        }
-        .await;
-        let hasher = hashing.finish().await?;
+        let result = self
+            .receive(
+                id,
+                s.state.offset,
+                first,
+                &mut body,
+                &mut hasher,
+                &mut received,
+            )
+            .await;
 
         let fail = match result {
             Ok(len) if len != s.state.offset + received => Some(RegistryError::internal(format!(
@@ -303,6 +297,67 @@ impl UploadService {
         s.hasher = hasher;
         self.storage.save_upload(id, &s.state).await?;
         Ok(())
+    }
+
+    /// Hashes and stores a chunk's body, which begins with `first`. A small body is
+    /// handled in one step; a larger one is received, hashed and written in parallel,
+    /// since hashing is the costliest step and must not hold up the socket or the disk.
+    async fn receive<S>(
+        &self,
+        id: Uuid,
+        offset: u64,
+        first: Bytes,
+        body: &mut S,
+        hasher: &mut Hasher,
+        received: &mut u64,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+    {
+        *received = first.len() as u64;
+        let mut head = vec![first];
+        let mut ended = false;
+        while *received < SMALL_CHUNK {
+            match body.next().await {
+                None => {
+                    ended = true;
+                    break;
+                }
+                Some(Ok(c)) => {
+                    *received += c.len() as u64;
+                    head.push(c);
+                }
+                Some(Err(e)) => return Err(body_error(e)),
+            }
+        }
+        if ended {
+            let data = if head.len() == 1 {
+                head.swap_remove(0)
+            } else {
+                head.concat().into()
+            };
+            hasher.update(&data);
+            return Ok(self.storage.append_upload(id, offset, data).await?);
+        }
+
+        let hashing = BackgroundHasher::start(hasher.clone());
+        let result = async {
+            let mut writer = self.storage.upload_writer(id, offset).await?;
+            for chunk in head {
+                hashing.feed(chunk.clone()).await;
+                writer.write(chunk).await?;
+            }
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(body_error)?;
+                *received += chunk.len() as u64;
+                hashing.feed(chunk.clone()).await;
+                writer.write(chunk).await?;
+            }
+            Ok(writer.finish().await?)
+        }
+        .await;
+        *hasher = hashing.finish().await?;
+        result
     }
 
     async fn rollback(
@@ -336,7 +391,7 @@ struct BackgroundHasher {
 
 impl BackgroundHasher {
     fn start(mut hasher: Hasher) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(32);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
         let task = tokio::task::spawn_blocking(move || {
             while let Some(chunk) = rx.blocking_recv() {
                 hasher.update(&chunk);

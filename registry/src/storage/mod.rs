@@ -135,6 +135,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn save_upload(&self, id: Uuid, state: &UploadState) -> Result<()>;
     /// A writer appending to the upload's data, which must be `offset` bytes long.
     async fn upload_writer(&self, id: Uuid, offset: u64) -> Result<Box<dyn UploadWriter>>;
+    /// Appends one small chunk in a single step; returns the new length.
+    async fn append_upload(&self, id: Uuid, offset: u64, data: Bytes) -> Result<u64>;
     /// Cuts the upload's data back to `len` bytes (rolls back a failed chunk).
     async fn truncate_upload(&self, id: Uuid, len: u64) -> Result<()>;
     /// Reads the upload's data (to hash it again after a restart, or with another
@@ -163,13 +165,25 @@ pub trait Storage: Send + Sync + 'static {
         digest: &Digest,
     ) -> Result<Option<StoredManifest>>;
     /// Whether `repo` holds the manifest.
+    /// The manifest `tag` points to, in one step (the hot path of every pull).
+    async fn get_tagged_manifest(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<StoredManifest>>;
     async fn has_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>>;
     async fn set_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<()>;
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
-    /// All tags of `repo` in no particular order; `None` when the repository does not exist.
-    async fn list_tags(&self, repo: &RepoName) -> Result<Option<Vec<String>>>;
+    /// Tags of `repo` in byte order: at most `limit` of them after `after`, and whether
+    /// more follow. `None` when the repository does not exist.
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<(Vec<String>, bool)>>;
     /// All repositories that hold at least one manifest, in no particular order.
     async fn list_repositories(&self) -> Result<Vec<String>>;
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;

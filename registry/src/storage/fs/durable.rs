@@ -48,6 +48,17 @@ pub fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8]) -> io::Result<()> 
     result
 }
 
+/// Replaces `dest` with `data` atomically but without syncing: for state that is rewritten
+/// often and may be lost in a power failure without harm (upload progress).
+pub fn replace(tmp_dir: &Path, dest: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = tmp_dir.join(Uuid::new_v4().simple().to_string());
+    let result = fs::write(&tmp, data).and_then(|()| fs::rename(&tmp, dest));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Renames a complete, synced file to `dest` and syncs `dest`'s directory.
 pub fn publish(src: &Path, dest: &Path) -> io::Result<()> {
     let parent = dest.parent().expect("destination has a parent");

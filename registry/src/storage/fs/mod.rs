@@ -2,15 +2,18 @@
 
 mod durable;
 pub mod layout;
+mod listing;
 mod streams;
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use uuid::Uuid;
 
 use self::layout::Layout;
@@ -23,6 +26,7 @@ use crate::oci::{Digest, RepoName, Tag};
 #[derive(Debug, Clone)]
 pub struct FsStorage {
     layout: Layout,
+    tag_lists: Arc<listing::SortedDirCache>,
 }
 
 /// Runs filesystem work off the async runtime.
@@ -59,7 +63,10 @@ impl FsStorage {
             let entry = entry.map_err(ctx("listing", &tmp))?;
             let _ = fs::remove_file(entry.path());
         }
-        Ok(FsStorage { layout })
+        Ok(FsStorage {
+            layout,
+            tag_lists: Arc::default(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -79,7 +86,43 @@ fn file_size(path: &Path) -> Result<Option<u64>> {
     }
 }
 
-fn list_dir_names(dir: &Path) -> Result<Option<Vec<String>>> {
+fn read_tag(path: &Path) -> Result<Option<Digest>> {
+    let Some(raw) = durable::read_optional(path).map_err(ctx("reading", path))? else {
+        return Ok(None);
+    };
+    std::str::from_utf8(&raw)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| StorageError::Corrupt(format!("{} does not hold a digest", path.display())))
+}
+
+fn read_manifest(
+    layout: &Layout,
+    repo: &RepoName,
+    digest: Digest,
+) -> Result<Option<StoredManifest>> {
+    let revision = layout.revision(repo, &digest);
+    let Some(media_type) = durable::read_optional(&revision).map_err(ctx("reading", &revision))?
+    else {
+        return Ok(None);
+    };
+    let blob = layout.blob(&digest);
+    let Some(body) = durable::read_optional(&blob).map_err(ctx("reading", &blob))? else {
+        return Err(StorageError::Corrupt(format!(
+            "manifest {digest} is linked but its blob is missing"
+        )));
+    };
+    let media_type = String::from_utf8(media_type)
+        .map_err(|_| StorageError::Corrupt(format!("{} is not UTF-8", revision.display())))?;
+    Ok(Some(StoredManifest {
+        digest,
+        media_type,
+        body: Bytes::from(body),
+    }))
+}
+
+pub(crate) fn list_dir_names(dir: &Path) -> Result<Option<Vec<String>>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -162,12 +205,11 @@ impl Storage for FsStorage {
         let layout = self.layout();
         let state = serde_json::to_vec(state).expect("upload state serializes");
         blocking(move || {
+            // The data file appears with the first byte.
             let dir = layout.upload_dir(id);
             fs::create_dir(&dir).map_err(ctx("creating", &dir))?;
-            let data = layout.upload_data(id);
-            fs::File::create(&data).map_err(ctx("creating", &data))?;
             let path = layout.upload_state(id);
-            durable::write_atomic(&layout.tmp_dir(), &path, &state).map_err(ctx("writing", &path))
+            durable::replace(&layout.tmp_dir(), &path, &state).map_err(ctx("writing", &path))
         })
         .await
     }
@@ -190,7 +232,7 @@ impl Storage for FsStorage {
         let state = serde_json::to_vec(state).expect("upload state serializes");
         blocking(move || {
             let path = layout.upload_state(id);
-            durable::write_atomic(&layout.tmp_dir(), &path, &state).map_err(ctx("writing", &path))
+            durable::replace(&layout.tmp_dir(), &path, &state).map_err(ctx("writing", &path))
         })
         .await
     }
@@ -201,13 +243,18 @@ impl Storage for FsStorage {
         Ok(Box::new(writer))
     }
 
+    async fn append_upload(&self, id: Uuid, offset: u64, data: Bytes) -> Result<u64> {
+        let path = self.layout.upload_data(id);
+        blocking(move || streams::append(&path, offset, &data)).await
+    }
+
     async fn truncate_upload(&self, id: Uuid, len: u64) -> Result<()> {
         let path = self.layout.upload_data(id);
         blocking(move || {
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(ctx("opening", &path))?;
+            let f = match fs::OpenOptions::new().write(true).open(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && len == 0 => return Ok(()),
+                other => other.map_err(ctx("opening", &path))?,
+            };
             let have = f.metadata().map_err(ctx("reading", &path))?.len();
             if have < len {
                 return Err(StorageError::Corrupt(format!(
@@ -223,12 +270,11 @@ impl Storage for FsStorage {
     async fn read_upload(&self, id: Uuid) -> Result<ByteStream> {
         let path = self.layout.upload_data(id);
         blocking(move || {
-            streams::read_file(&path, None)?.ok_or_else(|| {
-                StorageError::io(
-                    format!("reading {}", path.display()),
-                    io::ErrorKind::NotFound.into(),
-                )
-            })
+            // No data file yet: nothing was received.
+            Ok(
+                streams::read_file(&path, None)?
+                    .unwrap_or_else(|| futures::stream::empty().boxed()),
+            )
         })
         .await
     }
@@ -238,7 +284,14 @@ impl Storage for FsStorage {
         let blob = self.layout.blob(digest);
         blocking(move || {
             let data = layout.upload_data(id);
-            let f = fs::File::open(&data).map_err(ctx("opening", &data))?;
+            // An empty blob never got a data file.
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&data)
+                .map_err(ctx("opening", &data))?;
             let len = f.metadata().map_err(ctx("reading", &data))?.len();
             if len != size {
                 return Err(StorageError::Corrupt(format!(
@@ -315,28 +368,25 @@ impl Storage for FsStorage {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<StoredManifest>> {
-        let revision = self.layout.revision(repo, digest);
-        let blob = self.layout.blob(digest);
+        let layout = self.layout();
+        let repo = repo.clone();
         let digest = digest.clone();
+        blocking(move || read_manifest(&layout, &repo, digest)).await
+    }
+
+    async fn get_tagged_manifest(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<StoredManifest>> {
+        let layout = self.layout();
+        let tag_path = self.layout.tag(repo, tag);
+        let repo = repo.clone();
         blocking(move || {
-            let Some(media_type) =
-                durable::read_optional(&revision).map_err(ctx("reading", &revision))?
-            else {
+            let Some(digest) = read_tag(&tag_path)? else {
                 return Ok(None);
             };
-            let Some(body) = durable::read_optional(&blob).map_err(ctx("reading", &blob))? else {
-                return Err(StorageError::Corrupt(format!(
-                    "manifest {digest} is linked but its blob is missing"
-                )));
-            };
-            let media_type = String::from_utf8(media_type).map_err(|_| {
-                StorageError::Corrupt(format!("{} is not UTF-8", revision.display()))
-            })?;
-            Ok(Some(StoredManifest {
-                digest,
-                media_type,
-                body: Bytes::from(body),
-            }))
+            read_manifest(&layout, &repo, digest)
         })
         .await
     }
@@ -353,19 +403,7 @@ impl Storage for FsStorage {
 
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
         let path = self.layout.tag(repo, tag);
-        blocking(move || {
-            let Some(raw) = durable::read_optional(&path).map_err(ctx("reading", &path))? else {
-                return Ok(None);
-            };
-            std::str::from_utf8(&raw)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    StorageError::Corrupt(format!("{} does not hold a digest", path.display()))
-                })
-        })
-        .await
+        blocking(move || read_tag(&path)).await
     }
 
     async fn set_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
@@ -383,14 +421,27 @@ impl Storage for FsStorage {
         blocking(move || durable::remove(&path).map_err(ctx("removing", &path))).await
     }
 
-    async fn list_tags(&self, repo: &RepoName) -> Result<Option<Vec<String>>> {
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<(Vec<String>, bool)>> {
         let manifests = self.layout.manifests_dir(repo);
-        let tags = self.layout.tags_dir(repo);
+        let tags_dir = self.layout.tags_dir(repo);
+        let cache = self.tag_lists.clone();
+        let after = after.map(str::to_string);
         blocking(move || {
             if !manifests.is_dir() {
                 return Ok(None);
             }
-            Ok(Some(list_dir_names(&tags)?.unwrap_or_default()))
+            let all = cache.sorted_names(&tags_dir)?;
+            let start = match &after {
+                Some(a) => all.partition_point(|t| t.as_str() <= a.as_str()),
+                None => 0,
+            };
+            let end = start.saturating_add(limit).min(all.len());
+            Ok(Some((all[start..end].to_vec(), end < all.len())))
         })
         .await
     }

@@ -73,6 +73,26 @@ pub fn read_file(path: &Path, range: Option<ByteRange>) -> Result<Option<ByteStr
     Ok(Some(stream.boxed()))
 }
 
+/// Appends `data` to the file at `path`, which must hold `offset` bytes; returns the new
+/// length. One blocking call for chunks small enough to arrive in one piece.
+pub fn append(path: &Path, offset: u64, data: &[u8]) -> Result<u64> {
+    let ctx = |e| StorageError::io(format!("appending to {}", path.display()), e);
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(ctx)?;
+    let len = file.metadata().map_err(ctx)?.len();
+    if len != offset {
+        return Err(StorageError::Corrupt(format!(
+            "{} holds {len} bytes but the upload recorded {offset}",
+            path.display()
+        )));
+    }
+    file.write_all(data).map_err(ctx)?;
+    Ok(offset + data.len() as u64)
+}
+
 /// Writes start to reach the disk every this many bytes (see [`durable::writeback`]).
 const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 
@@ -87,6 +107,7 @@ impl FileAppender {
     pub fn open(path: &Path, offset: u64) -> Result<FileAppender> {
         let file = OpenOptions::new()
             .append(true)
+            .create(true)
             .open(path)
             .map_err(|e| StorageError::io(format!("opening {}", path.display()), e))?;
         let len = file
@@ -99,7 +120,7 @@ impl FileAppender {
                 path.display()
             )));
         }
-        let (tx, mut rx) = mpsc::channel::<Bytes>(32);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
         let task = tokio::task::spawn_blocking(move || {
             let mut file = file;
             let mut pos = offset;
