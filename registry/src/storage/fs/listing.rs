@@ -20,9 +20,12 @@ const MIN_CACHED: usize = 256;
 /// How long a directory must have been unchanged before its listing is kept.
 const QUIET: Duration = Duration::from_secs(2);
 
+/// A directory's names, sorted, and the mtime they were read at.
+type Listing = (SystemTime, Arc<Vec<String>>);
+
 #[derive(Debug, Default)]
 pub struct SortedDirCache {
-    entries: Mutex<HashMap<PathBuf, (SystemTime, Arc<Vec<String>>)>>,
+    entries: Mutex<HashMap<PathBuf, Listing>>,
 }
 
 impl SortedDirCache {
