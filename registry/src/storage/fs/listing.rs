@@ -2,30 +2,46 @@
 //!
 //! Paging through a large tag list reads the same directory once per page; reading and
 //! sorting 10,000 names each time made that quadratic. A listing is reused while the
-//! directory's mtime is unchanged. Another process writing the same store changes the
-//! mtime too, so the cache never needs telling. Because the kernel stamps mtimes with a
-//! coarse clock, a listing is only remembered once its directory has been quiet for a
-//! while: a change in the same clock tick as the read would otherwise go unnoticed.
+//! directory's mtime is unchanged, and this process's own writes drop it at once.
+//!
+//! Another process writing the same store changes the mtime too. The kernel stamps
+//! mtimes with a coarse clock, though, so a write by another process in the same clock
+//! tick as the read would leave the mtime unchanged. A listing read from a directory that
+//! had been quiet for a while is therefore kept as long as the mtime holds; one read from
+//! a directory that just changed is only trusted for a second.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::list_dir_names;
 use crate::storage::{Result, StorageError};
 
 /// Listings shorter than this are cheap to read again and are not kept.
 const MIN_CACHED: usize = 256;
-/// How long a directory must have been unchanged before its listing is kept.
+/// How long a directory must have been unchanged before its listing is trusted for as
+/// long as its mtime holds (more than any filesystem's timestamp granularity).
 const QUIET: Duration = Duration::from_secs(2);
+/// How long a listing of a directory that had just changed is trusted.
+const FRESH: Duration = Duration::from_secs(1);
 
-/// A directory's names, sorted, and the mtime they were read at.
-type Listing = (SystemTime, Arc<Vec<String>>);
+struct Listing {
+    mtime: SystemTime,
+    /// `None`: valid while the mtime holds; otherwise valid until then.
+    expires: Option<Instant>,
+    names: Arc<Vec<String>>,
+}
 
 #[derive(Debug, Default)]
 pub struct SortedDirCache {
     entries: Mutex<HashMap<PathBuf, Listing>>,
+}
+
+impl std::fmt::Debug for Listing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} names", self.names.len())
+    }
 }
 
 impl SortedDirCache {
@@ -36,22 +52,35 @@ impl SortedDirCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
             Err(e) => return Err(StorageError::io(format!("reading {}", dir.display()), e)),
         };
-        if let Some((seen, names)) = self.entries.lock().expect("cache lock").get(dir) {
-            if *seen == mtime {
-                return Ok(names.clone());
+        if let Some(l) = self.entries.lock().expect("cache lock").get(dir) {
+            if l.mtime == mtime && l.expires.is_none_or(|t| Instant::now() < t) {
+                return Ok(l.names.clone());
             }
         }
         let mut names = list_dir_names(dir)?.unwrap_or_default();
         names.sort_unstable();
         let names = Arc::new(names);
-        let quiet = SystemTime::now().duration_since(mtime).unwrap_or_default() > QUIET;
         let mut entries = self.entries.lock().expect("cache lock");
-        if quiet && names.len() >= MIN_CACHED {
-            entries.insert(dir.to_path_buf(), (mtime, names.clone()));
+        if names.len() >= MIN_CACHED {
+            let quiet = SystemTime::now().duration_since(mtime).unwrap_or_default() > QUIET;
+            let expires = (!quiet).then(|| Instant::now() + FRESH);
+            entries.insert(
+                dir.to_path_buf(),
+                Listing {
+                    mtime,
+                    expires,
+                    names: names.clone(),
+                },
+            );
         } else {
             entries.remove(dir);
         }
         Ok(names)
+    }
+
+    /// Forgets `dir`'s listing after this process changed it.
+    pub fn invalidate(&self, dir: &Path) {
+        self.entries.lock().expect("cache lock").remove(dir);
     }
 }
 
@@ -83,5 +112,15 @@ mod tests {
         let second = cache.sorted_names(dir.path()).unwrap();
         assert_eq!(second.len(), 301);
         assert_eq!(second[0], "a-new-tag");
+        // Fresh from a change: reused briefly, and dropped when this process writes.
+        assert!(Arc::ptr_eq(
+            &second,
+            &cache.sorted_names(dir.path()).unwrap()
+        ));
+        cache.invalidate(dir.path());
+        assert!(!Arc::ptr_eq(
+            &second,
+            &cache.sorted_names(dir.path()).unwrap()
+        ));
     }
 }

@@ -410,15 +410,20 @@ impl Storage for FsStorage {
         let tmp = self.layout.tmp_dir();
         let path = self.layout.tag(repo, tag);
         let content = digest.to_string();
-        blocking(move || {
+        let written = blocking(move || {
             durable::write_atomic(&tmp, &path, content.as_bytes()).map_err(ctx("writing", &path))
         })
-        .await
+        .await;
+        self.tag_lists.invalidate(&self.layout.tags_dir(repo));
+        written
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
         let path = self.layout.tag(repo, tag);
-        blocking(move || durable::remove(&path).map_err(ctx("removing", &path))).await
+        let removed =
+            blocking(move || durable::remove(&path).map_err(ctx("removing", &path))).await;
+        self.tag_lists.invalidate(&self.layout.tags_dir(repo));
+        removed
     }
 
     async fn list_tags(
