@@ -166,13 +166,15 @@ impl Drop for Finished {
     }
 }
 
-/// Counts response bytes; logs the request when dropped.
-struct ObservedBody {
+/// A body that reports the size of each data frame passing through it. Whatever
+/// `on_data` owns is dropped with the body, which is how the response's [`Finished`]
+/// logs the request once the body is done.
+struct Tapped<F> {
     inner: Body,
-    done: Finished,
+    on_data: F,
 }
 
-impl HttpBody for ObservedBody {
+impl<F: FnMut(u64) + Send + Unpin + 'static> HttpBody for Tapped<F> {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -183,42 +185,7 @@ impl HttpBody for ObservedBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
-                self.done.sent += data.len() as u64;
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Counts request bytes as the handler reads them.
-struct CountedBody {
-    inner: Body,
-    received: Arc<AtomicU64>,
-    metrics: Arc<Metrics>,
-}
-
-impl HttpBody for CountedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                let n = data.len() as u64;
-                self.received.fetch_add(n, Ordering::Relaxed);
-                self.metrics.bytes_in.inc_by(n);
+                (self.on_data)(data.len() as u64);
             }
         }
         polled
@@ -253,11 +220,15 @@ pub async fn observe(
         .unwrap_or("")
         .to_string();
     let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let in_metrics = metrics.clone();
     let request = request.map(|inner| {
-        Body::new(CountedBody {
+        Body::new(Tapped {
             inner,
-            received: received.clone(),
-            metrics: metrics.clone(),
+            on_data: move |n| {
+                counter.fetch_add(n, Ordering::Relaxed);
+                in_metrics.bytes_in.inc_by(n);
+            },
         })
     });
 
@@ -269,7 +240,7 @@ pub async fn observe(
         .extensions()
         .get::<RouteTag>()
         .map_or(RouteKind::Other, |t| t.0);
-    let done = Finished {
+    let mut done = Finished {
         metrics,
         received,
         sent: 0,
@@ -281,7 +252,17 @@ pub async fn observe(
         remote,
         user_agent,
     };
-    response.map(|inner| Body::new(ObservedBody { inner, done }))
+    response.map(|inner| {
+        Body::new(Tapped {
+            inner,
+            // Name `done` whole: a closure capturing only `done.sent` would drop (and
+            // log) the rest right away.
+            on_data: move |n| {
+                let done = &mut done;
+                done.sent += n;
+            },
+        })
+    })
 }
 
 /// Log output format.

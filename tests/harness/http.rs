@@ -143,3 +143,30 @@ pub async fn push_image_as(
         layers: blobs,
     }
 }
+
+/// `GET` of a registry path, accepting any media type.
+pub async fn get(reg: &Registry, path: impl AsRef<str>) -> Response {
+    client()
+        .get(reg.url(path.as_ref()))
+        .header("accept", "*/*")
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn head(reg: &Registry, path: impl AsRef<str>) -> Response {
+    client()
+        .head(reg.url(path.as_ref()))
+        .header("accept", "*/*")
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn delete(reg: &Registry, path: impl AsRef<str>) -> Response {
+    client()
+        .delete(reg.url(path.as_ref()))
+        .send()
+        .await
+        .unwrap()
+}

@@ -59,16 +59,7 @@ async fn tags_are_sorted_and_paged_with_n_last_and_link() {
 #[tokio::test]
 async fn tags_of_an_unknown_repository_are_name_unknown() {
     let reg = Registry::start();
-    assert_error(
-        client()
-            .get(reg.url("/v2/d/none/tags/list"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "NAME_UNKNOWN",
-    )
-    .await;
+    assert_error(get(&reg, "/v2/d/none/tags/list").await, 404, "NAME_UNKNOWN").await;
 }
 
 #[tokio::test]
@@ -187,11 +178,7 @@ async fn referrers_of_an_unknown_subject_are_an_empty_list_and_bad_digests_are_4
         json_get(&reg.url(&format!("/v2/d/none/referrers/{}", sha256(b"nothing")))).await;
     assert_eq!(body["manifests"], json!([]));
     assert_error(
-        client()
-            .get(reg.url("/v2/d/none/referrers/sha256:nothex"))
-            .send()
-            .await
-            .unwrap(),
+        get(&reg, "/v2/d/none/referrers/sha256:nothex").await,
         400,
         "DIGEST_INVALID",
     )

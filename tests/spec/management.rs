@@ -8,33 +8,18 @@ use serde_json::json;
 async fn deleting_a_tag_keeps_the_manifest() {
     let reg = Registry::start();
     let img = push_image(&reg, "del/tag", "v1", 1, 10).await;
-    let c = client();
-    let resp = c
-        .delete(reg.url("/v2/del/tag/manifests/v1"))
-        .send()
-        .await
-        .unwrap();
+    let resp = delete(&reg, "/v2/del/tag/manifests/v1").await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_error(
-        c.get(reg.url("/v2/del/tag/manifests/v1"))
-            .send()
-            .await
-            .unwrap(),
+        get(&reg, "/v2/del/tag/manifests/v1").await,
         404,
         "MANIFEST_UNKNOWN",
     )
     .await;
-    let resp = c
-        .get(reg.url(&format!("/v2/del/tag/manifests/{}", img.digest)))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&reg, &format!("/v2/del/tag/manifests/{}", img.digest)).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_error(
-        c.delete(reg.url("/v2/del/tag/manifests/v1"))
-            .send()
-            .await
-            .unwrap(),
+        delete(&reg, "/v2/del/tag/manifests/v1").await,
         404,
         "MANIFEST_UNKNOWN",
     )
@@ -68,17 +53,10 @@ async fn deleting_a_manifest_removes_its_tags_and_referrer_entry() {
     assert_eq!(body["manifests"].as_array().unwrap().len(), 1);
 
     for d in [&img.digest, &sha256(&referrer)] {
-        let resp = c
-            .delete(reg.url(&format!("/v2/del/manifest/manifests/{d}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = delete(&reg, &format!("/v2/del/manifest/manifests/{d}")).await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED);
         assert_error(
-            c.get(reg.url(&format!("/v2/del/manifest/manifests/{d}")))
-                .send()
-                .await
-                .unwrap(),
+            get(&reg, &format!("/v2/del/manifest/manifests/{d}")).await,
             404,
             "MANIFEST_UNKNOWN",
         )
@@ -86,10 +64,7 @@ async fn deleting_a_manifest_removes_its_tags_and_referrer_entry() {
     }
     for tag in ["v1", "also"] {
         assert_error(
-            c.get(reg.url(&format!("/v2/del/manifest/manifests/{tag}")))
-                .send()
-                .await
-                .unwrap(),
+            get(&reg, &format!("/v2/del/manifest/manifests/{tag}")).await,
             404,
             "MANIFEST_UNKNOWN",
         )
@@ -97,11 +72,8 @@ async fn deleting_a_manifest_removes_its_tags_and_referrer_entry() {
     }
     let body: serde_json::Value = c.get(&refs_url).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["manifests"], json!([]));
-    let body: serde_json::Value = c
-        .get(reg.url("/v2/del/manifest/tags/list"))
-        .send()
+    let body: serde_json::Value = get(&reg, "/v2/del/manifest/tags/list")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -114,35 +86,22 @@ async fn deleting_a_blob_unlinks_it_from_the_repository_only() {
     let data = random_bytes(100);
     let d = push_blob(&reg, "del/blob", &data).await;
     push_blob(&reg, "del/keeper", &data).await;
-    let c = client();
-    let resp = c
-        .delete(reg.url(&format!("/v2/del/blob/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = delete(&reg, &format!("/v2/del/blob/blobs/{d}")).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_error(
-        c.get(reg.url(&format!("/v2/del/blob/blobs/{d}")))
-            .send()
-            .await
-            .unwrap(),
+        get(&reg, &format!("/v2/del/blob/blobs/{d}")).await,
         404,
         "BLOB_UNKNOWN",
     )
     .await;
     assert_eq!(
-        c.get(reg.url(&format!("/v2/del/keeper/blobs/{d}")))
-            .send()
+        get(&reg, &format!("/v2/del/keeper/blobs/{d}"))
             .await
-            .unwrap()
             .status(),
         200
     );
     assert_error(
-        c.delete(reg.url(&format!("/v2/del/blob/blobs/{d}")))
-            .send()
-            .await
-            .unwrap(),
+        delete(&reg, &format!("/v2/del/blob/blobs/{d}")).await,
         404,
         "BLOB_UNKNOWN",
     )
@@ -153,25 +112,12 @@ async fn deleting_a_blob_unlinks_it_from_the_repository_only() {
 async fn deletes_can_be_disabled() {
     let reg = Registry::start_with(&["--no-delete"]);
     let img = push_image(&reg, "del/off", "v1", 1, 10).await;
-    let c = client();
     for path in [
         "/v2/del/off/manifests/v1".to_string(),
         format!("/v2/del/off/manifests/{}", img.digest),
         format!("/v2/del/off/blobs/{}", sha256(&img.config)),
     ] {
-        assert_error(
-            c.delete(reg.url(&path)).send().await.unwrap(),
-            405,
-            "UNSUPPORTED",
-        )
-        .await;
+        assert_error(delete(&reg, &path).await, 405, "UNSUPPORTED").await;
     }
-    assert_eq!(
-        c.get(reg.url("/v2/del/off/manifests/v1"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get(&reg, "/v2/del/off/manifests/v1").await.status(), 200);
 }

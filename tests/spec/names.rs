@@ -9,24 +9,12 @@ async fn names_of_any_depth_work_everywhere() {
     let reg = Registry::start();
     let name = "a/b.c/d-e/f__g/h/i/j";
     let img = push_image(&reg, name, "v1", 1, 10).await;
-    let c = client();
-    let resp = c
-        .get(reg.url(&format!("/v2/{name}/manifests/v1")))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&reg, &format!("/v2/{name}/manifests/v1")).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let resp = c
-        .get(reg.url(&format!("/v2/{name}/blobs/{}", sha256(&img.config))))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&reg, &format!("/v2/{name}/blobs/{}", sha256(&img.config))).await;
     assert_eq!(resp.bytes().await.unwrap().as_ref(), img.config.as_slice());
-    let body: serde_json::Value = c
-        .get(reg.url(&format!("/v2/{name}/tags/list")))
-        .send()
+    let body: serde_json::Value = get(&reg, &format!("/v2/{name}/tags/list"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -86,12 +74,7 @@ async fn dot_dot_in_a_name_never_reaches_the_disk() {
 async fn unknown_paths_and_methods_get_json_errors() {
     let reg = Registry::start();
     let c = client();
-    assert_error(
-        c.get(reg.url("/v2/x/unknown/thing")).send().await.unwrap(),
-        404,
-        "UNSUPPORTED",
-    )
-    .await;
+    assert_error(get(&reg, "/v2/x/unknown/thing").await, 404, "UNSUPPORTED").await;
     let resp = c
         .post(reg.url("/v2/x/manifests/latest"))
         .send()

@@ -10,7 +10,7 @@ use serde_json::json;
 #[tokio::test]
 async fn healthz_answers() {
     let reg = Registry::start();
-    let resp = client().get(reg.url("/healthz")).send().await.unwrap();
+    let resp = get(&reg, "/healthz").await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
@@ -27,17 +27,13 @@ async fn metrics_count_requests_latency_bytes_and_uploads() {
     let data = random_bytes(10_000);
     push_blob(&reg, "o/metrics", &data).await;
     let c = client();
-    c.get(reg.url(&format!("/v2/o/metrics/blobs/{}", sha256(&data))))
-        .send()
+    get(&reg, &format!("/v2/o/metrics/blobs/{}", sha256(&data)))
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();
-    c.get(reg.url("/v2/o/metrics/manifests/nope"))
-        .send()
+    get(&reg, "/v2/o/metrics/manifests/nope")
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();
@@ -50,14 +46,7 @@ async fn metrics_count_requests_latency_bytes_and_uploads() {
         .await
         .unwrap();
 
-    let text = c
-        .get(reg.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get(&reg, "/metrics").await.text().await.unwrap();
     assert_eq!(
         metric(
             &text,
@@ -169,11 +158,7 @@ async fn the_config_file_and_environment_configure_it() {
     )
     .await;
     assert_error(
-        client()
-            .delete(reg.url("/v2/o/cfg/manifests/v1"))
-            .send()
-            .await
-            .unwrap(),
+        delete(&reg, "/v2/o/cfg/manifests/v1").await,
         405,
         "UNSUPPORTED",
     )

@@ -7,7 +7,7 @@ use serde_json::json;
 #[tokio::test]
 async fn base_endpoint_answers_200_with_the_api_version() {
     let reg = Registry::start();
-    let resp = client().get(reg.url("/v2/")).send().await.unwrap();
+    let resp = get(&reg, "/v2/").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
         header(&resp, "docker-distribution-api-version"),
@@ -41,11 +41,7 @@ async fn manifest_by_tag_and_by_digest_returns_the_exact_bytes_and_type() {
 async fn manifest_head_carries_digest_and_length_without_a_body() {
     let reg = Registry::start();
     let img = push_image(&reg, "pull/head", "v1", 1, 10).await;
-    let resp = client()
-        .head(reg.url("/v2/pull/head/manifests/v1"))
-        .send()
-        .await
-        .unwrap();
+    let resp = head(&reg, "/v2/pull/head/manifests/v1").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(header(&resp, "docker-content-digest"), img.digest);
     assert_eq!(
@@ -60,37 +56,23 @@ async fn manifest_head_carries_digest_and_length_without_a_body() {
 async fn unknown_manifests_are_manifest_unknown() {
     let reg = Registry::start();
     push_image(&reg, "pull/unknown", "v1", 1, 10).await;
-    let c = client();
     assert_error(
-        c.get(reg.url("/v2/pull/unknown/manifests/v2"))
-            .send()
-            .await
-            .unwrap(),
+        get(&reg, "/v2/pull/unknown/manifests/v2").await,
         404,
         "MANIFEST_UNKNOWN",
     )
     .await;
     let missing = sha256(b"nothing");
     assert_error(
-        c.get(reg.url(&format!("/v2/pull/unknown/manifests/{missing}")))
-            .send()
-            .await
-            .unwrap(),
+        get(&reg, &format!("/v2/pull/unknown/manifests/{missing}")).await,
         404,
         "MANIFEST_UNKNOWN",
     )
     .await;
-    let resp = c
-        .head(reg.url("/v2/pull/unknown/manifests/v2"))
-        .send()
-        .await
-        .unwrap();
+    let resp = head(&reg, "/v2/pull/unknown/manifests/v2").await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert_error(
-        c.get(reg.url("/v2/no/such/repo/manifests/v1"))
-            .send()
-            .await
-            .unwrap(),
+        get(&reg, "/v2/no/such/repo/manifests/v1").await,
         404,
         "MANIFEST_UNKNOWN",
     )
@@ -102,41 +84,25 @@ async fn blobs_are_served_with_digest_length_and_type() {
     let reg = Registry::start();
     let data = random_bytes(300_000);
     let digest = push_blob(&reg, "pull/blob", &data).await;
-    let c = client();
-    let resp = c
-        .get(reg.url(&format!("/v2/pull/blob/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&reg, &format!("/v2/pull/blob/blobs/{digest}")).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(header(&resp, "docker-content-digest"), digest);
     assert_eq!(header(&resp, "content-length"), data.len().to_string());
     assert_eq!(resp.bytes().await.unwrap().as_ref(), data.as_slice());
 
-    let resp = c
-        .head(reg.url(&format!("/v2/pull/blob/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = head(&reg, &format!("/v2/pull/blob/blobs/{digest}")).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(header(&resp, "content-length"), data.len().to_string());
     assert_eq!(header(&resp, "docker-content-digest"), digest);
 
     let other = sha256(b"absent");
     assert_error(
-        c.get(reg.url(&format!("/v2/pull/blob/blobs/{other}")))
-            .send()
-            .await
-            .unwrap(),
+        get(&reg, &format!("/v2/pull/blob/blobs/{other}")).await,
         404,
         "BLOB_UNKNOWN",
     )
     .await;
-    let resp = c
-        .head(reg.url(&format!("/v2/pull/blob/blobs/{other}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = head(&reg, &format!("/v2/pull/blob/blobs/{other}")).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 

@@ -21,11 +21,7 @@ async fn start_session(reg: &Registry, repo: &str, query: &str) -> String {
 }
 
 async fn blob_bytes(reg: &Registry, repo: &str, digest: &str) -> Bytes {
-    let resp = client()
-        .get(reg.url(&format!("/v2/{repo}/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(reg, &format!("/v2/{repo}/blobs/{digest}")).await;
     assert_eq!(resp.status(), StatusCode::OK, "GET {repo}@{digest}");
     resp.bytes().await.unwrap()
 }
@@ -353,11 +349,7 @@ async fn a_wrong_digest_is_digest_invalid_and_nothing_becomes_visible() {
     )
     .await;
     for d in [&wrong, &sha256(&data)] {
-        let resp = c
-            .head(reg.url(&format!("/v2/push/wrong/blobs/{d}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = head(&reg, &format!("/v2/push/wrong/blobs/{d}")).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     }
     // The session survives a wrong digest: the right one still completes it.
@@ -388,11 +380,7 @@ async fn digests_are_validated_before_they_name_anything() {
             .await
             .unwrap();
         assert_error(resp, 400, "DIGEST_INVALID").await;
-        let resp = c
-            .get(reg.url(&format!("/v2/push/bad/blobs/{bad}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = get(&reg, &format!("/v2/push/bad/blobs/{bad}")).await;
         assert!(
             resp.status() == 400 || resp.status() == 404,
             "GET blob {bad}: {}",
@@ -493,10 +481,7 @@ async fn mount_falls_back_to_an_upload_and_never_lends_another_repositorys_blob(
         assert!(header(&resp, "location").starts_with("/v2/mount/other/blobs/uploads/"));
     }
     assert_error(
-        c.get(reg.url(&format!("/v2/mount/other/blobs/{digest}")))
-            .send()
-            .await
-            .unwrap(),
+        get(&reg, &format!("/v2/mount/other/blobs/{digest}")).await,
         404,
         "BLOB_UNKNOWN",
     )

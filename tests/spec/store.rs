@@ -57,7 +57,7 @@ async fn an_upload_survives_a_restart() {
     assert_eq!(reg.stop(), Some(0), "clean exit on SIGTERM");
     reg.restart();
     let c = client(); // the old connections died with the old process
-    let resp = c.get(reg.url(&loc)).send().await.unwrap();
+    let resp = get(&reg, &loc).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&resp, "range"), "0-99999");
     c.patch(reg.url(&loc))
@@ -72,11 +72,8 @@ async fn an_upload_survives_a_restart() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
-    let got = c
-        .get(reg.url(&format!("/v2/s/resume/blobs/{}", sha256(&data))))
-        .send()
+    let got = get(&reg, &format!("/v2/s/resume/blobs/{}", sha256(&data)))
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();
@@ -137,11 +134,8 @@ async fn concurrent_pushes_of_one_blob_and_one_manifest_are_safe() {
         assert_eq!(t.await.unwrap(), StatusCode::CREATED);
     }
     for i in 0..4 {
-        let got = client()
-            .get(reg.url(&format!("/v2/s/race{i}/blobs/{digest}")))
-            .send()
+        let got = get(&reg, &format!("/v2/s/race{i}/blobs/{digest}"))
             .await
-            .unwrap()
             .bytes()
             .await
             .unwrap();
@@ -167,11 +161,8 @@ async fn concurrent_pushes_of_one_blob_and_one_manifest_are_safe() {
         assert_eq!(t.await.unwrap(), StatusCode::CREATED);
     }
     for t in ["t0", "t1", "t2"] {
-        let got = client()
-            .get(reg.url(&format!("/v2/s/race0/manifests/{t}")))
-            .send()
+        let got = get(&reg, &format!("/v2/s/race0/manifests/{t}"))
             .await
-            .unwrap()
             .bytes()
             .await
             .unwrap();
@@ -214,11 +205,8 @@ async fn shutdown_lets_an_in_flight_upload_finish() {
     let (mut reg, code) = stopper.await.unwrap();
     assert_eq!(code, Some(0));
     reg.restart();
-    let got = client()
-        .get(reg.url(&format!("/v2/s/shutdown/blobs/{digest}")))
-        .send()
+    let got = get(&reg, &format!("/v2/s/shutdown/blobs/{digest}"))
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();
