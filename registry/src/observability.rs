@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
@@ -30,14 +30,40 @@ use crate::routes::path::RouteKind;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: &'static str,
-    method: String,
+    method: &'static str,
+}
+
+/// The method as a metrics label; unusual methods share one label.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Writes an optional address without allocating.
+struct Remote(Option<SocketAddr>);
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => Ok(()),
+        }
+    }
 }
 
 pub struct Metrics {
@@ -123,37 +149,40 @@ struct Finished {
     received: Arc<AtomicU64>,
     sent: u64,
     start: Instant,
-    method: String,
-    uri: String,
+    method: Method,
+    uri: Uri,
     status: u16,
     route: RouteKind,
     remote: Option<SocketAddr>,
-    user_agent: String,
+    user_agent: Option<HeaderValue>,
 }
 
 impl Drop for Finished {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         let route = self.route.as_str();
+        let method = method_label(&self.method);
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
                 route,
-                method: self.method.clone(),
+                method,
                 status: self.status,
             })
             .inc();
         self.metrics
             .latency
-            .get_or_create(&RouteLabels {
-                route,
-                method: self.method.clone(),
-            })
+            .get_or_create(&RouteLabels { route, method })
             .observe(elapsed.as_secs_f64());
         self.metrics.bytes_out.inc_by(self.sent);
+        let user_agent = self
+            .user_agent
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         tracing::info!(
             target: "access",
-            remote = %self.remote.map(|a| a.to_string()).unwrap_or_default(),
+            remote = %Remote(self.remote),
             method = %self.method,
             uri = %self.uri,
             status = self.status,
@@ -161,7 +190,7 @@ impl Drop for Finished {
             bytes_in = self.received.load(Ordering::Relaxed),
             bytes_out = self.sent,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
-            user_agent = %self.user_agent,
+            user_agent,
         );
     }
 }
@@ -207,30 +236,30 @@ pub async fn observe(
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let method = request.method().to_string();
-    let uri = request.uri().to_string();
+    let method = request.method().clone();
+    let uri = request.uri().clone();
     let remote = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let user_agent = request
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let user_agent = request.headers().get(header::USER_AGENT).cloned();
     let received = Arc::new(AtomicU64::new(0));
-    let counter = received.clone();
-    let in_metrics = metrics.clone();
-    let request = request.map(|inner| {
-        Body::new(Tapped {
-            inner,
-            on_data: move |n| {
-                counter.fetch_add(n, Ordering::Relaxed);
-                in_metrics.bytes_in.inc_by(n);
-            },
+    // Most requests have no body; only wrap those that do.
+    let request = if request.body().is_end_stream() {
+        request
+    } else {
+        let counter = received.clone();
+        let in_metrics = metrics.clone();
+        request.map(|inner| {
+            Body::new(Tapped {
+                inner,
+                on_data: move |n| {
+                    counter.fetch_add(n, Ordering::Relaxed);
+                    in_metrics.bytes_in.inc_by(n);
+                },
+            })
         })
-    });
+    };
 
     let mut response = next.run(request).await;
     response
@@ -286,7 +315,11 @@ pub fn init_logging(
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        // Buffered: the writer thread drains every queued line, then flushes once.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)

@@ -322,7 +322,7 @@ async fn containerd_pulls_through_a_hosts_toml_mirror() {
 
     reg.log_where("containerd resolving through the mirror with ns", |l| {
         l.contains("/v2/library/app/manifests/1?ns=docker.io")
-            && l.contains("user_agent=containerd/")
+            && l.contains("user_agent=\"containerd/")
     });
 
     // A miss is a clean 404, so containerd moves on to the upstream (unreachable here).

@@ -102,7 +102,7 @@ async fn every_request_gets_one_access_log_line() {
         "method=GET",
         "status=404",
         "route=\"manifest\"",
-        "user_agent=probe/1",
+        "user_agent=\"probe/1\"",
         "duration_ms=",
     ] {
         assert!(lines[0].contains(field), "{field} in {}", lines[0]);
