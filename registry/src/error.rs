@@ -240,13 +240,16 @@ impl From<ManifestError> for RegistryError {
 impl From<StorageError> for RegistryError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::Full => RegistryError {
-                kind: Kind::Internal,
-                status: StatusCode::INSUFFICIENT_STORAGE,
-                message: "registry storage is full; nothing was stored".into(),
-                detail: None,
-                headers: Vec::new(),
-            },
+            StorageError::Full => {
+                tracing::error!("storage is full: a write was refused and rolled back");
+                RegistryError {
+                    kind: Kind::Internal,
+                    status: StatusCode::INSUFFICIENT_STORAGE,
+                    message: "registry storage is full; nothing was stored".into(),
+                    detail: None,
+                    headers: Vec::new(),
+                }
+            }
             other => RegistryError::internal(other),
         }
     }

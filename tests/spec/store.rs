@@ -212,3 +212,102 @@ async fn shutdown_lets_an_in_flight_upload_finish() {
         .unwrap();
     assert_eq!(got.as_ref(), data.as_slice());
 }
+
+/// A tmpfs of a few MiB, mounted for one test and unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = output(
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path()),
+        );
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (the tests run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_the_upload_and_loses_nothing() {
+    let disk = SmallDisk::mount("6m");
+    let logs = tempfile::tempdir().unwrap();
+    let reg = Registry::spawn(
+        &disk.dir.path().join("store"),
+        logs.path().join("log"),
+        &[],
+        &[],
+    );
+    let kept = random_bytes(500_000);
+    let kept_digest = push_blob(&reg, "full/a", &kept).await;
+
+    // 8 MiB in 1 MiB chunks cannot fit: some chunk is refused with 507.
+    let c = client();
+    let big = random_bytes(8 * 1024 * 1024);
+    let resp = c
+        .post(reg.url("/v2/full/b/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = reg.url(&header(&resp, "location"));
+    let mut refused = None;
+    for (i, chunk) in big.chunks(1024 * 1024).enumerate() {
+        let start = i * 1024 * 1024;
+        let resp = c
+            .patch(&loc)
+            .header(
+                "content-range",
+                format!("{start}-{}", start + chunk.len() - 1),
+            )
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != StatusCode::ACCEPTED {
+            refused = Some((i, resp.status()));
+            break;
+        }
+    }
+    let (at, status) = refused.expect("the disk filled up");
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+    // The refused chunk was rolled back: the session still ends where the last good chunk did.
+    let resp = c.get(&loc).send().await.unwrap();
+    assert_eq!(
+        header(&resp, "range"),
+        format!("0-{}", at * 1024 * 1024 - 1)
+    );
+    // Cancelling frees the space; what was stored before is intact; new pushes work.
+    assert_eq!(
+        c.delete(&loc).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let got = get(&reg, format!("/v2/full/a/blobs/{kept_digest}"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), kept.as_slice());
+    push_blob(&reg, "full/c", &random_bytes(2 * 1024 * 1024)).await;
+    assert_eq!(
+        head(&reg, format!("/v2/full/b/blobs/{}", sha256(&big)))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}

@@ -113,8 +113,6 @@ pub trait UploadWriter: Send {
 pub trait Storage: Send + Sync + 'static {
     // --- blobs (global, content-addressed) ---
 
-    /// Size of a blob in the store, whichever repository it belongs to.
-    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
     /// Size of a blob if `repo` links it.
     async fn repo_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
     /// Streams `range` of a blob (the whole blob when `None`).
@@ -186,7 +184,6 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Option<(Vec<String>, bool)>>;
     /// All repositories that hold at least one manifest, in no particular order.
     async fn list_repositories(&self) -> Result<Vec<String>>;
-    async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
 
     // --- referrers ---
 

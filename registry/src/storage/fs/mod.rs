@@ -165,11 +165,6 @@ fn walk_repositories(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<
 
 #[async_trait]
 impl Storage for FsStorage {
-    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        let path = self.layout.blob(digest);
-        blocking(move || file_size(&path)).await
-    }
-
     async fn repo_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         let link = self.layout.layer_link(repo, digest);
         let blob = self.layout.blob(digest);
@@ -459,11 +454,6 @@ impl Storage for FsStorage {
             Ok(out)
         })
         .await
-    }
-
-    async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
-        let dir = self.layout.repo(repo);
-        blocking(move || Ok(dir.join("_manifests").is_dir() || dir.join("_layers").is_dir())).await
     }
 
     async fn add_referrer(
