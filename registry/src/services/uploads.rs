@@ -157,18 +157,14 @@ impl UploadService {
             .commit_upload(id, digest, s.state.offset)
             .await?;
         self.storage.link_blob(repo, digest).await?;
-        *guard = None;
-        self.sessions.remove(&id);
-        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.forget(id, &mut guard);
         Ok(())
     }
 
     pub async fn cancel(&self, repo: &RepoName, id: Uuid) -> Result<()> {
         let mut guard = self.lock(repo, id).await?;
         self.storage.delete_upload(id).await?;
-        *guard = None;
-        self.sessions.remove(&id);
-        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.forget(id, &mut guard);
         Ok(())
     }
 
@@ -187,12 +183,22 @@ impl UploadService {
             };
             if self.storage.delete_upload(id).await? {
                 removed += 1;
-                self.open.fetch_sub(1, Ordering::Relaxed);
+                self.forget(id, &mut guard);
+            } else {
+                // Already gone from storage: just stop caching it.
+                *guard = None;
+                self.sessions.remove(&id);
             }
-            *guard = None;
-            self.sessions.remove(&id);
         }
         Ok(removed)
+    }
+
+    /// Drops a session that storage no longer holds. Whoever waits on its lock next finds
+    /// it empty and reports it unknown.
+    fn forget(&self, id: Uuid, guard: &mut OwnedMutexGuard<Option<Session>>) {
+        **guard = None;
+        self.sessions.remove(&id);
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn slot(&self, id: Uuid) -> Slot {
