@@ -20,6 +20,18 @@ fn skopeo_push(reg: &Registry, dest: &str, v2s2: bool) {
     run(&mut cmd);
 }
 
+/// podman or buildah on a private image store (vfs: works in any sandbox).
+fn containers_tool(program: &str, store: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(require(program));
+    cmd.arg("--root")
+        .arg(store.join("root"))
+        .arg("--runroot")
+        .arg(store.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args);
+    cmd
+}
+
 async fn manifest_digest(reg: &Registry, repo: &str, reference: &str) -> String {
     let resp = client()
         .head(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
@@ -106,16 +118,7 @@ async fn podman_pulls() {
     skopeo_push(&reg, "test/app:1", false);
     let expected = manifest_digest(&reg, "test/app", "1").await;
     let store = tempfile::tempdir().unwrap();
-    let podman = |args: &[&str]| {
-        let mut cmd = Command::new(require("podman"));
-        cmd.arg("--root")
-            .arg(store.path().join("root"))
-            .arg("--runroot")
-            .arg(store.path().join("run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args);
-        cmd
-    };
+    let podman = |args: &[&str]| containers_tool("podman", store.path(), args);
     let image = format!("{}/test/app:1", reg.host);
     run(&mut podman(&[
         "pull",
@@ -148,16 +151,7 @@ async fn buildah_pushes_a_two_platform_index() {
         .arg(format!("docker://{}/test/arm:1", reg.host)));
 
     let store = tempfile::tempdir().unwrap();
-    let buildah = |args: &[&str]| {
-        let mut cmd = Command::new(require("buildah"));
-        cmd.arg("--root")
-            .arg(store.path().join("root"))
-            .arg("--runroot")
-            .arg(store.path().join("run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args);
-        cmd
-    };
+    let buildah = |args: &[&str]| containers_tool("buildah", store.path(), args);
     let ctr = run(&mut buildah(&["from", "scratch"])).trim().to_string();
     let file = store.path().join("b.txt");
     std::fs::write(&file, "built by buildah\n").unwrap();
