@@ -43,7 +43,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(server::serve(settings))
+                .block_on(async {
+                    let storage = server::open_store(&settings)?;
+                    server::serve(settings, storage, None).await
+                })
         }
         Command::Completions { shell } => {
             clap_complete::generate(

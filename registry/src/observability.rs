@@ -125,6 +125,11 @@ impl Metrics {
         }
     }
 
+    /// For extensions (the mirror) to add their metrics before serving starts.
+    pub fn registry_mut(&mut self) -> &mut PromRegistry {
+        &mut self.registry
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

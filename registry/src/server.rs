@@ -12,19 +12,34 @@ use crate::config::Settings;
 use crate::observability::Metrics;
 use crate::routes::{App, router};
 use crate::services::Registry;
+use crate::services::mirror::Mirror;
+use crate::storage::Storage;
 use crate::storage::fs::FsStorage;
 
-/// Serves until SIGINT or SIGTERM, then lets in-flight requests finish (up to the
-/// shutdown timeout). Upload sessions live in the store, so clients resume them after a
-/// restart.
-pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+/// Opens (creating if needed) the store `settings` name.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<FsStorage>> {
     let storage = FsStorage::open(&settings.root)
         .with_context(|| format!("cannot open the store at {}", settings.root.display()))?;
-    let registry = Registry::new(Arc::new(storage), settings.options.clone());
+    Ok(Arc::new(storage))
+}
+
+/// Serves `storage` (with a pull-through `mirror`, if any) until SIGINT or SIGTERM, then
+/// lets in-flight requests finish (up to the shutdown timeout). Upload sessions live in
+/// the store, so clients resume them after a restart.
+pub async fn serve(
+    settings: Settings,
+    storage: Arc<dyn Storage>,
+    mirror: Option<Arc<dyn Mirror>>,
+) -> anyhow::Result<()> {
+    let mut metrics = Metrics::new();
+    if let Some(m) = &mirror {
+        m.register_metrics(metrics.registry_mut());
+    }
+    let registry = Registry::new(storage, settings.options.clone(), mirror);
     let resumable = registry.uploads.recover().await?;
     let app = Arc::new(App {
         registry,
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(metrics),
     });
 
     let listener = TcpListener::bind(settings.addr)

@@ -8,39 +8,46 @@ use super::headers::{self, DOCKER_CONTENT_DIGEST, RangeRequest};
 use super::{Ctx, empty};
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::Digest;
+use crate::services::blobs::Found;
 
 pub async fn get(ctx: Ctx, name: &str, digest: &str, head: bool) -> Result<Response> {
     let name = Ctx::name(name)?;
     let digest: Digest = digest.parse()?;
-    let repos = ctx.read_candidates(&name);
+    let lookup = ctx.lookup(&name);
     let blobs = &ctx.app.registry.blobs;
-    let size = blobs.size(&repos, &digest).await?;
 
-    let range = if head {
-        RangeRequest::Whole
+    let (status, size, part, body) = if head {
+        let size = blobs.stat(&lookup, &digest).await?;
+        (StatusCode::OK, size, None, None)
     } else {
-        headers::range(&ctx.parts.headers, size)
-    };
-    let (status, part) = match range {
-        RangeRequest::Whole => (StatusCode::OK, None),
-        RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
-        RangeRequest::Unsatisfiable => {
-            return Err(RegistryError::new(
-                ErrorCode::SizeInvalid,
-                format!("requested range is outside the blob's {size} bytes"),
-            )
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-            .with_header(
-                header::CONTENT_RANGE,
-                headers::value(format!("bytes */{size}")),
-            ));
+        match blobs.find(&lookup, &digest).await? {
+            // A blob arriving from upstream is sent whole; Range applies once it is cached.
+            Found::Upstream(blob) => (StatusCode::OK, blob.size, None, Some(blob.body)),
+            Found::Local(size) => match headers::range(&ctx.parts.headers, size) {
+                RangeRequest::Whole => (StatusCode::OK, size, None, None),
+                RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, size, Some(r), None),
+                RangeRequest::Unsatisfiable => {
+                    return Err(RegistryError::new(
+                        ErrorCode::SizeInvalid,
+                        format!("requested range is outside the blob's {size} bytes"),
+                    )
+                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .with_header(
+                        header::CONTENT_RANGE,
+                        headers::value(format!("bytes */{size}")),
+                    ));
+                }
+            },
         }
     };
     let len = part.map_or(size, |r| r.len);
     let mut response = if head {
         empty(status)
     } else {
-        let stream = blobs.read(&digest, part).await?;
+        let stream = match body {
+            Some(upstream) => upstream,
+            None => blobs.read(&digest, part).await?,
+        };
         let mut r = Response::new(Body::from_stream(stream));
         *r.status_mut() = status;
         r

@@ -49,12 +49,12 @@ pub(crate) fn link_next<T>(
 pub async fn tags(ctx: Ctx, name: &str) -> Result<Response> {
     let name = Ctx::name(name)?;
     let (n, last) = paging(&ctx.query)?;
-    let repos = ctx.read_candidates(&name);
+    let lookup = ctx.lookup(&name);
     let page = ctx
         .app
         .registry
         .listing
-        .tags(&repos, n, last.as_deref())
+        .tags(&lookup, n, last.as_deref())
         .await?;
     let body = serde_json::to_vec(&json!({ "name": name.as_str(), "tags": &page.entries }))
         .map_err(RegistryError::internal)?;

@@ -15,13 +15,13 @@ use crate::services::manifests::too_large;
 pub async fn get(ctx: Ctx, name: &str, reference: &str, head: bool) -> Result<Response> {
     let name = Ctx::name(name)?;
     let reference = Reference::parse(reference)?;
-    let repos = ctx.read_candidates(&name);
+    let lookup = ctx.lookup(&name);
     let accept = headers::accept(&ctx.parts.headers);
     let m = ctx
         .app
         .registry
         .manifests
-        .get(&repos, &reference, &accept)
+        .get(&lookup, &reference, &accept)
         .await?;
 
     let len = m.body.len();
@@ -40,6 +40,7 @@ pub async fn get(ctx: Ctx, name: &str, reference: &str, head: bool) -> Result<Re
 
 pub async fn put(ctx: Ctx, name: &str, reference: &str) -> Result<Response> {
     let name = Ctx::name(name)?;
+    ctx.check_push(&name)?;
     let reference = Reference::parse(reference)?;
     let tags = ctx
         .query

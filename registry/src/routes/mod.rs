@@ -30,7 +30,7 @@ use self::path::{Route, RouteKind};
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::observability::{Metrics, RouteTag, observe};
 use crate::oci::RepoName;
-use crate::services::{Registry, namespace};
+use crate::services::{Lookup, Registry, namespace};
 
 /// Everything a handler can reach.
 pub struct App {
@@ -64,10 +64,20 @@ impl Ctx {
         Ok(RepoName::parse(raw)?)
     }
 
-    /// The local repositories a read of `name` may be served from (see
-    /// [`namespace::candidates`]).
-    pub fn read_candidates(&self, name: &RepoName) -> Vec<RepoName> {
-        namespace::candidates(name, self.query.get("ns"))
+    /// Where a read of `name` may be answered from (DESIGN contract 3, then the mirror).
+    pub fn lookup(&self, name: &RepoName) -> Lookup {
+        self.app.registry.lookup(name, self.query.get("ns"))
+    }
+
+    /// Refuses a push to a name that belongs to a mirrored registry.
+    pub fn check_push(&self, name: &RepoName) -> Result<()> {
+        if self.app.registry.refuses_push(name, self.query.get("ns")) {
+            return Err(RegistryError::new(
+                ErrorCode::Denied,
+                format!("{name} belongs to a mirrored registry: pushes to it are refused"),
+            ));
+        }
+        Ok(())
     }
 
     pub fn body_stream(body: Body) -> impl Stream<Item = io::Result<Bytes>> + Send + Unpin {

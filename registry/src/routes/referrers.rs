@@ -21,12 +21,12 @@ pub async fn list(ctx: Ctx, name: &str, digest: &str) -> Result<Response> {
                 .with_status(StatusCode::BAD_REQUEST)
         })?),
     };
-    let repos = ctx.read_candidates(&name);
+    let lookup = ctx.lookup(&name);
     let page = ctx
         .app
         .registry
         .referrers
-        .list(&repos, &subject, artifact_type, n, ctx.query.get("last"))
+        .list(&lookup, &subject, artifact_type, n, ctx.query.get("last"))
         .await?;
     let body = serde_json::to_vec(&json!({
         "schemaVersion": 2,

@@ -65,6 +65,7 @@ fn content_range(ctx: &Ctx) -> Result<Option<crate::services::uploads::ChunkRang
 
 pub async fn start(ctx: Ctx, name: &str) -> Result<Response> {
     let name = Ctx::name(name)?;
+    ctx.check_push(&name)?;
     let registry = &ctx.app.registry;
 
     if let Some(mount) = ctx.query.get("mount") {

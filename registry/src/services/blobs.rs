@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use super::Options;
+use super::mirror::{Mirror, MirroredBlob};
+use super::{Lookup, Options};
 use crate::error::{RegistryError, Result};
 use crate::oci::{Digest, RepoName};
 use crate::storage::{ByteRange, ByteStream, Storage};
@@ -10,25 +11,67 @@ use crate::storage::{ByteRange, ByteStream, Storage};
 pub struct BlobService {
     storage: Arc<dyn Storage>,
     options: Options,
+    mirror: Option<Arc<dyn Mirror>>,
+}
+
+/// Where a requested blob comes from.
+pub enum Found {
+    /// In the store, `size` bytes.
+    Local(u64),
+    /// Streaming from upstream while it is cached.
+    Upstream(MirroredBlob),
 }
 
 impl BlobService {
-    pub fn new(storage: Arc<dyn Storage>, options: Options) -> Self {
-        BlobService { storage, options }
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        mirror: Option<Arc<dyn Mirror>>,
+    ) -> Self {
+        BlobService {
+            storage,
+            options,
+            mirror,
+        }
     }
 
-    /// The size of a blob linked by the first of `repos` that has it; BLOB_UNKNOWN
-    /// otherwise, even when another repository holds it.
-    pub async fn size(&self, repos: &[RepoName], digest: &Digest) -> Result<u64> {
-        for repo in repos {
+    async fn local_size(&self, lookup: &Lookup, digest: &Digest) -> Result<Option<u64>> {
+        for repo in &lookup.local {
             if let Some(size) = self.storage.repo_blob_size(repo, digest).await? {
+                return Ok(Some(size));
+            }
+        }
+        Ok(None)
+    }
+
+    /// For a `GET`: the blob from the store, or from upstream for a mirrored name.
+    pub async fn find(&self, lookup: &Lookup, digest: &Digest) -> Result<Found> {
+        if let Some(size) = self.local_size(lookup, digest).await? {
+            return Ok(Found::Local(size));
+        }
+        if let (Some(mirror), Some(route)) = (&self.mirror, &lookup.mirror) {
+            if let Some(blob) = mirror.fetch_blob(route, digest).await? {
+                return Ok(Found::Upstream(blob));
+            }
+        }
+        Err(RegistryError::blob_unknown(digest))
+    }
+
+    /// For a `HEAD`: the blob's size, from upstream without fetching it for a mirrored
+    /// name.
+    pub async fn stat(&self, lookup: &Lookup, digest: &Digest) -> Result<u64> {
+        if let Some(size) = self.local_size(lookup, digest).await? {
+            return Ok(size);
+        }
+        if let (Some(mirror), Some(route)) = (&self.mirror, &lookup.mirror) {
+            if let Some(size) = mirror.stat_blob(route, digest).await? {
                 return Ok(size);
             }
         }
         Err(RegistryError::blob_unknown(digest))
     }
 
-    /// Streams part of a blob whose size the caller got from [`BlobService::size`].
+    /// Streams part of a stored blob whose size the caller got from [`BlobService::find`].
     pub async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream> {
         self.storage
             .read_blob(digest, range)

@@ -2,32 +2,50 @@
 
 use std::sync::Arc;
 
-use super::{Page, paginate};
+use super::mirror::Mirror;
+use super::{Lookup, Page, paginate};
 use crate::error::{RegistryError, Result};
-use crate::oci::RepoName;
 use crate::storage::Storage;
 
 pub struct ListingService {
     storage: Arc<dyn Storage>,
     max_page: usize,
+    mirror: Option<Arc<dyn Mirror>>,
 }
 
 impl ListingService {
-    pub fn new(storage: Arc<dyn Storage>, max_page: usize) -> Self {
-        ListingService { storage, max_page }
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        max_page: usize,
+        mirror: Option<Arc<dyn Mirror>>,
+    ) -> Self {
+        ListingService {
+            storage,
+            max_page,
+            mirror,
+        }
     }
 
     /// Tags of the first of `repos` that exists, in byte order ("ASCIIbetical", as Go's
     /// `sort.Strings`): the `n` after `last`. Without `n` a page holds up to the
     /// configured maximum.
+    /// Tags in byte order ("ASCIIbetical", as Go's `sort.Strings`), the `n` after `last`:
+    /// the upstream's for a mirrored name when it answers, else those of the first local
+    /// repository of `lookup` that exists. Without `n` a page holds up to the configured
+    /// maximum.
     pub async fn tags(
         &self,
-        repos: &[RepoName],
+        lookup: &Lookup,
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<Page<String>> {
         let n = self.page_size(n);
-        for repo in repos {
+        if let (Some(mirror), Some(route)) = (&self.mirror, &lookup.mirror) {
+            if let Some(page) = mirror.tags(route, n, last).await? {
+                return Ok(page);
+            }
+        }
+        for repo in &lookup.local {
             if let Some((entries, more)) = self.storage.list_tags(repo, last, n).await? {
                 let next_after = if more { entries.last().cloned() } else { None };
                 return Ok(Page {
@@ -36,7 +54,7 @@ impl ListingService {
                 });
             }
         }
-        Err(RegistryError::name_unknown(&repos[0]))
+        Err(RegistryError::name_unknown(lookup.name()))
     }
 
     pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page<String>> {

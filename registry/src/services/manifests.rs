@@ -5,7 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::json;
 
-use super::Options;
+use super::mirror::Mirror;
+use super::{Lookup, Options};
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::manifest::{self, ManifestKind, media_type};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
@@ -14,6 +15,7 @@ use crate::storage::{ReferrerRecord, Storage, StoredManifest};
 pub struct ManifestService {
     storage: Arc<dyn Storage>,
     options: Options,
+    mirror: Option<Arc<dyn Mirror>>,
 }
 
 /// What a successful push stored.
@@ -39,29 +41,56 @@ impl Accept {
 }
 
 impl ManifestService {
-    pub fn new(storage: Arc<dyn Storage>, options: Options) -> Self {
-        ManifestService { storage, options }
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        mirror: Option<Arc<dyn Mirror>>,
+    ) -> Self {
+        ManifestService {
+            storage,
+            options,
+            mirror,
+        }
     }
 
-    /// The manifest `reference` names in the first of `repos` that has it, negotiated
-    /// against `accept`.
+    /// The manifest `reference` names, negotiated against `accept`: from the first local
+    /// repository of `lookup` that has it, else from upstream for a mirrored name. A
+    /// cached tag of a mirrored name is revalidated upstream once it is older than the
+    /// mirror's TTL.
     ///
     /// The stored bytes are returned as pushed. The one substitution is for clients that
     /// cannot read an index at all (no index type and no wildcard in `Accept`): they get
     /// the index's entry for this host's platform, as distribution does for old dockers.
     pub async fn get(
         &self,
-        repos: &[RepoName],
+        lookup: &Lookup,
         reference: &Reference,
         accept: &Accept,
     ) -> Result<StoredManifest> {
-        for repo in repos {
+        let mirror = self.mirror.as_ref().zip(lookup.mirror.as_ref());
+        for repo in &lookup.local {
             let found = match reference {
                 Reference::Digest(d) => self.storage.get_manifest(repo, d).await?,
                 Reference::Tag(t) => self.storage.get_tagged_manifest(repo, t).await?,
             };
-            if let Some(stored) = found {
-                return self.negotiate(repo, stored, accept).await;
+            let Some(mut stored) = found else { continue };
+            if let (Reference::Tag(tag), Some((mirror, route))) = (reference, mirror) {
+                if &route.local == repo && !mirror.tag_is_fresh(route, tag) {
+                    let now = mirror.revalidate_tag(route, tag, &stored.digest).await?;
+                    if now != stored.digest {
+                        if let Some(newer) = self.storage.get_manifest(repo, &now).await? {
+                            stored = newer;
+                        }
+                    }
+                }
+            }
+            return self.negotiate(repo, stored, accept).await;
+        }
+        if let Some((mirror, route)) = mirror {
+            if let Some(digest) = mirror.fetch_manifest(route, reference).await? {
+                if let Some(stored) = self.storage.get_manifest(&route.local, &digest).await? {
+                    return self.negotiate(&route.local, stored, accept).await;
+                }
             }
         }
         Err(RegistryError::manifest_unknown(reference))

@@ -4,6 +4,7 @@
 pub mod blobs;
 pub mod listing;
 pub mod manifests;
+pub mod mirror;
 pub mod namespace;
 pub mod referrers;
 pub mod uploads;
@@ -11,6 +12,8 @@ pub mod uploads;
 use std::sync::Arc;
 use std::time::Duration;
 
+use self::mirror::{Mirror, MirrorRoute};
+use crate::oci::RepoName;
 use crate::storage::Storage;
 
 /// Behaviour switches shared by the services (see `docs/configuration.md`).
@@ -49,18 +52,74 @@ pub struct Registry {
     pub listing: listing::ListingService,
     pub referrers: referrers::ReferrerService,
     pub options: Options,
+    pub mirror: Option<Arc<dyn Mirror>>,
 }
 
 impl Registry {
-    pub fn new(storage: Arc<dyn Storage>, options: Options) -> Registry {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        mirror: Option<Arc<dyn Mirror>>,
+    ) -> Registry {
         Registry {
-            blobs: blobs::BlobService::new(storage.clone(), options.clone()),
+            blobs: blobs::BlobService::new(storage.clone(), options.clone(), mirror.clone()),
             uploads: uploads::UploadService::new(storage.clone()),
-            manifests: manifests::ManifestService::new(storage.clone(), options.clone()),
-            listing: listing::ListingService::new(storage.clone(), options.max_page_entries),
-            referrers: referrers::ReferrerService::new(storage, options.max_page_entries),
+            manifests: manifests::ManifestService::new(
+                storage.clone(),
+                options.clone(),
+                mirror.clone(),
+            ),
+            listing: listing::ListingService::new(
+                storage.clone(),
+                options.max_page_entries,
+                mirror.clone(),
+            ),
+            referrers: referrers::ReferrerService::new(
+                storage,
+                options.max_page_entries,
+                mirror.clone(),
+            ),
             options,
+            mirror,
         }
+    }
+
+    /// Where a read of `name` (with containerd's `?ns=`) may be answered from.
+    pub fn lookup(&self, name: &RepoName, ns: Option<&str>) -> Lookup {
+        Lookup {
+            local: namespace::candidates(name, ns),
+            mirror: self.mirror.as_ref().and_then(|m| m.route(name, ns)),
+        }
+    }
+
+    /// Whether a push to `name` is refused because it names a mirrored registry.
+    pub fn refuses_push(&self, name: &RepoName, ns: Option<&str>) -> bool {
+        self.mirror
+            .as_ref()
+            .is_some_and(|m| m.refuses_push(name, ns))
+    }
+}
+
+/// Where a read is answered from: local repositories in order (DESIGN contract 3), then
+/// the upstream of a mirrored name.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub local: Vec<RepoName>,
+    pub mirror: Option<MirrorRoute>,
+}
+
+impl Lookup {
+    /// Only the given local repository, no mirror (for tests and internal use).
+    pub fn local(repo: RepoName) -> Lookup {
+        Lookup {
+            local: vec![repo],
+            mirror: None,
+        }
+    }
+
+    /// The name errors report.
+    pub fn name(&self) -> &RepoName {
+        &self.local[0]
     }
 }
 

@@ -2,37 +2,54 @@
 
 use std::sync::Arc;
 
-use super::{Page, paginate};
+use super::mirror::Mirror;
+use super::{Lookup, Page, paginate};
 use crate::error::Result;
-use crate::oci::{Digest, RepoName};
+use crate::oci::Digest;
 use crate::storage::{ReferrerRecord, Storage};
 
 pub struct ReferrerService {
     storage: Arc<dyn Storage>,
     max_page: usize,
+    mirror: Option<Arc<dyn Mirror>>,
 }
 
 impl ReferrerService {
-    pub fn new(storage: Arc<dyn Storage>, max_page: usize) -> Self {
-        ReferrerService { storage, max_page }
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        max_page: usize,
+        mirror: Option<Arc<dyn Mirror>>,
+    ) -> Self {
+        ReferrerService {
+            storage,
+            max_page,
+            mirror,
+        }
     }
 
-    /// Referrers of `subject` in the first of `repos` that has any, ordered by digest, filtered by `artifact_type`
-    /// when given. A subject nobody refers to (or that does not exist) has an empty list.
+    /// Referrers of `subject`, ordered by digest and filtered by `artifact_type` when
+    /// given: the upstream's for a mirrored name when it answers, else those of the first
+    /// local repository of `lookup` that has any. A subject nobody refers to (or that does
+    /// not exist) has an empty list.
     pub async fn list(
         &self,
-        repos: &[RepoName],
+        lookup: &Lookup,
         subject: &Digest,
         artifact_type: Option<&str>,
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<Page<ReferrerRecord>> {
         let mut records = Vec::new();
-        for repo in repos {
-            records = self.storage.list_referrers(repo, subject).await?;
+        if let (Some(mirror), Some(route)) = (&self.mirror, &lookup.mirror) {
+            if let Some(upstream) = mirror.referrers(route, subject).await? {
+                records = upstream;
+            }
+        }
+        for repo in &lookup.local {
             if !records.is_empty() {
                 break;
             }
+            records = self.storage.list_referrers(repo, subject).await?;
         }
         if let Some(at) = artifact_type {
             records.retain(|r| r.artifact_type.as_deref() == Some(at));
