@@ -186,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.work)?;
     anyhow::ensure!(
         args.sealer.exists(),
-        "{} not found: cargo build --release -p sealer-registry",
+        "{} not found: cargo build --release -p sealer",
         args.sealer.display()
     );
     let s = if args.quick {

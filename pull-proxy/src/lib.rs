@@ -1,5 +1,21 @@
-//! Talking to upstream registries and routing mirror requests.
+//! The pull-through mirror of `sealer-registry`: local content first, upstream registries
+//! for what is missing, for containerd, docker and podman with their stock mirror
+//! settings.
 //!
-//! Planned (issue 3): token auth, redirects and retries toward upstreams, mirror routing
-//! (`?ns=`, path prefixes, the docker.io default), streaming cache fill and client
-//! mirror-config generation. Nothing is implemented here yet.
+//! - [`config`]: upstreams from the config file and flags;
+//! - [`routing`]: `?ns=`, path-prefixed and bare names to one local repository;
+//! - [`upstream`]: the client for one upstream (token auth, retries, redirects);
+//! - [`fill`]: streaming, coalesced, verified cache fill of blobs;
+//! - [`mirror`]: the registry's `Mirror` over all of it;
+//! - [`mirror_config`]: the files that point containerd, docker and podman here.
+
+pub mod config;
+pub mod fill;
+pub mod metrics;
+pub mod mirror;
+pub mod mirror_config;
+pub mod routing;
+pub mod upstream;
+
+pub use config::{MirrorArgs, MirrorConfig};
+pub use mirror::PullThrough;

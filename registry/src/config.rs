@@ -78,6 +78,8 @@ pub struct FileConfig {
     pub listing: ListingSection,
     #[serde(default, with = "humantime_serde_opt")]
     pub shutdown_timeout: Option<Duration>,
+    /// The pull-through mirror's table, read by `sealer-pull-proxy`.
+    pub mirror: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +137,8 @@ pub struct Settings {
     pub log_level: String,
     pub options: Options,
     pub shutdown_timeout: Duration,
+    /// The config file's `[mirror]` table, for the pull-through mirror to read.
+    pub mirror: Option<toml::Value>,
 }
 
 impl Settings {
@@ -189,6 +193,7 @@ impl Settings {
                 .shutdown_timeout
                 .or(file.shutdown_timeout)
                 .unwrap_or(Duration::from_secs(30)),
+            mirror: file.mirror,
         })
     }
 }

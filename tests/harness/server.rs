@@ -20,15 +20,7 @@ pub fn binary(name: &str) -> PathBuf {
             .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "--bins",
-            "-p",
-            "sealer-registry",
-            "-p",
-            "sealer",
-        ]);
+        cmd.args(["build", "--quiet", "--bins", "-p", "sealer"]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }

@@ -38,6 +38,11 @@ impl BlobService {
     async fn local_size(&self, lookup: &Lookup, digest: &Digest) -> Result<Option<u64>> {
         for repo in &lookup.local {
             if let Some(size) = self.storage.repo_blob_size(repo, digest).await? {
+                if let (Some(mirror), Some(route)) = (&self.mirror, &lookup.mirror) {
+                    if &route.local == repo {
+                        mirror.hit(route, "blob");
+                    }
+                }
                 return Ok(Some(size));
             }
         }

@@ -74,6 +74,9 @@ impl ManifestService {
                 Reference::Tag(t) => self.storage.get_tagged_manifest(repo, t).await?,
             };
             let Some(mut stored) = found else { continue };
+            if let Some((mirror, route)) = mirror.filter(|(_, r)| &r.local == repo) {
+                mirror.hit(route, "manifest");
+            }
             if let (Reference::Tag(tag), Some((mirror, route))) = (reference, mirror) {
                 if &route.local == repo && !mirror.tag_is_fresh(route, tag) {
                     let now = mirror.revalidate_tag(route, tag, &stored.digest).await?;

@@ -39,6 +39,10 @@ pub trait Mirror: Send + Sync + 'static {
     /// registry.
     fn refuses_push(&self, name: &RepoName, ns: Option<&str>) -> bool;
 
+    /// Records that cached content of `route` was served from the store (`kind`:
+    /// `manifest` or `blob`).
+    fn hit(&self, route: &MirrorRoute, kind: &'static str);
+
     /// Whether the cached `tag` may be served without asking upstream.
     fn tag_is_fresh(&self, route: &MirrorRoute, tag: &Tag) -> bool;
 

@@ -2,6 +2,7 @@
 //! applies the spec's rules and talks to [`Storage`].
 
 pub mod blobs;
+pub mod hashing;
 pub mod listing;
 pub mod manifests;
 pub mod mirror;

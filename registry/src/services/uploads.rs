@@ -15,9 +15,10 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use futures::{Stream, StreamExt};
 use serde_json::json;
-use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
+use super::hashing::BackgroundHasher;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 use crate::storage::{Storage, UploadState};
@@ -386,35 +387,6 @@ impl UploadService {
             h.update(&chunk.map_err(RegistryError::internal)?);
         }
         Ok(h)
-    }
-}
-
-/// Hashes the chunks fed to it on a blocking thread.
-struct BackgroundHasher {
-    tx: mpsc::Sender<Bytes>,
-    task: tokio::task::JoinHandle<Hasher>,
-}
-
-impl BackgroundHasher {
-    fn start(mut hasher: Hasher) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
-        let task = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = rx.blocking_recv() {
-                hasher.update(&chunk);
-            }
-            hasher
-        });
-        BackgroundHasher { tx, task }
-    }
-
-    async fn feed(&self, chunk: Bytes) {
-        // The receiver only stops when the task ends, which needs `tx` dropped first.
-        let _ = self.tx.send(chunk).await;
-    }
-
-    async fn finish(self) -> Result<Hasher> {
-        drop(self.tx);
-        self.task.await.map_err(RegistryError::internal)
     }
 }
 

@@ -99,12 +99,23 @@ pub struct UploadState {
     pub offset: u64,
 }
 
+/// Reads an upload's data while it grows. It keeps working after the upload has become
+/// a blob, so readers that started early finish reading.
+#[async_trait]
+pub trait PartReader: Send + Sync {
+    /// Up to `len` bytes at `offset` (fewer only at the end of what is written).
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes>;
+}
+
 /// Appends bytes to an upload. Dropping it without [`UploadWriter::finish`] abandons the
 /// bytes written so far; the caller rolls the upload back with
 /// [`Storage::truncate_upload`].
 #[async_trait]
 pub trait UploadWriter: Send {
     async fn write(&mut self, data: Bytes) -> Result<()>;
+    /// The length of the upload's data as writing proceeds: bytes up to it can be read
+    /// back (with a [`PartReader`]) while the upload continues.
+    fn progress(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Waits until every byte is written; returns the upload's new length.
     async fn finish(self: Box<Self>) -> Result<u64>;
 }
@@ -133,6 +144,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn save_upload(&self, id: Uuid, state: &UploadState) -> Result<()>;
     /// A writer appending to the upload's data, which must be `offset` bytes long.
     async fn upload_writer(&self, id: Uuid, offset: u64) -> Result<Box<dyn UploadWriter>>;
+    /// A reader of the upload's data as it is being written.
+    async fn upload_reader(&self, id: Uuid) -> Result<std::sync::Arc<dyn PartReader>>;
     /// Appends one small chunk in a single step; returns the new length.
     async fn append_upload(&self, id: Uuid, offset: u64, data: Bytes) -> Result<u64>;
     /// Cuts the upload's data back to `len` bytes (rolls back a failed chunk).

@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use self::layout::Layout;
 use super::{
-    ByteRange, ByteStream, ReferrerRecord, Result, Storage, StorageError, StoredManifest,
-    UploadState, UploadWriter,
+    ByteRange, ByteStream, PartReader, ReferrerRecord, Result, Storage, StorageError,
+    StoredManifest, UploadState, UploadWriter,
 };
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -236,6 +236,12 @@ impl Storage for FsStorage {
         let path = self.layout.upload_data(id);
         let writer = blocking(move || streams::FileAppender::open(&path, offset)).await?;
         Ok(Box::new(writer))
+    }
+
+    async fn upload_reader(&self, id: Uuid) -> Result<Arc<dyn PartReader>> {
+        let path = self.layout.upload_data(id);
+        let reader = blocking(move || streams::FilePartReader::open(&path)).await?;
+        Ok(Arc::new(reader))
     }
 
     async fn append_upload(&self, id: Uuid, offset: u64, data: Bytes) -> Result<u64> {

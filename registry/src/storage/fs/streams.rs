@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::durable;
-use crate::storage::{ByteRange, ByteStream, Result, StorageError, UploadWriter};
+use crate::storage::{ByteRange, ByteStream, PartReader, Result, StorageError, UploadWriter};
 
 /// Size of each read from a blob file. Large enough to keep syscalls rare, small enough
 /// that many concurrent pulls hold little memory.
@@ -93,6 +93,50 @@ pub fn append(path: &Path, offset: u64, data: &[u8]) -> Result<u64> {
     Ok(offset + data.len() as u64)
 }
 
+/// Reads an upload's data file through a descriptor opened once, so it still reads the
+/// same bytes after the file is renamed into the blob store.
+pub struct FilePartReader {
+    file: Arc<File>,
+}
+
+impl FilePartReader {
+    pub fn open(path: &Path) -> Result<FilePartReader> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| StorageError::io(format!("opening {}", path.display()), e))?;
+        Ok(FilePartReader {
+            file: Arc::new(file),
+        })
+    }
+}
+
+#[async_trait]
+impl PartReader for FilePartReader {
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(len);
+            let mut filled = 0;
+            while filled < len {
+                let n = file.read_at(&mut buf[filled..], offset + filled as u64)?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            buf.truncate(filled);
+            Ok::<_, io::Error>(buf.freeze())
+        })
+        .await
+        .map_err(|e| StorageError::io("reading upload data", io::Error::other(e)))?
+        .map_err(|e| StorageError::io("reading upload data", e))
+    }
+}
+
 /// Writes start to reach the disk every this many bytes (see [`durable::writeback`]).
 const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 
@@ -101,6 +145,7 @@ const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 pub struct FileAppender {
     tx: mpsc::Sender<Bytes>,
     task: JoinHandle<io::Result<u64>>,
+    progress: tokio::sync::watch::Receiver<u64>,
 }
 
 impl FileAppender {
@@ -121,6 +166,7 @@ impl FileAppender {
             )));
         }
         let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        let (progress_tx, progress) = tokio::sync::watch::channel(offset);
         let task = tokio::task::spawn_blocking(move || {
             let mut file = file;
             let mut pos = offset;
@@ -129,6 +175,7 @@ impl FileAppender {
             while let Some(chunk) = rx.blocking_recv() {
                 file.write_all(&chunk)?;
                 pos += chunk.len() as u64;
+                progress_tx.send_replace(pos);
                 if pos - window_start >= WRITEBACK_WINDOW {
                     let window = (window_start, pos - window_start);
                     durable::writeback(&file, window.0, window.1, previous);
@@ -138,7 +185,7 @@ impl FileAppender {
             }
             Ok(pos)
         });
-        Ok(FileAppender { tx, task })
+        Ok(FileAppender { tx, task, progress })
     }
 }
 
@@ -157,8 +204,12 @@ impl UploadWriter for FileAppender {
         Err(StorageError::io("writing upload data", cause))
     }
 
+    fn progress(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.progress.clone()
+    }
+
     async fn finish(self: Box<Self>) -> Result<u64> {
-        let FileAppender { tx, task } = *self;
+        let FileAppender { tx, task, .. } = *self;
         drop(tx);
         task.await
             .map_err(|e| StorageError::io("writing upload data", io::Error::other(e)))?

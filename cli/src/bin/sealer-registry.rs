@@ -1,0 +1,137 @@
+//! `sealer-registry`: the built-in OCI registry and pull-through mirror. Argument parsing
+//! only: the registry is `sealer-registry` (the crate), the mirror `sealer-pull-proxy`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use sealer_pull_proxy::mirror_config::{self, Runtime};
+use sealer_pull_proxy::{MirrorArgs, MirrorConfig, PullThrough};
+use sealer_registry::config::{ServeArgs, Settings};
+use sealer_registry::services::mirror::Mirror;
+use sealer_registry::{observability, server};
+
+/// sealer's built-in OCI registry: an OCI distribution v1.1 server over one content store,
+/// and a pull-through mirror for containerd, docker and podman.
+#[derive(Debug, Parser)]
+#[command(name = "sealer-registry", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the registry (no configuration needed: 127.0.0.1:5000 on the default store).
+    Serve {
+        #[command(flatten)]
+        registry: ServeArgs,
+        #[command(flatten)]
+        mirror: MirrorArgs,
+    },
+    /// Print (or write) the files that point a host's container runtime at this registry
+    /// as a mirror.
+    MirrorConfig {
+        /// The runtime to configure.
+        #[arg(long = "for", value_enum)]
+        runtime: Runtime,
+        /// This registry as the hosts reach it, e.g. http://10.0.0.1:5000.
+        #[arg(long, default_value = "http://127.0.0.1:5000")]
+        registry: url::Url,
+        /// A registry to mirror (repeatable). [default: docker.io]
+        #[arg(long = "upstream", value_name = "HOST")]
+        upstreams: Vec<String>,
+        /// CA certificate the hosts use to trust an https registry (containerd `ca`).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// Write the files under DIR (e.g. /etc/containerd/certs.d, /etc/docker,
+        /// /etc/containers) instead of printing them; replaced files are kept as
+        /// `*.sealer-backup`.
+        #[arg(long, value_name = "DIR")]
+        write: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with every cause, e.g. "cannot listen on 127.0.0.1:5000: Address
+            // already in use"; no backtrace.
+            eprintln!("sealer-registry: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { registry, mirror } => {
+            let settings = Settings::resolve(&registry)?;
+            let mirror_config = MirrorConfig::resolve(settings.mirror.as_ref(), &mirror)?;
+            let _log = observability::init_logging(settings.log_format, &settings.log_level);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let storage = server::open_store(&settings)?;
+                    let mirror: Option<Arc<dyn Mirror>> = if mirror_config.is_empty() {
+                        None
+                    } else {
+                        let hosts: Vec<_> = mirror_config.upstreams.iter().map(|u| u.host.clone()).collect();
+                        tracing::info!(upstreams = ?hosts, offline = mirror_config.offline, "mirroring");
+                        Some(Arc::new(PullThrough::new(mirror_config, storage.clone())?))
+                    };
+                    server::serve(settings, storage, mirror).await
+                })
+        }
+        Command::MirrorConfig {
+            runtime,
+            registry,
+            upstreams,
+            ca,
+            write,
+        } => {
+            let upstreams = if upstreams.is_empty() {
+                vec!["docker.io".to_string()]
+            } else {
+                upstreams
+            };
+            let files = mirror_config::generate(
+                runtime,
+                &mirror_config::Request {
+                    registry,
+                    upstreams,
+                    ca,
+                },
+            )?;
+            match write {
+                Some(dir) => {
+                    for path in mirror_config::write(&dir, &files)? {
+                        println!("wrote {}", path.display());
+                    }
+                }
+                None => {
+                    for f in files {
+                        println!("# {}\n{}", f.path.display(), f.content);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "sealer-registry",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}

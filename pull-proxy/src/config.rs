@@ -1,0 +1,311 @@
+//! Mirror settings: the `[mirror]` table of the registry's config file and the
+//! `--upstream`, `--offline` and `--tag-ttl` flags of `sealer-registry serve`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+use url::Url;
+
+/// Docker Hub's name as clients use it, and where its registry API really is.
+pub const DOCKER_HUB: &str = "docker.io";
+pub const DOCKER_HUB_ENDPOINT: &str = "https://registry-1.docker.io";
+
+/// Flags of `sealer-registry serve` for the mirror.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MirrorArgs {
+    /// Mirror an upstream registry: HOST=URL (e.g. `docker.io=http://127.0.0.1:6000`), or
+    /// just HOST for its public endpoint (`docker.io` → https://registry-1.docker.io).
+    /// Repeatable; `*` allows any host. Adds to the config file's upstreams.
+    #[arg(
+        long = "upstream",
+        value_name = "HOST[=URL]",
+        env = "SEALER_REGISTRY_UPSTREAMS",
+        value_delimiter = ','
+    )]
+    pub upstreams: Vec<String>,
+
+    /// Never contact upstreams: what is not in the store is answered 404 at once.
+    #[arg(long, env = "SEALER_REGISTRY_OFFLINE")]
+    pub offline: bool,
+
+    /// How long a cached tag is served before it is revalidated upstream (a HEAD), e.g.
+    /// `5m`; `0s` revalidates on every pull. [default: 5m]
+    #[arg(long, env = "SEALER_REGISTRY_TAG_TTL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub tag_ttl: Option<Duration>,
+}
+
+/// The `[mirror]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MirrorFile {
+    #[serde(default)]
+    offline: bool,
+    tag_ttl: Option<String>,
+    /// Accept pushes to names of mirrored registries.
+    #[serde(default)]
+    allow_push: bool,
+    #[serde(default)]
+    upstreams: Vec<UpstreamFile>,
+}
+
+/// One `[[mirror.upstreams]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamFile {
+    host: String,
+    endpoint: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    /// A docker `config.json` to take this host's credentials from.
+    docker_config: Option<PathBuf>,
+    /// PEM file with the CA(s) that sign the upstream's certificate.
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
+    dial_timeout: Option<String>,
+    timeout: Option<String>,
+}
+
+/// Where and how to reach one upstream registry.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The name clients use (`docker.io`, `quay.io`), or `*` for any host.
+    pub host: String,
+    /// The registry API's base URL; for `*`, derived per host.
+    pub endpoint: Option<Url>,
+    pub credentials: Option<Credentials>,
+    pub ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate.
+    pub insecure: bool,
+    /// Time to connect: beyond it the upstream counts as unreachable.
+    pub dial_timeout: Duration,
+    /// Time for an upstream response to start (and between its body's reads).
+    pub timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:<hidden>", self.username)
+    }
+}
+
+impl Upstream {
+    fn new(host: &str) -> Upstream {
+        Upstream {
+            host: host.to_string(),
+            endpoint: None,
+            credentials: None,
+            ca_file: None,
+            insecure: false,
+            dial_timeout: Duration::from_secs(3),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The API base URL for `host` served by this entry.
+    pub fn endpoint_for(&self, host: &str) -> Url {
+        if let Some(e) = &self.endpoint {
+            return e.clone();
+        }
+        let url = if host == DOCKER_HUB {
+            DOCKER_HUB_ENDPOINT.to_string()
+        } else {
+            format!("https://{host}")
+        };
+        Url::parse(&url).expect("a host makes a valid URL")
+    }
+}
+
+/// Everything the mirror needs, resolved.
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    pub offline: bool,
+    pub tag_ttl: Duration,
+    pub allow_push: bool,
+    pub upstreams: Vec<Upstream>,
+}
+
+impl MirrorConfig {
+    /// Combines the config file's `[mirror]` table (if any) with the flags; a host given
+    /// by flag replaces the file's entry for it.
+    pub fn resolve(file: Option<&toml::Value>, args: &MirrorArgs) -> anyhow::Result<MirrorConfig> {
+        let file: MirrorFile = match file {
+            Some(v) => v
+                .clone()
+                .try_into()
+                .context("invalid [mirror] table in the config file")?,
+            None => MirrorFile::default(),
+        };
+        let mut upstreams = Vec::new();
+        for u in file.upstreams {
+            upstreams.push(from_file(u)?);
+        }
+        for spec in &args.upstreams {
+            let u = parse_flag(spec)?;
+            upstreams.retain(|e: &Upstream| e.host != u.host);
+            upstreams.push(u);
+        }
+        let tag_ttl = match (args.tag_ttl, file.tag_ttl) {
+            (Some(t), _) => t,
+            (None, Some(t)) => humantime::parse_duration(&t)
+                .with_context(|| format!("invalid mirror.tag_ttl {t:?}"))?,
+            (None, None) => Duration::from_secs(300),
+        };
+        Ok(MirrorConfig {
+            offline: args.offline || file.offline,
+            tag_ttl,
+            allow_push: file.allow_push,
+            upstreams,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.upstreams.is_empty()
+    }
+}
+
+fn normalize_host(host: &str) -> anyhow::Result<String> {
+    let host = host.trim().to_ascii_lowercase();
+    let host = match host.as_str() {
+        "registry-1.docker.io" | "index.docker.io" => DOCKER_HUB.to_string(),
+        _ => host,
+    };
+    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+        bail!(
+            "invalid upstream host {host:?}: expected a registry host such as docker.io or quay.io:443"
+        );
+    }
+    Ok(host)
+}
+
+fn parse_endpoint(s: &str) -> anyhow::Result<Url> {
+    let url = Url::parse(s).with_context(|| format!("invalid upstream endpoint {s:?}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        bail!("upstream endpoint {s:?} must be an http:// or https:// URL");
+    }
+    Ok(url)
+}
+
+/// `HOST=URL` or `HOST`.
+fn parse_flag(spec: &str) -> anyhow::Result<Upstream> {
+    let (host, endpoint) = match spec.split_once('=') {
+        Some((h, e)) => (h, Some(e)),
+        None => (spec, None),
+    };
+    let mut u = Upstream::new(&normalize_host(host)?);
+    if let Some(e) = endpoint {
+        u.endpoint = Some(parse_endpoint(e)?);
+    }
+    Ok(u)
+}
+
+fn from_file(f: UpstreamFile) -> anyhow::Result<Upstream> {
+    let mut u = Upstream::new(&normalize_host(&f.host)?);
+    if let Some(e) = &f.endpoint {
+        if u.host == "*" {
+            bail!("the `*` upstream cannot have an endpoint: each host is reached at its own");
+        }
+        u.endpoint = Some(parse_endpoint(e)?);
+    }
+    u.credentials = match (f.username, f.password, &f.docker_config) {
+        (Some(username), Some(password), _) => Some(Credentials { username, password }),
+        (Some(_), None, _) | (None, Some(_), _) => {
+            bail!("upstream {}: username and password go together", u.host)
+        }
+        (None, None, Some(path)) => {
+            crate::upstream::credentials::from_docker_config(path, &u.host)?
+        }
+        (None, None, None) => None,
+    };
+    u.ca_file = f.ca_file;
+    u.insecure = f.insecure;
+    if let Some(t) = f.dial_timeout {
+        u.dial_timeout =
+            humantime::parse_duration(&t).with_context(|| format!("invalid dial_timeout {t:?}"))?;
+    }
+    if let Some(t) = f.timeout {
+        u.timeout =
+            humantime::parse_duration(&t).with_context(|| format!("invalid timeout {t:?}"))?;
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_file_combine() {
+        let file: toml::Value = toml::from_str(
+            r#"
+offline = false
+tag_ttl = "10m"
+[[upstreams]]
+host = "quay.io"
+username = "u"
+password = "p"
+dial_timeout = "1s"
+[[upstreams]]
+host = "docker.io"
+endpoint = "http://127.0.0.1:1"
+"#,
+        )
+        .unwrap();
+        let args = MirrorArgs {
+            upstreams: vec![
+                "docker.io=http://127.0.0.1:6000".into(),
+                "registry.k8s.io".into(),
+            ],
+            ..Default::default()
+        };
+        let c = MirrorConfig::resolve(Some(&file), &args).unwrap();
+        assert_eq!(c.tag_ttl, Duration::from_secs(600));
+        let hosts: Vec<_> = c.upstreams.iter().map(|u| u.host.as_str()).collect();
+        assert_eq!(hosts, ["quay.io", "docker.io", "registry.k8s.io"]);
+        assert_eq!(c.upstreams[0].credentials.as_ref().unwrap().username, "u");
+        assert_eq!(c.upstreams[0].dial_timeout, Duration::from_secs(1));
+        assert_eq!(
+            c.upstreams[1].endpoint_for("docker.io").as_str(),
+            "http://127.0.0.1:6000/"
+        );
+        assert_eq!(
+            c.upstreams[2].endpoint_for("registry.k8s.io").as_str(),
+            "https://registry.k8s.io/"
+        );
+        let hub = parse_flag("registry-1.docker.io").unwrap();
+        assert_eq!(hub.host, "docker.io");
+        assert_eq!(
+            hub.endpoint_for("docker.io").as_str(),
+            "https://registry-1.docker.io/"
+        );
+    }
+
+    #[test]
+    fn bad_entries_are_clear_errors() {
+        for bad in [
+            "docker.io=ftp://x",
+            "a/b=http://x",
+            "=http://x",
+            "docker.io=not a url",
+        ] {
+            assert!(parse_flag(bad).is_err(), "{bad}");
+        }
+        let file: toml::Value =
+            toml::from_str("[[upstreams]]\nhost = \"x.io\"\nusername = \"u\"\n").unwrap();
+        let err = MirrorConfig::resolve(Some(&file), &MirrorArgs::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("username and password go together"));
+        let file: toml::Value =
+            toml::from_str("[[upstreams]]\nhost = \"x.io\"\nendpont = \"http://x\"\n").unwrap();
+        let err = MirrorConfig::resolve(Some(&file), &MirrorArgs::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("endpont"), "{err:#}");
+    }
+}

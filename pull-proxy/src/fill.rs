@@ -1,0 +1,345 @@
+//! Streaming cache fill.
+//!
+//! A blob missing locally is fetched from upstream once, by a task of its own, into an
+//! upload of the store. Every request for it (the first and any that arrive meanwhile)
+//! streams from that upload as it grows, so no client waits for the whole blob and
+//! concurrent misses make one upstream fetch. The blob becomes visible only after its
+//! digest is verified; a fetch that fails leaves nothing visible. The last bytes of a
+//! response are held back until the digest is verified, so a client never receives a
+//! complete body of content that turned out to be wrong.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sealer_registry::oci::{Digest, RepoName};
+use sealer_registry::services::hashing::BackgroundHasher;
+use sealer_registry::services::mirror::{MirrorRoute, MirroredBlob};
+use sealer_registry::storage::{PartReader, Storage, UploadState};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::upstream::{UpstreamClient, content_length, error_chain};
+
+/// Size of each piece a follower reads back from the growing upload.
+const READ_CHUNK: usize = 256 * 1024;
+/// Attempts to resume a download that broke off (with `Range` from where it stopped).
+const RESUMES: u32 = 3;
+
+#[derive(Debug, Clone)]
+enum State {
+    Starting,
+    /// Upstream answered; `size` bytes are coming.
+    Streaming {
+        size: u64,
+    },
+    /// Verified and visible in the store.
+    Complete,
+    /// Upstream does not have it (or cannot be reached).
+    Missing,
+    Failed(String),
+}
+
+struct Fill {
+    state: watch::Sender<State>,
+    /// Set once the upload exists: where followers read, and how far it is written.
+    data: OnceLock<(Arc<dyn PartReader>, watch::Receiver<u64>)>,
+}
+
+/// Fills in progress, one per (repository, blob).
+pub struct Fills {
+    storage: Arc<dyn Storage>,
+    inflight: Mutex<HashMap<(RepoName, Digest), Arc<Fill>>>,
+}
+
+impl Fills {
+    pub fn new(storage: Arc<dyn Storage>) -> Fills {
+        Fills {
+            storage,
+            inflight: Mutex::default(),
+        }
+    }
+
+    /// Streams `digest` from upstream while caching it; `None` when upstream does not
+    /// have it.
+    pub async fn fetch(
+        self: &Arc<Self>,
+        client: Arc<UpstreamClient>,
+        route: &MirrorRoute,
+        digest: &Digest,
+    ) -> Result<Option<MirroredBlob>, String> {
+        let key = (route.local.clone(), digest.clone());
+        let (fill, lead) = {
+            let mut inflight = self.inflight.lock().expect("fills lock");
+            match inflight.get(&key) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let f = Arc::new(Fill {
+                        state: watch::channel(State::Starting).0,
+                        data: OnceLock::new(),
+                    });
+                    inflight.insert(key.clone(), f.clone());
+                    (f, true)
+                }
+            }
+        };
+        if lead {
+            // Detached: the fill completes even if the first client goes away.
+            let fills = self.clone();
+            let route = route.clone();
+            let (fill, digest) = (fill.clone(), digest.clone());
+            tokio::spawn(async move {
+                let outcome = fills.run(&client, &route, &digest, &fill).await;
+                let state = match outcome {
+                    Ok(true) => State::Complete,
+                    Ok(false) => State::Missing,
+                    Err(e) => {
+                        client.record_error();
+                        tracing::warn!(upstream = %client.host, repository = %route.remote, %digest, error = %e, "fetching a blob from upstream failed; nothing was cached");
+                        State::Failed(e)
+                    }
+                };
+                fill.state.send_replace(state);
+                fills
+                    .inflight
+                    .lock()
+                    .expect("fills lock")
+                    .remove(&(route.local, digest));
+            });
+        }
+
+        let mut rx = fill.state.subscribe();
+        let size = loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                State::Starting => {
+                    if rx.changed().await.is_err() {
+                        return Err("the fill ended without an answer".into());
+                    }
+                }
+                State::Streaming { size } => break size,
+                State::Complete => break fill_size(&fill),
+                State::Missing => return Ok(None),
+                State::Failed(e) => return Err(e),
+            }
+        };
+        let (reader, progress) = fill.data.get().cloned().ok_or("the fill has no data")?;
+        Ok(Some(MirroredBlob {
+            size,
+            body: follow(reader, progress, rx, size).boxed(),
+        }))
+    }
+
+    /// Downloads into a new upload, verifies, publishes and links. `Ok(false)` when
+    /// upstream does not have the blob.
+    async fn run(
+        &self,
+        client: &UpstreamClient,
+        route: &MirrorRoute,
+        digest: &Digest,
+        fill: &Fill,
+    ) -> Result<bool, String> {
+        let id = Uuid::new_v4();
+        let state = UploadState {
+            repo: route.local.to_string(),
+            algorithm: digest.algorithm(),
+            offset: 0,
+        };
+        let storage = &self.storage;
+        storage
+            .create_upload(id, &state)
+            .await
+            .map_err(|e| e.to_string())?;
+        let result = self.download(client, route, digest, fill, id).await;
+        match result {
+            Ok(true) => {
+                storage
+                    .link_blob(&route.local, digest)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(true)
+            }
+            other => {
+                let _ = storage.delete_upload(id).await;
+                other
+            }
+        }
+    }
+
+    async fn download(
+        &self,
+        client: &UpstreamClient,
+        route: &MirrorRoute,
+        digest: &Digest,
+        fill: &Fill,
+        id: Uuid,
+    ) -> Result<bool, String> {
+        let storage = &self.storage;
+        let reader = storage.upload_reader(id).await.map_err(|e| e.to_string())?;
+        let mut writer = storage
+            .upload_writer(id, 0)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = fill.data.set((reader, writer.progress()));
+        let hashing = BackgroundHasher::start(digest.algorithm().hasher());
+        let mut written: u64 = 0;
+        let mut size: Option<u64> = None;
+        let mut resumes = 0;
+        loop {
+            let resp = match client.get_blob(&route.remote, digest, written).await {
+                Ok(Some(r)) => r,
+                Ok(None) if written == 0 => return Ok(false),
+                Ok(None) => return Err(format!("upstream lost {digest} during the download")),
+                Err(e) if written > 0 && resumes < RESUMES => {
+                    resumes += 1;
+                    tracing::info!(upstream = %client.host, %digest, written, error = %e, "resuming a broken blob download");
+                    tokio::time::sleep(std::time::Duration::from_millis(300 * u64::from(resumes)))
+                        .await;
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            if size.is_none() {
+                let total = content_length(&resp)
+                    .ok_or("upstream sent the blob without a Content-Length")?;
+                size = Some(total);
+                fill.state.send_replace(State::Streaming { size: total });
+            }
+            let mut body = resp.bytes_stream();
+            let mut broken = None;
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(chunk) => {
+                        written += chunk.len() as u64;
+                        client.record_received(chunk.len() as u64);
+                        hashing.feed(chunk.clone()).await;
+                        writer.write(chunk).await.map_err(|e| e.to_string())?;
+                    }
+                    Err(e) => {
+                        broken = Some(error_chain(&e));
+                        break;
+                    }
+                }
+            }
+            match broken {
+                None => break,
+                Some(e) if resumes < RESUMES => {
+                    resumes += 1;
+                    client.record_error();
+                    tracing::info!(upstream = %client.host, %digest, written, error = %e, "resuming a broken blob download");
+                }
+                Some(e) => {
+                    return Err(format!("the download broke off after {written} bytes: {e}"));
+                }
+            }
+        }
+        let len = writer.finish().await.map_err(|e| e.to_string())?;
+        let actual = hashing.finish().await.map_err(|e| e.to_string())?.finish();
+        let size = size.unwrap_or(0);
+        if len != size || written != size {
+            return Err(format!(
+                "upstream sent {written} bytes of {digest}, announced {size}"
+            ));
+        }
+        if &actual != digest {
+            return Err(format!(
+                "upstream sent content with digest {actual} for {digest}"
+            ));
+        }
+        storage
+            .commit_upload(id, digest, size)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+}
+
+fn fill_size(fill: &Fill) -> u64 {
+    fill.data.get().map_or(0, |(_, p)| *p.borrow())
+}
+
+/// A client's view of a fill: reads what is written, waits for more, and releases the
+/// final piece only once the digest is verified.
+fn follow(
+    reader: Arc<dyn PartReader>,
+    progress: watch::Receiver<u64>,
+    state: watch::Receiver<State>,
+    size: u64,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures::stream::unfold(
+        (0u64, progress, state, reader),
+        move |(offset, mut progress, mut state, reader)| async move {
+            if offset >= size {
+                return None;
+            }
+            match next_piece(offset, size, &mut progress, &mut state, reader.as_ref()).await {
+                Ok(chunk) => {
+                    let next = offset + chunk.len() as u64;
+                    Some((Ok(chunk), (next, progress, state, reader)))
+                }
+                // Ending at `size` stops the stream after the error.
+                Err(e) => Some((
+                    Err(std::io::Error::other(e)),
+                    (size, progress, state, reader),
+                )),
+            }
+        },
+    )
+}
+
+/// The bytes after `offset`, once written (and, for the last piece, verified).
+async fn next_piece(
+    offset: u64,
+    size: u64,
+    progress: &mut watch::Receiver<u64>,
+    state: &mut watch::Receiver<State>,
+    reader: &dyn PartReader,
+) -> Result<Bytes, String> {
+    let available = loop {
+        if let State::Failed(e) = &*state.borrow() {
+            return Err(e.clone());
+        }
+        let written = *progress.borrow_and_update();
+        if written > offset {
+            break written;
+        }
+        tokio::select! {
+            changed = progress.changed() => {
+                if changed.is_err() && *progress.borrow() <= offset {
+                    // The writer is gone short of `offset`: the fill ended without it.
+                    wait_for_verdict(state).await?;
+                    return Err("the upstream download stopped".into());
+                }
+            }
+            _ = state.changed() => {}
+        }
+    };
+    let want = (available - offset).min(READ_CHUNK as u64) as usize;
+    if offset + want as u64 == size {
+        wait_for_verdict(state).await?;
+    }
+    let chunk = reader
+        .read_at(offset, want)
+        .await
+        .map_err(|e| e.to_string())?;
+    if chunk.is_empty() {
+        return Err("the cached data ended early".into());
+    }
+    Ok(chunk)
+}
+
+/// Waits until the fill is verified (`Ok`) or has failed.
+async fn wait_for_verdict(state: &mut watch::Receiver<State>) -> Result<(), String> {
+    loop {
+        match &*state.borrow_and_update() {
+            State::Complete => return Ok(()),
+            State::Failed(e) => return Err(e.clone()),
+            State::Missing => return Err("upstream lost the blob".into()),
+            State::Starting | State::Streaming { .. } => {}
+        }
+        if state.changed().await.is_err() {
+            return Err("the upstream download stopped".into());
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Mirror metrics, per upstream: cache hits and misses, upstream requests, bytes and
+//! errors. Registered beside the registry's under `sealer_registry_mirror_*`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub upstream: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub upstream: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Debug, Default)]
+pub struct MirrorMetrics {
+    hits: Family<KindLabels, Counter>,
+    misses: Family<KindLabels, Counter>,
+    requests: Family<StatusLabels, Counter>,
+    bytes: Family<UpstreamLabels, Counter>,
+    errors: Family<UpstreamLabels, Counter>,
+}
+
+impl MirrorMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("mirror");
+        r.register(
+            "cache_hits",
+            "Mirrored content served from the store",
+            self.hits.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Mirrored content fetched from upstream",
+            self.misses.clone(),
+        );
+        r.register(
+            "upstream_requests",
+            "Requests to upstreams by answer status",
+            self.requests.clone(),
+        );
+        r.register(
+            "upstream_received_bytes",
+            "Bytes received from upstreams",
+            self.bytes.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Upstream requests that failed: unreachable, reset, bad answer",
+            self.errors.clone(),
+        );
+    }
+
+    pub fn hit(&self, upstream: &str, kind: &'static str) {
+        self.hits
+            .get_or_create(&KindLabels {
+                upstream: upstream.into(),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn miss(&self, upstream: &str, kind: &'static str) {
+        self.misses
+            .get_or_create(&KindLabels {
+                upstream: upstream.into(),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn request(&self, upstream: &str, status: u16) {
+        self.requests
+            .get_or_create(&StatusLabels {
+                upstream: upstream.into(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn received(&self, upstream: &str, bytes: u64) {
+        self.bytes
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.into(),
+            })
+            .inc_by(bytes);
+    }
+
+    pub fn error(&self, upstream: &str) {
+        self.errors
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.into(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,336 @@
+//! The pull-through mirror: the registry's [`Mirror`], answering local misses from the
+//! configured upstreams and caching what it fetches in the registry's store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use sealer_registry::error::Result;
+use sealer_registry::oci::manifest;
+use sealer_registry::oci::{Digest, Reference, RepoName, Tag};
+use sealer_registry::services::Page;
+use sealer_registry::services::mirror::{Mirror, MirrorRoute, MirroredBlob};
+use sealer_registry::storage::{ReferrerRecord, Storage};
+
+use crate::config::MirrorConfig;
+use crate::fill::Fills;
+use crate::metrics::MirrorMetrics;
+use crate::routing::Router;
+use crate::upstream::{RemoteManifest, UpstreamClient};
+
+/// How long a tag counts as validated after upstream could not be asked: misses and
+/// revalidations then do not wait on a down upstream for every pull.
+const RETRY_DOWN_AFTER: Duration = Duration::from_secs(30);
+
+pub struct PullThrough {
+    config: MirrorConfig,
+    router: Router,
+    storage: Arc<dyn Storage>,
+    /// One client (one connection pool, one token cache) per upstream host.
+    clients: DashMap<String, Arc<UpstreamClient>>,
+    fills: Arc<Fills>,
+    /// When each cached tag was last checked upstream.
+    validated: DashMap<(RepoName, String), Instant>,
+    metrics: Arc<MirrorMetrics>,
+}
+
+impl PullThrough {
+    pub fn new(config: MirrorConfig, storage: Arc<dyn Storage>) -> anyhow::Result<PullThrough> {
+        let metrics = Arc::new(MirrorMetrics::default());
+        let mirror = PullThrough {
+            router: Router::new(&config),
+            storage: storage.clone(),
+            clients: DashMap::new(),
+            fills: Arc::new(Fills::new(storage)),
+            validated: DashMap::new(),
+            metrics,
+            config,
+        };
+        // Build the named upstreams' clients now, so a bad CA file fails at start-up.
+        for u in &mirror.config.upstreams {
+            if u.host != "*" {
+                mirror.client(&u.host).map_err(anyhow::Error::msg)?;
+            }
+        }
+        Ok(mirror)
+    }
+
+    fn client(&self, host: &str) -> std::result::Result<Arc<UpstreamClient>, String> {
+        if let Some(c) = self.clients.get(host) {
+            return Ok(c.clone());
+        }
+        let upstream = self
+            .router
+            .upstream_for(host)
+            .ok_or_else(|| format!("{host} is not a configured upstream"))?;
+        let client = UpstreamClient::new(host, upstream, self.metrics.clone())
+            .map_err(|e| format!("upstream {host}: {e:#}"))?;
+        Ok(self
+            .clients
+            .entry(host.to_string())
+            .or_insert_with(|| Arc::new(client))
+            .clone())
+    }
+
+    /// The client to use now, or `None` when offline or the upstream is known to be down.
+    fn usable_client(&self, route: &MirrorRoute) -> Option<Arc<UpstreamClient>> {
+        if self.config.offline {
+            return None;
+        }
+        match self.client(&route.upstream) {
+            Ok(c) if !c.is_down() => Some(c),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "no upstream client");
+                None
+            }
+        }
+    }
+
+    fn mark_validated(&self, route: &MirrorRoute, tag: &str, at: Instant) {
+        self.validated
+            .insert((route.local.clone(), tag.to_string()), at);
+    }
+
+    /// Stores a manifest fetched from upstream exactly as received, with its referrer
+    /// entry; its blobs and children are fetched when they are asked for.
+    async fn store(&self, route: &MirrorRoute, m: &RemoteManifest) -> Result<()> {
+        self.storage
+            .put_manifest(&route.local, &m.digest, &m.media_type, m.body.clone())
+            .await?;
+        if let Ok(parsed) = manifest::parse(Some(&m.media_type), &m.body) {
+            if let Some(subject) = parsed.subject {
+                let record = ReferrerRecord {
+                    digest: m.digest.clone(),
+                    media_type: manifest::essence(&m.media_type).to_string(),
+                    size: m.body.len() as u64,
+                    artifact_type: parsed.artifact_type,
+                    annotations: parsed.annotations.map(|a| a.into_iter().collect()),
+                };
+                self.storage
+                    .add_referrer(&route.local, &subject, &record)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn log_miss(&self, route: &MirrorRoute, what: &str, why: &str) {
+        tracing::warn!(
+            upstream = %route.upstream,
+            repository = %route.remote,
+            what,
+            "not in the store and {why}: answering 404"
+        );
+    }
+}
+
+#[async_trait]
+impl Mirror for PullThrough {
+    fn route(&self, name: &RepoName, ns: Option<&str>) -> Option<MirrorRoute> {
+        self.router.route(name, ns)
+    }
+
+    fn refuses_push(&self, name: &RepoName, ns: Option<&str>) -> bool {
+        self.router.refuses_push(name, ns)
+    }
+
+    fn hit(&self, route: &MirrorRoute, kind: &'static str) {
+        self.metrics.hit(&route.upstream, kind);
+    }
+
+    fn tag_is_fresh(&self, route: &MirrorRoute, tag: &Tag) -> bool {
+        if self.config.offline {
+            return true;
+        }
+        self.validated
+            .get(&(route.local.clone(), tag.as_str().to_string()))
+            .is_some_and(|at| at.elapsed() < self.config.tag_ttl)
+    }
+
+    async fn revalidate_tag(
+        &self,
+        route: &MirrorRoute,
+        tag: &Tag,
+        current: &Digest,
+    ) -> Result<Digest> {
+        let Some(client) = self.usable_client(route) else {
+            return Ok(current.clone());
+        };
+        let checked_at = Instant::now();
+        match client.head_manifest(&route.remote, tag.as_str()).await {
+            Ok(Some(latest)) if &latest == current => {
+                self.mark_validated(route, tag.as_str(), checked_at);
+                Ok(latest)
+            }
+            Ok(Some(latest)) => {
+                match client
+                    .get_manifest(&route.remote, &latest.to_string())
+                    .await
+                {
+                    Ok(Some(m)) => {
+                        self.metrics.miss(&route.upstream, "manifest");
+                        self.store(route, &m).await?;
+                        self.storage.set_tag(&route.local, tag, &m.digest).await?;
+                        self.mark_validated(route, tag.as_str(), checked_at);
+                        tracing::info!(upstream = %route.upstream, repository = %route.remote, %tag, from = %current, to = %m.digest, "tag moved upstream");
+                        Ok(m.digest)
+                    }
+                    _ => Ok(current.clone()),
+                }
+            }
+            // Gone upstream: keep serving what was cached, like an upstream outage.
+            Ok(None) => {
+                self.mark_validated(route, tag.as_str(), checked_at);
+                Ok(current.clone())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %tag, "cannot revalidate a cached tag; serving the cached one");
+                // Count it as checked so that it is due again in RETRY_DOWN_AFTER (or the
+                // TTL, if shorter), not on every pull.
+                let ttl = self.config.tag_ttl;
+                let due_in = RETRY_DOWN_AFTER.min(ttl);
+                let as_if = checked_at.checked_sub(ttl - due_in).unwrap_or(checked_at);
+                self.mark_validated(route, tag.as_str(), as_if);
+                Ok(current.clone())
+            }
+        }
+    }
+
+    async fn fetch_manifest(
+        &self,
+        route: &MirrorRoute,
+        reference: &Reference,
+    ) -> Result<Option<Digest>> {
+        let what = format!("manifest {reference}");
+        let Some(client) = self.usable_client(route) else {
+            self.log_miss(
+                route,
+                &what,
+                if self.config.offline {
+                    "the mirror is offline"
+                } else {
+                    "the upstream is down"
+                },
+            );
+            return Ok(None);
+        };
+        let m = match client
+            .get_manifest(&route.remote, &reference.to_string())
+            .await
+        {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                self.log_miss(route, &what, "upstream does not have it");
+                return Ok(None);
+            }
+            Err(e) => {
+                self.log_miss(route, &what, &format!("upstream failed ({e})"));
+                return Ok(None);
+            }
+        };
+        self.metrics.miss(&route.upstream, "manifest");
+        self.store(route, &m).await?;
+        if let Reference::Tag(tag) = reference {
+            self.storage.set_tag(&route.local, tag, &m.digest).await?;
+            self.mark_validated(route, tag.as_str(), Instant::now());
+        }
+        Ok(Some(m.digest))
+    }
+
+    async fn fetch_blob(
+        &self,
+        route: &MirrorRoute,
+        digest: &Digest,
+    ) -> Result<Option<MirroredBlob>> {
+        let what = format!("blob {digest}");
+        let Some(client) = self.usable_client(route) else {
+            self.log_miss(
+                route,
+                &what,
+                if self.config.offline {
+                    "the mirror is offline"
+                } else {
+                    "the upstream is down"
+                },
+            );
+            return Ok(None);
+        };
+        self.metrics.miss(&route.upstream, "blob");
+        match self.fills.fetch(client, route, digest).await {
+            Ok(Some(blob)) => Ok(Some(blob)),
+            Ok(None) => {
+                self.log_miss(route, &what, "upstream does not have it");
+                Ok(None)
+            }
+            Err(e) => {
+                self.log_miss(route, &what, &format!("fetching it failed ({e})"));
+                Ok(None)
+            }
+        }
+    }
+
+    async fn stat_blob(&self, route: &MirrorRoute, digest: &Digest) -> Result<Option<u64>> {
+        let Some(client) = self.usable_client(route) else {
+            return Ok(None);
+        };
+        Ok(client
+            .head_blob(&route.remote, digest)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, %digest, "blob HEAD upstream failed");
+                None
+            }))
+    }
+
+    async fn tags(
+        &self,
+        route: &MirrorRoute,
+        n: usize,
+        last: Option<&str>,
+    ) -> Result<Option<Page<String>>> {
+        let Some(client) = self.usable_client(route) else {
+            return Ok(None);
+        };
+        match client.tags(&route.remote, n, last).await {
+            Ok(Some((mut entries, more))) => {
+                // Distribution 2.8 ignores `n` and `last`: page what it sends ourselves.
+                entries.sort();
+                if let Some(last) = last {
+                    entries.retain(|t| t.as_str() > last);
+                }
+                let more = more || entries.len() > n;
+                entries.truncate(n);
+                let next_after = if more { entries.last().cloned() } else { None };
+                Ok(Some(Page {
+                    entries,
+                    next_after,
+                }))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(error = %e, repository = %route.remote, "tag list upstream failed; answering from the store");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn referrers(
+        &self,
+        route: &MirrorRoute,
+        subject: &Digest,
+    ) -> Result<Option<Vec<ReferrerRecord>>> {
+        let Some(client) = self.usable_client(route) else {
+            return Ok(None);
+        };
+        Ok(client.referrers(&route.remote, subject).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, %subject, "referrers upstream failed; answering from the store");
+            None
+        }))
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
+}

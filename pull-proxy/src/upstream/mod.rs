@@ -1,0 +1,497 @@
+//! The client for one upstream registry: one connection pool, the token flow, retries
+//! with backoff, redirects followed without forwarding `Authorization` to other hosts.
+
+pub mod auth;
+pub mod credentials;
+mod tls;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{
+    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LINK, RANGE, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, Response, StatusCode};
+use sealer_registry::oci::{Digest, media_type};
+use sealer_registry::storage::ReferrerRecord;
+use url::Url;
+
+use self::auth::{Challenge, TokenCache, TokenResponse};
+use crate::config::{Credentials, Upstream};
+use crate::metrics::MirrorMetrics;
+
+/// Every manifest type a client of ours may ask for.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// Attempts for a request that fails with a reset or a 5xx (not for connection failures:
+/// an unreachable upstream must answer a miss within the dial timeout).
+const ATTEMPTS: u32 = 3;
+/// After a failed connection, the upstream counts as down for this long, so further
+/// misses are answered at once instead of each waiting for a dial timeout.
+const DOWN_FOR: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {host} is unreachable: {reason}")]
+    Unreachable { host: String, reason: String },
+    #[error("upstream {host} answered {status} to {what}")]
+    Status {
+        host: String,
+        status: u16,
+        what: String,
+    },
+    #[error("upstream {host}: {reason}")]
+    Protocol { host: String, reason: String },
+}
+
+pub type Result<T, E = UpstreamError> = std::result::Result<T, E>;
+
+/// A manifest as upstream sent it.
+#[derive(Debug)]
+pub struct RemoteManifest {
+    pub body: Bytes,
+    pub media_type: String,
+    pub digest: Digest,
+}
+
+pub struct UpstreamClient {
+    /// The registry host as clients name it.
+    pub host: String,
+    base: String,
+    endpoint: Url,
+    http: reqwest::Client,
+    credentials: Option<Credentials>,
+    tokens: TokenCache,
+    /// The upstream asked for Basic rather than bearer tokens.
+    basic: AtomicBool,
+    down_until: std::sync::Mutex<Option<Instant>>,
+    metrics: Arc<MirrorMetrics>,
+}
+
+impl UpstreamClient {
+    pub fn new(
+        host: &str,
+        config: &Upstream,
+        metrics: Arc<MirrorMetrics>,
+    ) -> anyhow::Result<UpstreamClient> {
+        let endpoint = config.endpoint_for(host);
+        let tls = tls::client_config(config.ca_file.as_deref(), config.insecure)?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(config.dial_timeout)
+            .read_timeout(config.timeout)
+            .pool_max_idle_per_host(32)
+            .no_proxy()
+            .user_agent(concat!("sealer-registry/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(UpstreamClient {
+            host: host.to_string(),
+            base: endpoint.as_str().trim_end_matches('/').to_string(),
+            endpoint,
+            http,
+            credentials: config.credentials.clone(),
+            tokens: TokenCache::default(),
+            basic: AtomicBool::new(false),
+            down_until: std::sync::Mutex::new(None),
+            metrics,
+        })
+    }
+
+    /// Whether a recent connection failure means misses should not wait for upstream.
+    pub fn is_down(&self) -> bool {
+        self.down_until
+            .lock()
+            .expect("down lock")
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    fn mark_down(&self) {
+        *self.down_until.lock().expect("down lock") = Some(Instant::now() + DOWN_FOR);
+    }
+
+    fn unreachable(&self, reason: impl ToString) -> UpstreamError {
+        UpstreamError::Unreachable {
+            host: self.host.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Sends `method path` with the credentials `scope` needs, retrying resets and 5xx.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        scope: &str,
+        headers: HeaderMap,
+    ) -> Result<Response> {
+        if self.is_down() {
+            return Err(self.unreachable("it failed moments ago; retrying shortly"));
+        }
+        let url = format!("{}{path}", self.base);
+        let mut attempt = 0;
+        let mut authenticated = false;
+        loop {
+            attempt += 1;
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .headers(headers.clone());
+            if let Some(token) = self.tokens.get(scope) {
+                req = req.bearer_auth(token);
+            } else if let (true, Some(c)) = (self.basic.load(Ordering::Relaxed), &self.credentials)
+            {
+                req = req.basic_auth(&c.username, Some(&c.password));
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.metrics.error(&self.host);
+                    if e.is_connect() {
+                        self.mark_down();
+                        return Err(self.unreachable(error_chain(&e)));
+                    }
+                    if attempt < ATTEMPTS {
+                        backoff(attempt).await;
+                        continue;
+                    }
+                    return Err(self.unreachable(error_chain(&e)));
+                }
+            };
+            self.metrics.request(&self.host, resp.status().as_u16());
+            if resp.status() == StatusCode::UNAUTHORIZED && !authenticated {
+                authenticated = true;
+                self.authenticate(&resp, scope).await?;
+                continue;
+            }
+            let status = resp.status();
+            if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
+                && attempt < ATTEMPTS
+            {
+                self.metrics.error(&self.host);
+                backoff(attempt).await;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Answers a 401: fetches a bearer token for `scope` from a trusted realm, or switches
+    /// to Basic credentials.
+    async fn authenticate(&self, resp: &Response, scope: &str) -> Result<()> {
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::parse_challenge);
+        let protocol = |reason: String| UpstreamError::Protocol {
+            host: self.host.clone(),
+            reason,
+        };
+        match challenge {
+            Some(Challenge::Basic) => {
+                if self.credentials.is_none() {
+                    return Err(protocol(
+                        "it requires credentials and none are configured".into(),
+                    ));
+                }
+                self.basic.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let mut realm_url = Url::parse(&realm)
+                    .map_err(|_| protocol(format!("invalid token realm {realm:?}")))?;
+                if !auth::realm_is_trusted(&realm_url, &self.endpoint) {
+                    return Err(protocol(format!(
+                        "refusing token realm {realm}: it is not on {}'s domain",
+                        self.endpoint.host_str().unwrap_or_default()
+                    )));
+                }
+                {
+                    let mut q = realm_url.query_pairs_mut();
+                    if let Some(service) = &service {
+                        q.append_pair("service", service);
+                    }
+                    q.append_pair("scope", scope);
+                }
+                let mut req = self.http.get(realm_url);
+                if let Some(c) = &self.credentials {
+                    req = req.basic_auth(&c.username, Some(&c.password));
+                }
+                let answer = req
+                    .send()
+                    .await
+                    .map_err(|e| self.unreachable(error_chain(&e)))?;
+                if !answer.status().is_success() {
+                    return Err(UpstreamError::Status {
+                        host: self.host.clone(),
+                        status: answer.status().as_u16(),
+                        what: format!("a token request for {scope}"),
+                    });
+                }
+                let (token, until) = answer
+                    .json::<TokenResponse>()
+                    .await
+                    .ok()
+                    .and_then(TokenResponse::into_token)
+                    .ok_or_else(|| {
+                        protocol("the token endpoint answered without a token".into())
+                    })?;
+                self.tokens.put(scope, token, until);
+                Ok(())
+            }
+            None => Err(protocol(
+                "401 without a usable WWW-Authenticate challenge".into(),
+            )),
+        }
+    }
+
+    fn unexpected(&self, resp: &Response, what: &str) -> UpstreamError {
+        UpstreamError::Status {
+            host: self.host.clone(),
+            status: resp.status().as_u16(),
+            what: what.to_string(),
+        }
+    }
+
+    fn pull_scope(remote: &str) -> String {
+        format!("repository:{remote}:pull")
+    }
+
+    /// The digest a tag points to now (a HEAD: it does not count against pull quotas).
+    pub async fn head_manifest(&self, remote: &str, reference: &str) -> Result<Option<Digest>> {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, MANIFEST_ACCEPT.parse().expect("static header"));
+        let resp = self
+            .send(
+                Method::HEAD,
+                &format!("/v2/{remote}/manifests/{reference}"),
+                &Self::pull_scope(remote),
+                h,
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            _ => return Err(self.unexpected(&resp, "a manifest HEAD")),
+        }
+        let digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        match digest {
+            Some(d) => Ok(Some(d)),
+            // Without the header, the body tells.
+            None => Ok(self
+                .get_manifest(remote, reference)
+                .await?
+                .map(|m| m.digest)),
+        }
+    }
+
+    /// A manifest, its bytes verified against `reference` when that is a digest.
+    pub async fn get_manifest(
+        &self,
+        remote: &str,
+        reference: &str,
+    ) -> Result<Option<RemoteManifest>> {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, MANIFEST_ACCEPT.parse().expect("static header"));
+        let resp = self
+            .send(
+                Method::GET,
+                &format!("/v2/{remote}/manifests/{reference}"),
+                &Self::pull_scope(remote),
+                h,
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            _ => return Err(self.unexpected(&resp, "a manifest GET")),
+        }
+        let media_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(media_type::OCI_MANIFEST)
+            .to_string();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.unreachable(error_chain(&e)))?;
+        self.metrics.received(&self.host, body.len() as u64);
+        let digest = match reference.parse::<Digest>() {
+            Ok(expected) => {
+                let actual = Digest::of(expected.algorithm(), &body);
+                if actual != expected {
+                    return Err(UpstreamError::Protocol {
+                        host: self.host.clone(),
+                        reason: format!("manifest {expected} arrived with digest {actual}"),
+                    });
+                }
+                actual
+            }
+            Err(_) => Digest::sha256_of(&body),
+        };
+        Ok(Some(RemoteManifest {
+            body,
+            media_type,
+            digest,
+        }))
+    }
+
+    /// Starts a blob download at byte `from`; the response's body is the blob (from
+    /// there). `None` when upstream does not have it.
+    pub async fn get_blob(
+        &self,
+        remote: &str,
+        digest: &Digest,
+        from: u64,
+    ) -> Result<Option<Response>> {
+        let mut h = HeaderMap::new();
+        if from > 0 {
+            h.insert(
+                RANGE,
+                format!("bytes={from}-").parse().expect("range header"),
+            );
+        }
+        let resp = self
+            .send(
+                Method::GET,
+                &format!("/v2/{remote}/blobs/{digest}"),
+                &Self::pull_scope(remote),
+                h,
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::OK if from == 0 => Ok(Some(resp)),
+            StatusCode::PARTIAL_CONTENT if from > 0 => Ok(Some(resp)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.unexpected(&resp, "a blob GET")),
+        }
+    }
+
+    pub async fn head_blob(&self, remote: &str, digest: &Digest) -> Result<Option<u64>> {
+        let resp = self
+            .send(
+                Method::HEAD,
+                &format!("/v2/{remote}/blobs/{digest}"),
+                &Self::pull_scope(remote),
+                HeaderMap::new(),
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(content_length(&resp)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.unexpected(&resp, "a blob HEAD")),
+        }
+    }
+
+    /// One page of tags: the tags and whether upstream says more follow.
+    pub async fn tags(
+        &self,
+        remote: &str,
+        n: usize,
+        last: Option<&str>,
+    ) -> Result<Option<(Vec<String>, bool)>> {
+        let mut query = form_query(&[("n", &n.to_string())]);
+        if let Some(last) = last {
+            query.push_str(&format!("&{}", form_query(&[("last", last)])));
+        }
+        let resp = self
+            .send(
+                Method::GET,
+                &format!("/v2/{remote}/tags/list?{query}"),
+                &Self::pull_scope(remote),
+                HeaderMap::new(),
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            _ => return Err(self.unexpected(&resp, "a tag list")),
+        }
+        let more = resp.headers().contains_key(LINK);
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let list: TagList = resp.json().await.map_err(|e| UpstreamError::Protocol {
+            host: self.host.clone(),
+            reason: format!("invalid tag list: {e}"),
+        })?;
+        Ok(Some((list.tags.unwrap_or_default(), more)))
+    }
+
+    /// The referrers API, if upstream has it.
+    pub async fn referrers(
+        &self,
+        remote: &str,
+        subject: &Digest,
+    ) -> Result<Option<Vec<ReferrerRecord>>> {
+        let resp = self
+            .send(
+                Method::GET,
+                &format!("/v2/{remote}/referrers/{subject}"),
+                &Self::pull_scope(remote),
+                HeaderMap::new(),
+            )
+            .await?;
+        if resp.status() != StatusCode::OK {
+            // 404: no referrers API upstream (distribution); the local list answers.
+            return Ok(None);
+        }
+        #[derive(serde::Deserialize)]
+        struct Index {
+            manifests: Vec<ReferrerRecord>,
+        }
+        let index: Index = resp.json().await.map_err(|e| UpstreamError::Protocol {
+            host: self.host.clone(),
+            reason: format!("invalid referrers index: {e}"),
+        })?;
+        Ok(Some(index.manifests))
+    }
+
+    pub fn record_received(&self, bytes: u64) {
+        self.metrics.received(&self.host, bytes);
+    }
+
+    pub fn record_error(&self) {
+        self.metrics.error(&self.host);
+    }
+}
+
+pub fn content_length(resp: &Response) -> Option<u64> {
+    resp.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn form_query(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+async fn backoff(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt - 1))).await;
+}
+
+/// An error with its causes, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
