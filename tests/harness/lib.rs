@@ -6,9 +6,11 @@ pub mod daemons;
 pub mod http;
 pub mod server;
 pub mod tools;
+pub mod upstream;
 
 pub use content::*;
 pub use daemons::*;
 pub use http::*;
 pub use server::*;
 pub use tools::*;
+pub use upstream::*;
