@@ -20,7 +20,9 @@ pub fn binary(name: &str) -> PathBuf {
             .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bins", "-p", "sealer"]);
+        // The same build as `scripts/test` runs first, so the feature set (and with it the
+        // artifacts) is shared instead of rebuilt.
+        cmd.args(["build", "--quiet", "--workspace", "--all-targets"]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
