@@ -3,10 +3,13 @@
 //! A blob missing locally is fetched from upstream once, by a task of its own, into an
 //! upload of the store. Every request for it (the first and any that arrive meanwhile)
 //! streams from that upload as it grows, so no client waits for the whole blob and
-//! concurrent misses make one upstream fetch. The blob becomes visible only after its
-//! digest is verified; a fetch that fails leaves nothing visible. The last bytes of a
-//! response are held back until the digest is verified, so a client never receives a
-//! complete body of content that turned out to be wrong.
+//! concurrent misses make one upstream fetch.
+//!
+//! The digest is computed by a second task that trails the download, reading back what
+//! was written (from the page cache), so hashing never slows the transfer to clients.
+//! The blob becomes visible in the store only after its digest is verified; a fetch that
+//! fails leaves nothing visible and breaks off the responses still streaming. Clients
+//! verify digests themselves, as they do when pulling from the upstream directly.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,16 +17,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use futures::StreamExt;
 use sealer_registry::oci::{Digest, RepoName};
-use sealer_registry::services::hashing::BackgroundHasher;
 use sealer_registry::services::mirror::{MirrorRoute, MirroredBlob};
-use sealer_registry::storage::{PartReader, Storage, UploadState};
-use tokio::sync::watch;
+use sealer_registry::storage::{Pace, PartReader, Storage, UploadState};
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::upstream::{UpstreamClient, content_length, error_chain};
 
 /// Size of each piece a follower reads back from the growing upload.
 const READ_CHUNK: usize = 256 * 1024;
+/// Size of each piece the trailing hasher reads back.
+const HASH_CHUNK: u64 = 1024 * 1024;
 /// Attempts to resume a download that broke off (with `Range` from where it stopped).
 const RESUMES: u32 = 3;
 
@@ -178,11 +182,11 @@ impl Fills {
         let storage = &self.storage;
         let reader = storage.upload_reader(id).await.map_err(|e| e.to_string())?;
         let mut writer = storage
-            .upload_writer(id, 0)
+            .upload_writer(id, 0, Pace::Memory)
             .await
             .map_err(|e| e.to_string())?;
-        let _ = fill.data.set((reader, writer.progress()));
-        let hashing = BackgroundHasher::start(digest.algorithm().hasher());
+        let _ = fill.data.set((reader.clone(), writer.progress()));
+        let hashing = trail_hash(reader, writer.progress(), digest.algorithm());
         let mut written: u64 = 0;
         let mut size: Option<u64> = None;
         let mut resumes = 0;
@@ -213,7 +217,6 @@ impl Fills {
                     Ok(chunk) => {
                         written += chunk.len() as u64;
                         client.record_received(chunk.len() as u64);
-                        hashing.feed(chunk.clone()).await;
                         writer.write(chunk).await.map_err(|e| e.to_string())?;
                     }
                     Err(e) => {
@@ -235,7 +238,9 @@ impl Fills {
             }
         }
         let len = writer.finish().await.map_err(|e| e.to_string())?;
-        let actual = hashing.finish().await.map_err(|e| e.to_string())?.finish();
+        let actual = hashing
+            .await
+            .map_err(|_| "the hashing thread stopped".to_string())??;
         let size = size.unwrap_or(0);
         if len != size || written != size {
             return Err(format!(
@@ -255,12 +260,62 @@ impl Fills {
     }
 }
 
+/// Hashes an upload's data as it is written, reading it back behind the writer, until the
+/// writer is done. Runs on a thread of its own at a lower CPU priority: the digest only
+/// decides when the blob becomes visible, while the transfer to clients is what they
+/// wait for.
+fn trail_hash(
+    reader: Arc<dyn PartReader>,
+    mut progress: watch::Receiver<u64>,
+    algorithm: sealer_registry::oci::Algorithm,
+) -> oneshot::Receiver<Result<Digest, String>> {
+    let handle = tokio::runtime::Handle::current();
+    let (tx, rx) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("fill-hash".into())
+        .spawn(move || {
+            // SAFETY: setpriority on this thread's own id only changes its scheduling weight.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+            }
+            let result = handle.block_on(async move {
+                let mut hasher = algorithm.hasher();
+                let mut hashed = 0u64;
+                loop {
+                    let written = *progress.borrow_and_update();
+                    while hashed < written {
+                        let want = (written - hashed).min(HASH_CHUNK) as usize;
+                        let chunk = reader
+                            .read_at(hashed, want)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if chunk.is_empty() {
+                            return Err("the upload data ended early".to_string());
+                        }
+                        hashed += chunk.len() as u64;
+                        hasher.update(&chunk);
+                    }
+                    // The writer dropping its side means it is done; catch up with its last
+                    // length first.
+                    if progress.changed().await.is_err() && hashed >= *progress.borrow() {
+                        return Ok(hasher.finish());
+                    }
+                }
+            });
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a hashing thread");
+    }
+    rx
+}
+
 fn fill_size(fill: &Fill) -> u64 {
     fill.data.get().map_or(0, |(_, p)| *p.borrow())
 }
 
-/// A client's view of a fill: reads what is written, waits for more, and releases the
-/// final piece only once the digest is verified.
+/// A client's view of a fill: reads what is written and waits for more; breaks off if
+/// the fill fails.
 fn follow(
     reader: Arc<dyn PartReader>,
     progress: watch::Receiver<u64>,
@@ -273,7 +328,7 @@ fn follow(
             if offset >= size {
                 return None;
             }
-            match next_piece(offset, size, &mut progress, &mut state, reader.as_ref()).await {
+            match next_piece(offset, &mut progress, &mut state, reader.as_ref()).await {
                 Ok(chunk) => {
                     let next = offset + chunk.len() as u64;
                     Some((Ok(chunk), (next, progress, state, reader)))
@@ -288,10 +343,9 @@ fn follow(
     )
 }
 
-/// The bytes after `offset`, once written (and, for the last piece, verified).
+/// The bytes after `offset`, once written.
 async fn next_piece(
     offset: u64,
-    size: u64,
     progress: &mut watch::Receiver<u64>,
     state: &mut watch::Receiver<State>,
     reader: &dyn PartReader,
@@ -316,9 +370,6 @@ async fn next_piece(
         }
     };
     let want = (available - offset).min(READ_CHUNK as u64) as usize;
-    if offset + want as u64 == size {
-        wait_for_verdict(state).await?;
-    }
     let chunk = reader
         .read_at(offset, want)
         .await

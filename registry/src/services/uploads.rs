@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::hashing::BackgroundHasher;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
-use crate::storage::{Storage, UploadState};
+use crate::storage::{Pace, Storage, UploadState};
 
 /// Bodies up to this size are hashed inline and written in one step.
 const SMALL_CHUNK: u64 = 256 * 1024;
@@ -349,7 +349,7 @@ impl UploadService {
 
         let hashing = BackgroundHasher::start(hasher.clone());
         let result = async {
-            let mut writer = self.storage.upload_writer(id, offset).await?;
+            let mut writer = self.storage.upload_writer(id, offset, Pace::Disk).await?;
             for chunk in head {
                 hashing.feed(chunk.clone()).await;
                 writer.write(chunk).await?;

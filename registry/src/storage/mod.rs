@@ -99,6 +99,17 @@ pub struct UploadState {
     pub offset: u64,
 }
 
+/// How an upload's bytes are pushed to the disk while it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Writeback keeps up with the writer, so completing the upload has little left to
+    /// sync (pushes: the client waits for that sync).
+    Disk,
+    /// As fast as memory takes it; completing the upload syncs it all (cache fills:
+    /// clients read the data back as it arrives and do not wait for the sync).
+    Memory,
+}
+
 /// Reads an upload's data while it grows. It keeps working after the upload has become
 /// a blob, so readers that started early finish reading.
 #[async_trait]
@@ -143,7 +154,12 @@ pub trait Storage: Send + Sync + 'static {
     async fn load_upload(&self, id: Uuid) -> Result<Option<UploadState>>;
     async fn save_upload(&self, id: Uuid, state: &UploadState) -> Result<()>;
     /// A writer appending to the upload's data, which must be `offset` bytes long.
-    async fn upload_writer(&self, id: Uuid, offset: u64) -> Result<Box<dyn UploadWriter>>;
+    async fn upload_writer(
+        &self,
+        id: Uuid,
+        offset: u64,
+        pace: Pace,
+    ) -> Result<Box<dyn UploadWriter>>;
     /// A reader of the upload's data as it is being written.
     async fn upload_reader(&self, id: Uuid) -> Result<std::sync::Arc<dyn PartReader>>;
     /// Appends one small chunk in a single step; returns the new length.

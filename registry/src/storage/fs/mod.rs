@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use self::layout::Layout;
 use super::{
-    ByteRange, ByteStream, PartReader, ReferrerRecord, Result, Storage, StorageError,
+    ByteRange, ByteStream, Pace, PartReader, ReferrerRecord, Result, Storage, StorageError,
     StoredManifest, UploadState, UploadWriter,
 };
 use crate::oci::{Digest, RepoName, Tag};
@@ -232,9 +232,14 @@ impl Storage for FsStorage {
         .await
     }
 
-    async fn upload_writer(&self, id: Uuid, offset: u64) -> Result<Box<dyn UploadWriter>> {
+    async fn upload_writer(
+        &self,
+        id: Uuid,
+        offset: u64,
+        pace: Pace,
+    ) -> Result<Box<dyn UploadWriter>> {
         let path = self.layout.upload_data(id);
-        let writer = blocking(move || streams::FileAppender::open(&path, offset)).await?;
+        let writer = blocking(move || streams::FileAppender::open(&path, offset, pace)).await?;
         Ok(Box::new(writer))
     }
 

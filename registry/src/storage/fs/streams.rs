@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::durable;
-use crate::storage::{ByteRange, ByteStream, PartReader, Result, StorageError, UploadWriter};
+use crate::storage::{ByteRange, ByteStream, Pace, PartReader, Result, StorageError, UploadWriter};
 
 /// Size of each read from a blob file. Large enough to keep syscalls rare, small enough
 /// that many concurrent pulls hold little memory.
@@ -149,7 +149,7 @@ pub struct FileAppender {
 }
 
 impl FileAppender {
-    pub fn open(path: &Path, offset: u64) -> Result<FileAppender> {
+    pub fn open(path: &Path, offset: u64, pace: Pace) -> Result<FileAppender> {
         let file = OpenOptions::new()
             .append(true)
             .create(true)
@@ -176,7 +176,7 @@ impl FileAppender {
                 file.write_all(&chunk)?;
                 pos += chunk.len() as u64;
                 progress_tx.send_replace(pos);
-                if pos - window_start >= WRITEBACK_WINDOW {
+                if pace == Pace::Disk && pos - window_start >= WRITEBACK_WINDOW {
                     let window = (window_start, pos - window_start);
                     durable::writeback(&file, window.0, window.1, previous);
                     previous = Some(window);
