@@ -7,6 +7,9 @@ use crate::content::*;
 use crate::server::Registry;
 
 pub fn client() -> Client {
+    // The workspace builds reqwest with rustls but no default crypto provider (the
+    // mirror configures its own); plain clients get ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())

@@ -37,15 +37,6 @@ async fn push_to(host: &str, repo: &str, data: Vec<u8>) -> String {
     digest
 }
 
-fn stored_blob(reg: &Registry, digest: &str) -> bool {
-    let hex = digest.trim_start_matches("sha256:");
-    reg.root
-        .join("blobs/sha256")
-        .join(&hex[..2])
-        .join(hex)
-        .exists()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_cold_pulls_make_one_upstream_fetch() {
     let up = Registry::start();
@@ -82,7 +73,10 @@ async fn concurrent_cold_pulls_make_one_upstream_fetch() {
         .filter(|l| l.contains("method=GET") && l.contains(&format!("/blobs/{digest}")))
         .count();
     assert_eq!(fetches, 1, "one upstream fetch for four concurrent misses");
-    assert!(stored_blob(&reg, &digest));
+    assert!(
+        becomes_stored(&reg, &digest).await,
+        "the blob is committed once verified"
+    );
     // Now local: served without asking upstream.
     let resp = client().get(&url).send().await.unwrap();
     assert_eq!(sha256(&resp.bytes().await.unwrap()), digest);
@@ -170,7 +164,7 @@ async fn an_upstream_killed_mid_blob_leaves_nothing_visible() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(stored_blob(&reg, &digest));
+    assert!(becomes_stored(&reg, &digest).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -47,3 +47,25 @@ pub fn upstream_entry(host: &str, endpoint: &str) -> String {
 pub fn creds() -> String {
     format!("{USER}:{PASSWORD}")
 }
+
+pub fn stored_blob(reg: &Registry, digest: &str) -> bool {
+    let hex = digest.trim_start_matches("sha256:");
+    reg.root
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .exists()
+}
+
+/// The mirror commits a fetched blob once its digest is verified, which may trail the
+/// last byte sent to the client by a moment.
+pub async fn becomes_stored(reg: &Registry, digest: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if stored_blob(reg, digest) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}

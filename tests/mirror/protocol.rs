@@ -294,6 +294,7 @@ async fn the_mirror_reports_hits_misses_and_upstream_traffic() {
     );
     let path = format!("/v2/library/m/blobs/{digest}?ns=docker.io");
     get(&reg, &path).await.bytes().await.unwrap();
+    assert!(becomes_stored(&reg, &digest).await);
     get(&reg, &path).await.bytes().await.unwrap();
     let text = get(&reg, "/metrics").await.text().await.unwrap();
     let value = |prefix: &str| -> f64 {
