@@ -2,6 +2,7 @@
 //! (CNCF distribution 2.8) in one run, alternating the two, each at least three times;
 //! prints the median of each figure and the ratio. See `docs/benchmarks.md`.
 
+mod mirror;
 mod servers;
 mod workloads;
 
@@ -11,36 +12,46 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use servers::{Kind, Server};
 use workloads::*;
 
 #[derive(Debug, Parser)]
 #[command(about = "sealer-registry vs docker-registry, same run, medians and ratios")]
-struct Args {
+pub struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// The sealer-registry binary (build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/sealer-registry")]
-    sealer: PathBuf,
+    pub sealer: PathBuf,
     /// Rounds; each runs both registries, alternating which goes first.
     #[arg(long, default_value_t = 3)]
-    rounds: usize,
+    pub rounds: usize,
     /// Where the stores live (the same disk for both).
     #[arg(long, default_value = "/var/tmp/regbench")]
-    work: PathBuf,
+    pub work: PathBuf,
     /// Seconds each request-rate test runs.
     #[arg(long, default_value_t = 5)]
-    rate_seconds: u64,
+    pub rate_seconds: u64,
     /// Smaller sizes, to check the benchmark itself quickly.
     #[arg(long)]
-    quick: bool,
+    pub quick: bool,
     /// Also write every measurement as JSON here.
     #[arg(long)]
-    json: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// The registry workload (the default).
+    Registry,
+    /// Pulls through the pull-through mirror against docker-registry's proxy mode.
+    Mirror,
 }
 
 /// One figure of one run.
-type Figures = BTreeMap<&'static str, f64>;
+pub type Figures = BTreeMap<&'static str, f64>;
 
 struct Sizes {
     big: usize,
@@ -157,7 +168,7 @@ async fn run_once(kind: Kind, args: &Args, base_buf: &Bytes, s: &Sizes) -> anyho
     Ok(f)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
     if n % 2 == 1 {
@@ -213,6 +224,9 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let base_buf = Bytes::from(random(64 * MIB));
+    if let Some(Mode::Mirror) = args.mode {
+        return mirror::run(&args, &base_buf).await;
+    }
     let mut results: BTreeMap<&'static str, Vec<Figures>> = BTreeMap::new();
     for round in 0..args.rounds {
         let order = if round % 2 == 0 {

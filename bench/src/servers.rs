@@ -38,6 +38,17 @@ fn free_port() -> u16 {
 
 impl Server {
     pub fn start(kind: Kind, sealer_bin: &Path, work: &Path) -> anyhow::Result<Server> {
+        Self::start_with(kind, sealer_bin, work, &[], "")
+    }
+
+    /// With extra flags for sealer-registry, or extra YAML for docker-registry's config.
+    pub fn start_with(
+        kind: Kind,
+        sealer_bin: &Path,
+        work: &Path,
+        sealer_args: &[String],
+        reference_yaml: &str,
+    ) -> anyhow::Result<Server> {
         let port = free_port();
         let root = work.join(format!("{}-{port}", kind.label()));
         std::fs::create_dir_all(&root)?;
@@ -46,6 +57,7 @@ impl Server {
             Kind::Sealer => Command::new(sealer_bin)
                 .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--root"])
                 .arg(&root)
+                .args(sealer_args)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -58,7 +70,7 @@ impl Server {
                         "version: 0.1\nlog: {{level: info, formatter: text, accesslog: {{disabled: false}}}}\n\
                          storage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\n  \
                          cache: {{blobdescriptor: inmemory}}\n  maintenance: {{uploadpurging: {{enabled: false}}}}\n\
-                         http: {{addr: 127.0.0.1:{port}}}\n",
+                         http: {{addr: 127.0.0.1:{port}}}\n{reference_yaml}",
                         root.display()
                     ),
                 )?;

@@ -18,6 +18,8 @@ pub const MIB: usize = 1024 * 1024;
 pub const GIB: usize = 1024 * MIB;
 
 pub fn client() -> Client {
+    // reqwest is built with rustls but no default crypto provider (see sealer-pull-proxy).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(128)
@@ -390,14 +392,28 @@ pub async fn push_many_layers(
     for (r, d) in results.into_iter().zip(&datas) {
         descs.push(json!({"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest": r?, "size": d.len()}));
     }
-    let cd = push_small(c, base, repo, &config).await?;
+    push_image(c, base, repo, "many", &config, descs).await?;
+    Ok(t.elapsed())
+}
+
+/// Pushes `config` and an OCI image manifest over it and `layers` (already pushed) as
+/// `repo:tag`.
+pub async fn push_image(
+    c: &Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    config: &[u8],
+    layers: Vec<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let cd = push_small(c, base, repo, config).await?;
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType":"application/vnd.oci.image.config.v1+json","digest": cd,"size": config.len()},
-        "layers": descs,
+        "layers": layers,
     }))?;
     let resp = c
-        .put(format!("{base}/v2/{repo}/manifests/many"))
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(manifest)
         .send()
@@ -407,7 +423,7 @@ pub async fn push_many_layers(
         "PUT manifest: {}",
         resp.status()
     );
-    Ok(t.elapsed())
+    Ok(())
 }
 
 /// Pushes a one-layer image and returns its manifest bytes.
