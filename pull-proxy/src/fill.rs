@@ -22,6 +22,7 @@ use sealer_registry::storage::{Pace, PartReader, Storage, UploadState};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
+use crate::metrics::MirrorMetrics;
 use crate::upstream::{UpstreamClient, content_length, error_chain};
 
 /// Size of each piece a follower reads back from the growing upload.
@@ -54,13 +55,15 @@ struct Fill {
 /// Fills in progress, one per (repository, blob).
 pub struct Fills {
     storage: Arc<dyn Storage>,
+    metrics: Arc<MirrorMetrics>,
     inflight: Mutex<HashMap<(RepoName, Digest), Arc<Fill>>>,
 }
 
 impl Fills {
-    pub fn new(storage: Arc<dyn Storage>) -> Fills {
+    pub fn new(storage: Arc<dyn Storage>, metrics: Arc<MirrorMetrics>) -> Fills {
         Fills {
             storage,
+            metrics,
             inflight: Mutex::default(),
         }
     }
@@ -93,7 +96,9 @@ impl Fills {
             let fills = self.clone();
             let route = route.clone();
             let (fill, digest) = (fill.clone(), digest.clone());
+            let running = self.metrics.fill_started();
             tokio::spawn(async move {
+                let _running = running;
                 let outcome = fills.run(&client, &route, &digest, &fill).await;
                 let state = match outcome {
                     Ok(true) => State::Complete,
@@ -261,9 +266,9 @@ impl Fills {
 }
 
 /// Hashes an upload's data as it is written, reading it back behind the writer, until the
-/// writer is done. Runs on a thread of its own at a lower CPU priority: the digest only
-/// decides when the blob becomes visible, while the transfer to clients is what they
-/// wait for.
+/// writer is done. Runs on a thread of its own in the idle scheduling class: the digest
+/// only decides when the blob becomes visible, while the transfer to clients is what they
+/// wait for, so on a busy host hashing uses the CPU time the transfers leave.
 fn trail_hash(
     reader: Arc<dyn PartReader>,
     mut progress: watch::Receiver<u64>,
@@ -274,9 +279,11 @@ fn trail_hash(
     let spawned = std::thread::Builder::new()
         .name("fill-hash".into())
         .spawn(move || {
-            // SAFETY: setpriority on this thread's own id only changes its scheduling weight.
+            // SAFETY: pid 0 is this thread; SCHED_IDLE takes a zero priority and only
+            // changes when the thread gets a CPU.
             unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
             }
             let result = handle.block_on(async move {
                 let mut hasher = algorithm.hasher();

@@ -1,9 +1,10 @@
 //! Mirror metrics, per upstream: cache hits and misses, upstream requests, bytes and
-//! errors. Registered beside the registry's under `sealer_registry_mirror_*`.
+//! errors, fills in progress. Registered beside the registry's under `sealer_registry_mirror_*`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,6 +31,7 @@ pub struct MirrorMetrics {
     requests: Family<StatusLabels, Counter>,
     bytes: Family<UpstreamLabels, Counter>,
     errors: Family<UpstreamLabels, Counter>,
+    fills: Gauge,
 }
 
 impl MirrorMetrics {
@@ -60,6 +62,23 @@ impl MirrorMetrics {
             "Upstream requests that failed: unreachable, reset, bad answer",
             self.errors.clone(),
         );
+        r.register(
+            "fills_in_progress",
+            "Blobs being fetched from upstream and not yet verified and stored",
+            self.fills.clone(),
+        );
+    }
+
+    /// Counts a fill until the returned guard is dropped.
+    pub fn fill_started(&self) -> impl Drop + Send + 'static {
+        struct Running(Gauge);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        self.fills.inc();
+        Running(self.fills.clone())
     }
 
     pub fn hit(&self, upstream: &str, kind: &'static str) {

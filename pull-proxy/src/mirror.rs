@@ -42,7 +42,7 @@ impl PullThrough {
             router: Router::new(&config),
             storage: storage.clone(),
             clients: DashMap::new(),
-            fills: Arc::new(Fills::new(storage)),
+            fills: Arc::new(Fills::new(storage, metrics.clone())),
             validated: DashMap::new(),
             metrics,
             config,

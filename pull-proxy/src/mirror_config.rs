@@ -129,7 +129,33 @@ pub fn generate(runtime: Runtime, req: &Request) -> anyhow::Result<Vec<File>> {
     }
 }
 
-/// Writes `files` under `dir`, keeping any file it replaces as `<name>.sealer-backup`.
+/// Adds `ours` to the JSON object in `path` (docker's `daemon.json` holds the host's other
+/// daemon settings): our list entries go first, without duplicates; other keys stay.
+fn merge_json(path: &Path, ours: &str) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut theirs: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a JSON object; fix or remove it", path.display()))?;
+    let ours: serde_json::Map<String, serde_json::Value> = serde_json::from_str(ours)?;
+    for (key, value) in ours {
+        let merged = match (value, theirs.remove(&key)) {
+            (serde_json::Value::Array(mut mine), Some(serde_json::Value::Array(old))) => {
+                for v in old {
+                    if !mine.contains(&v) {
+                        mine.push(v);
+                    }
+                }
+                serde_json::Value::Array(mine)
+            }
+            (mine, _) => mine,
+        };
+        theirs.insert(key, merged);
+    }
+    Ok(serde_json::to_string_pretty(&theirs)? + "\n")
+}
+
+/// Writes `files` under `dir`, keeping any file it replaces as `<name>.sealer-backup`;
+/// a JSON file already there gets our settings merged into it.
 pub fn write(dir: &Path, files: &[File]) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for f in files {
@@ -150,7 +176,12 @@ pub fn write(dir: &Path, files: &[File]) -> anyhow::Result<Vec<PathBuf>> {
                     .with_context(|| format!("cannot back up {}", path.display()))?;
             }
         }
-        std::fs::write(&path, &f.content)
+        let content = if path.extension().is_some_and(|e| e == "json") && path.exists() {
+            merge_json(&path, &f.content)?
+        } else {
+            f.content.clone()
+        };
+        std::fs::write(&path, content)
             .with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
@@ -229,17 +260,29 @@ mod tests {
     #[test]
     fn writing_keeps_a_backup_of_what_was_there() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("daemon.json"), "{\"old\":true}").unwrap();
+        let old = r#"{"data-root": "/data/docker", "registry-mirrors": ["https://m.example", "http://10.0.0.1:5000"]}"#;
+        std::fs::write(dir.path().join("daemon.json"), old).unwrap();
         let files = generate(Runtime::Docker, &req("http://10.0.0.1:5000")).unwrap();
         write(dir.path(), &files).unwrap();
-        assert!(
-            std::fs::read_to_string(dir.path().join("daemon.json"))
-                .unwrap()
-                .contains("registry-mirrors")
+        let d: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("daemon.json")).unwrap())
+                .unwrap();
+        assert_eq!(d["data-root"], "/data/docker", "other settings are kept");
+        assert_eq!(
+            d["registry-mirrors"],
+            serde_json::json!(["http://10.0.0.1:5000", "https://m.example"]),
+            "ours first, no duplicates"
         );
+        assert_eq!(d["insecure-registries"][0], "10.0.0.1:5000");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("daemon.json.sealer-backup")).unwrap(),
-            "{\"old\":true}"
+            old
+        );
+        std::fs::write(dir.path().join("daemon.json"), "not json").unwrap();
+        let err = write(dir.path(), &files).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("is not a JSON object"),
+            "{err:#}"
         );
     }
 }

@@ -46,7 +46,7 @@ enum Command {
         ca: Option<PathBuf>,
         /// Write the files under DIR (e.g. /etc/containerd/certs.d, /etc/docker,
         /// /etc/containers) instead of printing them; replaced files are kept as
-        /// `*.sealer-backup`.
+        /// `*.sealer-backup`, and an existing daemon.json keeps its other settings.
         #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,
     },
