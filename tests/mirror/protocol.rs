@@ -321,4 +321,22 @@ async fn the_mirror_reports_hits_misses_and_upstream_traffic() {
         value(r#"sealer_registry_mirror_upstream_received_bytes_total{upstream="docker.io"}"#)
             >= 100_000.0
     );
+    // The fill is counted while it runs and no longer once the blob is stored.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = get(&reg, "/metrics").await.text().await.unwrap();
+        let fills = text
+            .lines()
+            .find_map(|l| l.strip_prefix("sealer_registry_mirror_fills_in_progress "))
+            .expect("fills_in_progress is reported")
+            .to_string();
+        if fills == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a finished fill still counted: {fills}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
