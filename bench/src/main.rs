@@ -47,7 +47,7 @@ enum Mode {
     /// The registry workload (the default).
     Registry,
     /// Pulls through the pull-through mirror against docker-registry's proxy mode.
-    Mirror,
+    Mirror(mirror::MirrorArgs),
 }
 
 /// One figure of one run.
@@ -224,8 +224,8 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let base_buf = Bytes::from(random(64 * MIB));
-    if let Some(Mode::Mirror) = args.mode {
-        return mirror::run(&args, &base_buf).await;
+    if let Some(Mode::Mirror(m)) = &args.mode {
+        return mirror::run(&args, m, &base_buf).await;
     }
     let mut results: BTreeMap<&'static str, Vec<Figures>> = BTreeMap::new();
     for round in 0..args.rounds {
