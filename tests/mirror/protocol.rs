@@ -86,7 +86,7 @@ async fn a_token_realm_on_another_domain_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_tls_upstream_is_trusted_through_its_ca_file() {
+async fn a_tls_upstream_is_trusted_through_its_ca_file_or_when_insecure() {
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed_tls(certs.path());
     let up = DockerRegistry::start(UpstreamOptions {
@@ -128,6 +128,20 @@ async fn a_tls_upstream_is_trusted_through_its_ca_file() {
     reg.log_where("the untrusted certificate", |l| {
         l.contains("certificate") || l.contains("UnknownIssuer")
     });
+
+    // `insecure` accepts it without the CA.
+    let dir = tempfile::tempdir().unwrap();
+    let entry = format!(
+        "[[mirror.upstreams]]\nhost = \"docker.io\"\nendpoint = \"https://{}\"\ninsecure = true\n",
+        up.host
+    );
+    let reg = mirror(dir.path(), &entry, &[]);
+    assert_eq!(
+        get(&reg, "/v2/library/app/manifests/1?ns=docker.io")
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,6 +8,8 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_three_ways_of_naming_an_image_reach_the_upstream_through_token_auth() {
+    // Credentials: Basic in the config file for docker.io, from a docker config.json for
+    // example.org.
     let tokens = TokenServer::start("127.0.0.1", USER, PASSWORD).await;
     let up = DockerRegistry::start(UpstreamOptions {
         token: Some(&tokens),
@@ -18,12 +20,20 @@ async fn the_three_ways_of_naming_an_image_reach_the_upstream_through_token_auth
     let tokens_before = tokens.requests.load(std::sync::atomic::Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("http://{}", up.host);
+    // example.org's credentials come from a docker config.json, as `docker login` writes it.
+    let docker_config = dir.path().join("config.json");
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, creds());
+    std::fs::write(
+        &docker_config,
+        format!(r#"{{"auths": {{"example.org": {{"auth": "{auth}"}}}}}}"#),
+    )
+    .unwrap();
     let reg = mirror(
         dir.path(),
         &format!(
-            "{}{}",
+            "{}[[mirror.upstreams]]\nhost = \"example.org\"\nendpoint = \"{endpoint}\"\ndocker_config = \"{}\"\n",
             upstream_entry("docker.io", &endpoint),
-            upstream_entry("example.org", &endpoint)
+            docker_config.display()
         ),
         &[],
     );
