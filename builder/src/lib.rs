@@ -1,3 +1,6 @@
 //! Kubefile to CloudImage, the local image store, push/pull and offline bundles.
 //!
-//! Planned (issues 4 and 5). Nothing is implemented here yet.
+//! So far: the Kubefile parser (`kubefile`). The build itself, image discovery, the
+//! CloudImage and bundles are planned (issues 4 and 5).
+
+pub mod kubefile;
