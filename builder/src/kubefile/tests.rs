@@ -387,3 +387,20 @@ fn reading_a_missing_file_is_an_error_naming_it() {
             .starts_with("/nonexistent/Kubefile:0: cannot read the Kubefile")
     );
 }
+
+#[test]
+fn the_example_kubefile_parses() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/Kubefile"));
+    let k = Kubefile::read(path, &ParseOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(k.base(), None);
+    assert_eq!(
+        k.steps.last().unwrap().instruction,
+        Instruction::Launch(s(&["setup", "shop", "web"]))
+    );
+    assert!(
+        k.steps
+            .iter()
+            .any(|s| s.instruction
+                == Instruction::Label(kv(&[("app.example.com/channel", "stable")])))
+    );
+}
