@@ -88,6 +88,20 @@ impl PullThrough {
         }
     }
 
+    /// The client to fill a miss of `what` with; `None`, logged, when offline or down.
+    fn client_for_miss(&self, route: &MirrorRoute, what: &str) -> Option<Arc<UpstreamClient>> {
+        let client = self.usable_client(route);
+        if client.is_none() {
+            let why = if self.config.offline {
+                "the mirror is offline"
+            } else {
+                "the upstream is down"
+            };
+            self.log_miss(route, what, why);
+        }
+        client
+    }
+
     fn mark_validated(&self, route: &MirrorRoute, tag: &str, at: Instant) {
         self.validated
             .insert((route.local.clone(), tag.to_string()), at);
@@ -204,16 +218,7 @@ impl Mirror for PullThrough {
         reference: &Reference,
     ) -> Result<Option<Digest>> {
         let what = format!("manifest {reference}");
-        let Some(client) = self.usable_client(route) else {
-            self.log_miss(
-                route,
-                &what,
-                if self.config.offline {
-                    "the mirror is offline"
-                } else {
-                    "the upstream is down"
-                },
-            );
+        let Some(client) = self.client_for_miss(route, &what) else {
             return Ok(None);
         };
         let m = match client
@@ -245,16 +250,7 @@ impl Mirror for PullThrough {
         digest: &Digest,
     ) -> Result<Option<MirroredBlob>> {
         let what = format!("blob {digest}");
-        let Some(client) = self.usable_client(route) else {
-            self.log_miss(
-                route,
-                &what,
-                if self.config.offline {
-                    "the mirror is offline"
-                } else {
-                    "the upstream is down"
-                },
-            );
+        let Some(client) = self.client_for_miss(route, &what) else {
             return Ok(None);
         };
         self.metrics.miss(&route.upstream, "blob");

@@ -262,23 +262,40 @@ impl UpstreamClient {
         format!("repository:{remote}:pull")
     }
 
-    /// The digest a tag points to now (a HEAD: it does not count against pull quotas).
-    pub async fn head_manifest(&self, remote: &str, reference: &str) -> Result<Option<Digest>> {
+    /// A manifest request accepting every manifest type: the answer when 200, `None` when
+    /// 404, else an error.
+    async fn manifest_request(
+        &self,
+        method: Method,
+        remote: &str,
+        reference: &str,
+    ) -> Result<Option<Response>> {
         let mut h = HeaderMap::new();
         h.insert(ACCEPT, MANIFEST_ACCEPT.parse().expect("static header"));
+        let what = format!("a manifest {method}");
         let resp = self
             .send(
-                Method::HEAD,
+                method,
                 &format!("/v2/{remote}/manifests/{reference}"),
                 &Self::pull_scope(remote),
                 h,
             )
             .await?;
         match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
-            _ => return Err(self.unexpected(&resp, "a manifest HEAD")),
+            StatusCode::OK => Ok(Some(resp)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.unexpected(&resp, &what)),
         }
+    }
+
+    /// The digest a tag points to now (a HEAD: it does not count against pull quotas).
+    pub async fn head_manifest(&self, remote: &str, reference: &str) -> Result<Option<Digest>> {
+        let Some(resp) = self
+            .manifest_request(Method::HEAD, remote, reference)
+            .await?
+        else {
+            return Ok(None);
+        };
         let digest = resp
             .headers()
             .get("docker-content-digest")
@@ -300,21 +317,12 @@ impl UpstreamClient {
         remote: &str,
         reference: &str,
     ) -> Result<Option<RemoteManifest>> {
-        let mut h = HeaderMap::new();
-        h.insert(ACCEPT, MANIFEST_ACCEPT.parse().expect("static header"));
-        let resp = self
-            .send(
-                Method::GET,
-                &format!("/v2/{remote}/manifests/{reference}"),
-                &Self::pull_scope(remote),
-                h,
-            )
-            .await?;
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
-            _ => return Err(self.unexpected(&resp, "a manifest GET")),
-        }
+        let Some(resp) = self
+            .manifest_request(Method::GET, remote, reference)
+            .await?
+        else {
+            return Ok(None);
+        };
         let media_type = resp
             .headers()
             .get(CONTENT_TYPE)
