@@ -86,11 +86,7 @@ async fn dockerd_pulls_through_registry_mirrors() {
     let up = Registry::start();
     skopeo_push(&up.host, "library/app:1", None);
     let dir = tempfile::tempdir().unwrap();
-    let reg = mirror(
-        dir.path(),
-        "",
-        &["--upstream", &format!("docker.io=http://{}", up.host)],
-    );
+    let reg = hub_mirror(dir.path(), &up.host, &[]);
 
     let config = tempfile::tempdir().unwrap();
     mirror_config("docker", &reg.host, &["docker.io"], config.path());
@@ -119,15 +115,10 @@ async fn podman_pulls_through_a_mirror_location_with_a_path() {
     skopeo_push(&up.host, "library/app:1", None);
     skopeo_push(&up.host, "team/app:7", None);
     let dir = tempfile::tempdir().unwrap();
-    let reg = mirror(
+    let reg = hub_mirror(
         dir.path(),
-        "",
-        &[
-            "--upstream",
-            &format!("docker.io=http://{}", up.host),
-            "--upstream",
-            &format!("example.org=http://{}", up.host),
-        ],
+        &up.host,
+        &["--upstream", &format!("example.org=http://{}", up.host)],
     );
     let config = tempfile::tempdir().unwrap();
     mirror_config(

@@ -43,11 +43,7 @@ async fn concurrent_cold_pulls_make_one_upstream_fetch() {
     let data = random_bytes(48 * 1024 * 1024);
     let digest = push_blob(&up, "library/big", &data).await;
     let dir = tempfile::tempdir().unwrap();
-    let reg = mirror(
-        dir.path(),
-        "",
-        &["--upstream", &format!("docker.io=http://{}", up.host)],
-    );
+    let reg = hub_mirror(dir.path(), &up.host, &[]);
 
     let url = reg.url(&format!("/v2/library/big/blobs/{digest}?ns=docker.io"));
     let pulls: Vec<_> = (0..4)
@@ -98,11 +94,7 @@ async fn an_upstream_killed_mid_blob_leaves_nothing_visible() {
     let data = random_bytes(512 * 1024 * 1024);
     let digest = push_to(&up.host, "library/huge", data).await;
     let dir = tempfile::tempdir().unwrap();
-    let reg = mirror(
-        dir.path(),
-        "",
-        &["--upstream", &format!("docker.io=http://{}", up.host)],
-    );
+    let reg = hub_mirror(dir.path(), &up.host, &[]);
 
     let url = reg.url(&format!("/v2/docker.io/library/huge/blobs/{digest}"));
     let resp = client().get(&url).send().await.unwrap();
@@ -173,16 +165,7 @@ async fn cached_images_are_served_when_the_upstream_is_gone() {
     skopeo_push(&up.host, "library/app:1", None);
     let dir = tempfile::tempdir().unwrap();
     // A TTL of zero: every pull asks upstream about the tag, if it can.
-    let reg = mirror(
-        dir.path(),
-        "",
-        &[
-            "--upstream",
-            &format!("docker.io=http://{}", up.host),
-            "--tag-ttl",
-            "0s",
-        ],
-    );
+    let reg = hub_mirror(dir.path(), &up.host, &["--tag-ttl", "0s"]);
     let pull = |dest: &std::path::Path| {
         output(
             Command::new(require("skopeo"))

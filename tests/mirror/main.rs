@@ -37,6 +37,14 @@ pub fn mirror(dir: &Path, upstreams_toml: &str, args: &[&str]) -> Registry {
     Registry::spawn(&dir.join("store"), dir.join("mirror.log"), &all, &[])
 }
 
+/// A mirror of Docker Hub served by the registry at `upstream_host`, plus extra flags.
+pub fn hub_mirror(dir: &Path, upstream_host: &str, args: &[&str]) -> Registry {
+    let upstream = format!("docker.io=http://{upstream_host}");
+    let mut all = vec!["--upstream", upstream.as_str()];
+    all.extend_from_slice(args);
+    mirror(dir, "", &all)
+}
+
 /// The `[mirror]` table entry for an upstream with the test credentials.
 pub fn upstream_entry(host: &str, endpoint: &str) -> String {
     format!(

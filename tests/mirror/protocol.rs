@@ -149,15 +149,7 @@ async fn offline_and_unreachable_misses_are_prompt_404s_that_name_the_image() {
     let up = Registry::start();
     skopeo_push(&up.host, "library/app:1", None);
     let dir = tempfile::tempdir().unwrap();
-    let offline = mirror(
-        dir.path(),
-        "",
-        &[
-            "--upstream",
-            &format!("docker.io=http://{}", up.host),
-            "--offline",
-        ],
-    );
+    let offline = hub_mirror(dir.path(), &up.host, &["--offline"]);
     let started = Instant::now();
     assert_error(
         get(&offline, "/v2/library/app/manifests/1?ns=docker.io").await,
@@ -217,16 +209,7 @@ async fn a_moved_tag_is_picked_up_after_the_ttl() {
     let up = Registry::start();
     let first = push_image(&up, "library/app", "1", 1, 100).await;
     let dir = tempfile::tempdir().unwrap();
-    let reg = mirror(
-        dir.path(),
-        "",
-        &[
-            "--upstream",
-            &format!("docker.io=http://{}", up.host),
-            "--tag-ttl",
-            "2s",
-        ],
-    );
+    let reg = hub_mirror(dir.path(), &up.host, &["--tag-ttl", "2s"]);
     let path = "/v2/library/app/manifests/1?ns=docker.io";
     assert_eq!(
         header(&get(&reg, path).await, "docker-content-digest"),
@@ -268,11 +251,7 @@ async fn tag_lists_and_referrers_work_for_mirrored_names() {
     put_manifest(&up, "library/app", &sha256(&sbom), OCI_MANIFEST, &sbom).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let reg = mirror(
-        dir.path(),
-        "",
-        &["--upstream", &format!("docker.io=http://{}", up.host)],
-    );
+    let reg = hub_mirror(dir.path(), &up.host, &[]);
     let tags: serde_json::Value = get(&reg, "/v2/library/app/tags/list?ns=docker.io")
         .await
         .json()
@@ -301,11 +280,7 @@ async fn the_mirror_reports_hits_misses_and_upstream_traffic() {
     let data = random_bytes(100_000);
     let digest = push_blob(&up, "library/m", &data).await;
     let dir = tempfile::tempdir().unwrap();
-    let reg = mirror(
-        dir.path(),
-        "",
-        &["--upstream", &format!("docker.io=http://{}", up.host)],
-    );
+    let reg = hub_mirror(dir.path(), &up.host, &[]);
     let path = format!("/v2/library/m/blobs/{digest}?ns=docker.io");
     get(&reg, &path).await.bytes().await.unwrap();
     assert!(becomes_stored(&reg, &digest).await);

@@ -90,11 +90,7 @@ async fn the_three_ways_of_naming_an_image_reach_the_upstream_through_token_auth
 async fn pushes_to_mirrored_names_are_refused_and_bare_pushes_are_local() {
     let up = Registry::start();
     let dir = tempfile::tempdir().unwrap();
-    let reg = mirror(
-        dir.path(),
-        "",
-        &["--upstream", &format!("docker.io=http://{}", up.host)],
-    );
+    let reg = hub_mirror(dir.path(), &up.host, &[]);
     for path in [
         "/v2/docker.io/library/x/blobs/uploads/",
         "/v2/library/x/blobs/uploads/?ns=docker.io",
