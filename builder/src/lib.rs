@@ -1,10 +1,18 @@
 //! Kubefile to CloudImage, the local image store, push/pull and offline bundles.
 //!
-//! So far: the Kubefile parser (`kubefile`), container-image discovery (`discover`) and
-//! reproducible layers (`layer`) with their build-cache keys (`cache`).
-//! The build itself, the CloudImage and bundles are planned (issues 4 and 5).
+//! `kubefile` parses, `discover` finds container images, `layer` and `cache` make
+//! reproducible layers, `build` runs a Kubefile into a `cloudimage`, `store` is the local
+//! content store, `remote` and `transfer` move images between it and registries.
 
+pub mod build;
 pub mod cache;
+pub mod cloudimage;
 pub mod discover;
+pub mod inspect;
 pub mod kubefile;
 pub mod layer;
+pub mod progress;
+pub mod reference;
+pub mod remote;
+pub mod store;
+pub mod transfer;

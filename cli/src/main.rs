@@ -1,32 +1,161 @@
 //! `sealer`: argument parsing and progress output only; the work lives in the library
-//! crates. Build, push/pull, save/load and run arrive with their issues.
+//! crates.
 
+mod progress;
+
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use sealer_builder::build::{BuildOptions, build};
 use sealer_builder::discover;
+use sealer_builder::inspect;
+use sealer_builder::layer::Compression;
+use sealer_builder::reference::{ImageName, Platform};
+use sealer_builder::remote::{self, Registries, RemoteOptions};
+use sealer_builder::store::Store;
+use sealer_builder::transfer::{PullPolicy, Transfer};
+use sealer_pull_proxy::config::Credentials;
 
 /// Build, share and run whole clusters as OCI artifacts.
 #[derive(Debug, Parser)]
 #[command(name = "sealer", version, about)]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Args)]
+struct Global {
+    /// The local image store (the same store `sealer-registry serve` serves).
+    /// [default: /var/lib/sealer/registry for root, else $XDG_DATA_HOME/sealer/registry]
+    #[arg(long, env = "SEALER_ROOT", value_name = "DIR", global = true)]
+    root: Option<PathBuf>,
+    /// Fetch HOST's images from URL instead (repeatable), e.g. docker.io=http://127.0.0.1:5001.
+    #[arg(long = "upstream", value_name = "HOST=URL", global = true)]
+    upstreams: Vec<String>,
+    /// Speak plain HTTP to this registry host (repeatable; loopback hosts always are).
+    #[arg(long = "insecure-registry", value_name = "HOST", global = true)]
+    insecure: Vec<String>,
+    /// The docker config.json holding logins. [default: $DOCKER_CONFIG/config.json or ~/.docker/config.json]
+    #[arg(long, value_name = "FILE", global = true)]
+    auth_file: Option<PathBuf>,
+    /// Print no progress.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Blobs transferred at once.
+    #[arg(long, default_value_t = 4, global = true)]
+    jobs: usize,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Work with container images.
+    /// Build a CloudImage from a Kubefile.
+    Build(BuildArgs),
+    /// List the images in the local store, or work with container-image discovery.
     Images {
         #[command(subcommand)]
-        command: ImagesCommand,
+        command: Option<ImagesCommand>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
+    /// Print a stored image (a CloudImage: apps, launch, env, labels, container images) as JSON.
+    Inspect { image: String },
+    /// Give a stored image another name.
+    Tag { source: String, target: String },
+    /// Remove images from the store, and the blobs nothing references any more.
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Fetch an image (the whole graph) from a registry into the store.
+    Pull {
+        image: String,
+        /// Only these platforms' manifests and layers (indexes are kept as they are).
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Send a stored image (the whole graph) to a registry; blobs it has are skipped.
+    Push {
+        image: String,
+        /// Push under this name instead.
+        target: Option<String>,
+    },
+    /// Log in to a registry (saved in the docker config.json).
+    Login {
+        registry: String,
+        #[arg(long, short)]
+        username: String,
+        #[arg(long, short, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Forget a registry login.
+    Logout { registry: String },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    /// The image name, e.g. example.com/shop:1.0.
+    #[arg(long, short)]
+    tag: String,
+    /// The Kubefile. [default: CONTEXT/Kubefile]
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+    /// NAME=VALUE for an ARG (repeatable).
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    build_args: Vec<String>,
+    /// Platforms to build, comma-separated (default: this machine's).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Rebuild every layer.
+    #[arg(long)]
+    no_cache: bool,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value = "zstd")]
+    compression: CompressionArg,
+    /// Keep files' times and owners in layers (not reproducible).
+    #[arg(long)]
+    keep_metadata: bool,
+    /// When to ask registries for container images and the base image.
+    #[arg(long, default_value = "missing")]
+    pull: PullPolicy,
+    /// A file listing more container images, one per line (repeatable).
+    #[arg(long = "image-list", value_name = "FILE")]
+    image_lists: Vec<PathBuf>,
+    /// Leave out this image (repeatable).
+    #[arg(long = "ignore-image", value_name = "IMAGE")]
+    ignore_images: Vec<String>,
+    /// KEY=VALUE label on the image (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// List the container images the build would carry, with where each comes from; build nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: print JSON.
+    #[arg(long)]
+    json: bool,
+    /// The build context.
+    #[arg(default_value = ".")]
+    context: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CompressionArg {
+    Zstd,
+    Gzip,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,9 +175,99 @@ enum ImagesCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+fn image(s: &str) -> anyhow::Result<ImageName> {
+    ImageName::parse(s).map_err(anyhow::Error::msg)
+}
+
+fn key_values(items: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|i| {
+            i.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("{what} {i:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let g = cli.global;
+    let root = g
+        .root
+        .clone()
+        .unwrap_or_else(sealer_registry::config::default_root);
+    let open = || Store::open(&root);
+    let registries = || -> anyhow::Result<Registries> {
+        let upstreams = g
+            .upstreams
+            .iter()
+            .map(|u| sealer_pull_proxy::config::parse_flag(u))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Registries::new(RemoteOptions {
+            upstreams,
+            insecure: g.insecure.clone(),
+            auth_file: g.auth_file.clone(),
+        }))
+    };
+    let progress = progress::reporter(g.quiet);
+    match cli.command {
+        Command::Build(a) => {
+            let store = open()?;
+            let registries = registries()?;
+            let opts = BuildOptions {
+                context: a.context,
+                kubefile: a.file,
+                tag: image(&a.tag)?,
+                build_args: key_values(&a.build_args, "--build-arg")?
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
+                platforms: match &a.platform {
+                    Some(p) => Platform::parse_list(p).map_err(anyhow::Error::msg)?,
+                    None => Vec::new(),
+                },
+                no_cache: a.no_cache,
+                compression: match a.compression {
+                    CompressionArg::Zstd => Compression::Zstd,
+                    CompressionArg::Gzip => Compression::Gzip,
+                },
+                keep_metadata: a.keep_metadata,
+                pull: a.pull,
+                image_lists: a.image_lists,
+                ignore_images: a.ignore_images,
+                labels: key_values(&a.labels, "--label")?,
+                dry_run: a.dry_run,
+                jobs: g.jobs,
+            };
+            let report = build(&store, &registries, progress.as_ref(), &opts).await?;
+            if opts.dry_run {
+                print_discovery(&report.discovery, a.json)?;
+                return Ok(());
+            }
+            let digest = report
+                .digest
+                .expect("a build that is not a dry run has a digest");
+            if !g.quiet {
+                eprintln!(
+                    "{} layer(s), {} from the cache; {} container image(s), {} fetched",
+                    report.layers,
+                    report.cached_layers,
+                    report.images.len(),
+                    report.images.iter().filter(|i| !i.from_store).count()
+                );
+            }
+            println!("{} {digest}", opts.tag);
+        }
         Command::Images {
-            command: ImagesCommand::Discover { dir, ignore, json },
+            command: Some(ImagesCommand::Discover { dir, ignore, json }),
+            ..
         } => {
             let mut found = discover::scan_dir(&dir)
                 .with_context(|| format!("cannot scan {}", dir.display()))?;
@@ -61,11 +280,184 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Images {
+            command: None,
+            json,
+        } => {
+            let store = open()?;
+            let mut rows = Vec::new();
+            for t in store.tagged_images().await? {
+                rows.push(inspect::summary(&store, &t).await?);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_images(&rows);
+            }
+        }
+        Command::Inspect { image: name } => {
+            let store = open()?;
+            let name = image(&name)?;
+            let top = store.require(&name).await?;
+            let repo = name.repo().map_err(anyhow::Error::msg)?;
+            let json = inspect::inspect(&store, &repo, &top).await?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        Command::Tag { source, target } => {
+            let store = open()?;
+            let (source, target) = (image(&source)?, image(&target)?);
+            let top = store.require(&source).await?;
+            let tag = target
+                .tag
+                .clone()
+                .filter(|_| target.digest.is_none())
+                .context("the new name needs a tag, not a digest")?;
+            let (from, to) = (
+                source.repo().map_err(anyhow::Error::msg)?,
+                target.repo().map_err(anyhow::Error::msg)?,
+            );
+            if from != to {
+                store.link_graph(&from, &to, &top.digest).await?;
+            }
+            store.tag(&to, &tag, &top.digest).await?;
+        }
+        Command::Rmi { images } => {
+            let store = open()?;
+            for i in images {
+                let name = image(&i)?;
+                let (blobs, bytes) = store.remove(&name).await?;
+                println!("removed {name}; freed {blobs} blob(s), {bytes} bytes");
+            }
+        }
+        Command::Pull {
+            image: name,
+            platform,
+        } => {
+            let store = open()?;
+            let registries = registries()?;
+            let name = image(&name)?;
+            let platforms = match platform {
+                Some(p) => Platform::parse_list(&p).map_err(anyhow::Error::msg)?,
+                None => Vec::new(),
+            };
+            let transfer = Transfer::new(&store, &registries, progress.as_ref(), g.jobs);
+            let f = transfer
+                .fetch(&name, &platforms, PullPolicy::Always)
+                .await?;
+            println!("{name} {}", f.digest);
+        }
+        Command::Push {
+            image: name,
+            target,
+        } => {
+            let store = open()?;
+            let registries = registries()?;
+            let local = image(&name)?;
+            let target = match target {
+                Some(t) => image(&t)?,
+                None => local.clone(),
+            };
+            let transfer = Transfer::new(&store, &registries, progress.as_ref(), g.jobs);
+            let digest = transfer.push(&local, &target).await?;
+            println!("{target} {digest}");
+        }
+        Command::Login {
+            registry,
+            username,
+            password,
+            password_stdin,
+        } => {
+            let password = match (password, password_stdin) {
+                (Some(p), _) => p,
+                (None, true) => {
+                    let mut p = String::new();
+                    std::io::stdin().read_to_string(&mut p)?;
+                    p.trim_end_matches(['\n', '\r']).to_string()
+                }
+                (None, false) => bail!("give the password with --password or --password-stdin"),
+            };
+            let host = login_host(&registry);
+            let credentials = Credentials { username, password };
+            let registries = registries()?;
+            registries
+                .client_with(&host, credentials.clone())?
+                .ping()
+                .await
+                .with_context(|| format!("cannot log in to {host}"))?;
+            let file = registries.auth_file();
+            remote::save_login(&file, &host, &credentials)?;
+            println!("Login to {host} succeeded (saved in {})", file.display());
+        }
+        Command::Logout { registry } => {
+            let host = login_host(&registry);
+            let file = registries()?.auth_file();
+            if !remote::remove_login(&file, &host)? {
+                bail!("not logged in to {host}");
+            }
+            println!("Removed the login to {host}");
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sealer", &mut std::io::stdout());
         }
     }
     Ok(())
+}
+
+/// A registry as `login` takes it: a host, or a URL of one.
+fn login_host(registry: &str) -> String {
+    let r = registry
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = r.split('/').next().unwrap_or(r);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
+        h => h.to_string(),
+    }
+}
+
+fn print_images(rows: &[inspect::ImageSummary]) {
+    let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let tag_w = rows.iter().map(|r| r.tag.len()).max().unwrap_or(3).max(3);
+    println!(
+        "{:name_w$}  {:tag_w$}  {:12}  {:24}  {:>10}  IMAGES",
+        "NAME", "TAG", "DIGEST", "PLATFORMS", "SIZE"
+    );
+    for r in rows {
+        let digest = r
+            .digest
+            .split(':')
+            .nth(1)
+            .unwrap_or("")
+            .get(..12)
+            .unwrap_or("");
+        let images = if r.cloud_image {
+            r.container_images.to_string()
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:name_w$}  {:tag_w$}  {digest:12}  {:24}  {:>10}  {images}",
+            r.name,
+            r.tag,
+            r.platforms.join(","),
+            human_size(r.size),
+        );
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn print_discovery(found: &discover::Discovery, json: bool) -> anyhow::Result<()> {

@@ -99,7 +99,7 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Upstream {
-    fn new(host: &str) -> Upstream {
+    pub fn new(host: &str) -> Upstream {
         Upstream {
             host: host.to_string(),
             endpoint: None,
@@ -196,7 +196,7 @@ fn parse_endpoint(s: &str) -> anyhow::Result<Url> {
 }
 
 /// `HOST=URL` or `HOST`.
-fn parse_flag(spec: &str) -> anyhow::Result<Upstream> {
+pub fn parse_flag(spec: &str) -> anyhow::Result<Upstream> {
     let (host, endpoint) = match spec.split_once('=') {
         Some((h, e)) => (h, Some(e)),
         None => (spec, None),

@@ -1,130 +1,177 @@
-//! The `sealer` binary's builder commands, run as a user runs them.
+//! The `sealer` binary's builder commands, run as a user runs them: discovery, build,
+//! the image commands, push and pull against real registries (ours and Debian's
+//! `docker-registry`), checked with skopeo and oras-py.
 
-use std::path::Path;
-use std::process::Command;
+mod build;
+mod commands;
+mod discover;
+mod steps;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use sealer_e2e::*;
 
-fn examples() -> &'static Path {
+pub fn examples() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
 }
 
-#[test]
-fn images_discover_lists_every_image_of_the_example_with_file_and_line() {
-    let out = output(
-        Command::new(binary("sealer"))
-            .args(["images", "discover", "--json"])
-            .arg(examples()),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let found: Vec<(String, String, u64)> = v["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            let p = &i["places"][0];
-            let file = p["file"].as_str().unwrap();
-            let rel = Path::new(file)
-                .strip_prefix(examples())
-                .unwrap()
-                .display()
-                .to_string();
-            (
-                i["image"].as_str().unwrap().to_string(),
-                rel,
-                p["line"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let expected = [
-        ("docker.io/library/alpine:3.19", "manifests/app.yaml", 36),
-        ("docker.io/library/busybox:1.36", "manifests/app.yaml", 16),
-        // The chart's values: an empty tag is the chart's appVersion.
-        (
-            "docker.io/library/httpd:2.4.58",
-            "charts/web/values.yaml",
-            4,
-        ),
-        ("docker.io/library/nginx:1.25", "manifests/app.yaml", 20),
-        // From the chart's helm.sh/images annotation first, then its values.
-        (
-            "quay.io/prometheus/apache-exporter:v1.0.3",
-            "charts/web/Chart.yaml",
-            9,
-        ),
-        ("registry.k8s.io/pause:3.9", "manifests/imageList", 2),
-    ];
-    let expected: Vec<_> = expected
-        .iter()
-        .map(|(i, f, l)| (i.to_string(), f.to_string(), *l))
-        .collect();
-    assert_eq!(found, expected);
-    assert_eq!(v["problems"], serde_json::json!([]));
+/// Every image `examples/` names, as the local upstream holds them (`docker.io`'s under
+/// `library/`).
+pub const EXAMPLE_IMAGES: [&str; 6] = [
+    "library/alpine:3.19",
+    "library/busybox:1.36",
+    "library/httpd:2.4.58",
+    "library/nginx:1.25",
+    "prometheus/apache-exporter:v1.0.3",
+    "pause:3.9",
+];
 
-    // --ignore-image in a short form; the table names the first place.
-    let out = output(
-        Command::new(binary("sealer"))
-            .args([
-                "images",
-                "discover",
-                "--ignore-image",
-                "registry.k8s.io/pause:3.9",
-            ])
-            .arg(examples()),
-    );
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
-    assert!(!table.contains("pause"), "{table}");
-    assert!(
-        table.lines().any(
-            |l| l.starts_with("quay.io/prometheus/apache-exporter:v1.0.3")
-                && l.contains("charts/web/Chart.yaml:9 (+1 more)")
-        ),
-        "{table}"
-    );
+/// A `docker-registry` standing in for docker.io, quay.io and registry.k8s.io, holding
+/// the example's images.
+pub fn example_upstream() -> DockerRegistry {
+    let up = DockerRegistry::start(UpstreamOptions::default());
+    for image in EXAMPLE_IMAGES {
+        skopeo_push(&up.host, image, None);
+    }
+    up
 }
 
-#[test]
-fn images_discover_fails_naming_each_unusable_reference() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("app.yaml"),
-        "kind: Pod\nspec:\n  containers:\n    - image: nginx:1.25\n    - image: Bad:Ref!\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("imageList"), "${REGISTRY}/app:1\n").unwrap();
-    let out = output(
-        Command::new(binary("sealer"))
-            .args(["images", "discover"])
-            .arg(dir.path()),
-    );
+/// `--upstream` flags sending the example's registries to `host`.
+pub fn upstream_flags(host: &str) -> Vec<String> {
+    ["docker.io", "quay.io", "registry.k8s.io"]
+        .iter()
+        .flat_map(|r| ["--upstream".to_string(), format!("{r}=http://{host}")])
+        .collect()
+}
+
+/// `sealer` on a store of its own, with its own docker config.json.
+#[derive(Default)]
+pub struct Sealer {
+    dir: TempStore,
+}
+
+/// A temporary folder for one `sealer` store.
+pub struct TempStore(tempfile::TempDir);
+
+impl Default for TempStore {
+    fn default() -> Self {
+        TempStore(tempfile::tempdir().unwrap())
+    }
+}
+
+impl TempStore {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Sealer {
+    pub fn new() -> Sealer {
+        Sealer::default()
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn auth_file(&self) -> PathBuf {
+        self.dir.path().join("docker/config.json")
+    }
+
+    pub fn cmd<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut c = Command::new(binary("sealer"));
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--auth-file")
+            .arg(self.auth_file())
+            .args(args)
+            .env("RUST_BACKTRACE", "0");
+        c
+    }
+
+    pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
+        output(&mut self.cmd(args))
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    pub fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "sealer {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its standard error.
+    pub fn fails<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "sealer {args:?} should fail:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// `sealer images --json`.
+    pub fn images(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["images", "--json"])).unwrap()
+    }
+
+    pub fn inspect(&self, image: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["inspect", image])).unwrap()
+    }
+
+    /// Builds `context` as `tag` with extra flags; returns the image's digest.
+    pub fn build(&self, tag: &str, context: &Path, flags: &[String]) -> String {
+        let mut args: Vec<String> = vec!["build".into(), "-t".into(), tag.into()];
+        args.extend_from_slice(flags);
+        args.push(context.display().to_string());
+        let out = self.ok(&args);
+        digest_of_line(&out)
+    }
+
+    /// Every file under the store's `blobs/`.
+    pub fn blob_count(&self) -> usize {
+        fn walk(d: &Path, n: &mut usize) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    walk(&e.path(), n);
+                } else {
+                    *n += 1;
+                }
+            }
+        }
+        let mut n = 0;
+        walk(&self.root().join("blobs"), &mut n);
+        n
+    }
+}
+
+/// The digest in a `NAME sha256:…` line.
+pub fn digest_of_line(out: &str) -> String {
+    let d = out
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_string();
     assert!(
-        !out.status.success(),
-        "unusable references fail the command"
+        d.starts_with("sha256:") && d.len() == 71,
+        "no digest in {out:?}"
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let app = dir.path().join("app.yaml");
-    let list = dir.path().join("imageList");
-    assert!(
-        stderr.contains(&format!(
-            "{}:5: \"Bad:Ref!\" is not an image reference",
-            app.display()
-        )),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("{}:1: templated image reference", list.display())),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("2 reference(s) cannot be used as images"),
-        "{stderr}"
-    );
-    // What is usable is still listed.
-    assert!(String::from_utf8_lossy(&out.stdout).contains("docker.io/library/nginx:1.25"));
+    d
+}
+
+/// The images table row of `name:tag`.
+pub fn image_row<'a>(
+    rows: &'a [serde_json::Value],
+    name: &str,
+    tag: &str,
+) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r["name"] == name && r["tag"] == tag)
+        .unwrap_or_else(|| panic!("{name}:{tag} is not listed: {rows:#?}"))
 }

@@ -60,3 +60,15 @@ pub fn test_image_layout() -> &'static Path {
         dir.join("oci")
     })
 }
+
+/// Copies the test image into `registry/<dest>` with skopeo (credentials when given).
+pub fn skopeo_push(registry_host: &str, dest: &str, creds: Option<&str>) {
+    let mut cmd = Command::new(require("skopeo"));
+    cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+    if let Some(c) = creds {
+        cmd.args(["--dest-creds", c]);
+    }
+    cmd.arg(format!("oci:{}:app", test_image_layout().display()))
+        .arg(format!("docker://{registry_host}/{dest}"));
+    run(&mut cmd);
+}

@@ -8,24 +8,11 @@ mod protocol;
 mod routing;
 
 use std::path::Path;
-use std::process::Command;
 
 use sealer_e2e::*;
 
 pub const USER: &str = "mirror-user";
 pub const PASSWORD: &str = "mirror-password";
-
-/// Copies the test image into `registry/<dest>` with skopeo (credentials when given).
-pub fn skopeo_push(registry_host: &str, dest: &str, creds: Option<&str>) {
-    let mut cmd = Command::new(require("skopeo"));
-    cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
-    if let Some(c) = creds {
-        cmd.args(["--dest-creds", c]);
-    }
-    cmd.arg(format!("oci:{}:app", test_image_layout().display()))
-        .arg(format!("docker://{registry_host}/{dest}"));
-    run(&mut cmd);
-}
 
 /// A `sealer-registry serve` mirroring the given upstreams, configured by a file (so
 /// credentials can be given), plus extra flags.

@@ -25,14 +25,14 @@ use oci_spec::distribution::Reference;
 use yaml::Node;
 
 /// Where an image was found.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Place {
     pub file: PathBuf,
     pub line: usize,
 }
 
 /// Something that names an image but cannot be used as one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     pub place: Place,
     pub message: String,
@@ -50,7 +50,7 @@ impl std::fmt::Display for Problem {
     }
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Discovery {
     /// Fully qualified reference (`docker.io/library/nginx:1.25`) → every place naming it.
     pub images: BTreeMap<String, Vec<Place>>,
@@ -89,6 +89,18 @@ impl Discovery {
         self.problems.extend(other.problems);
     }
 
+    /// Renames places under the scratch folder `dir` (an unpacked archive, the root
+    /// folder of a `RUN`) to `label` + their path in the image, which users recognise.
+    pub fn relocate(&mut self, dir: &Path, label: &str) {
+        let rename = |p: &mut Place| {
+            if let Ok(rel) = p.file.strip_prefix(dir) {
+                p.file = PathBuf::from(format!("{label}/{}", rel.display()));
+            }
+        };
+        self.images.values_mut().flatten().for_each(rename);
+        self.problems.iter_mut().for_each(|p| rename(&mut p.place));
+    }
+
     /// Drops the images `ignored` names (in any form: `nginx` is `docker.io/library/nginx:latest`).
     pub fn ignore(&mut self, ignored: &[String]) -> Result<(), String> {
         for i in ignored {
@@ -117,9 +129,24 @@ pub fn normalize(written: &str) -> Result<String, String> {
 
 /// Scans every file under `root` (in name order, so the result is stable).
 pub fn scan_dir(root: &Path) -> std::io::Result<Discovery> {
-    let mut found = Discovery::default();
     let mut files = Vec::new();
     walk(root, &mut files)?;
+    scan_files(files)
+}
+
+/// Scans a file or, for a folder, every file under it.
+pub fn scan_path(path: &Path) -> std::io::Result<Discovery> {
+    if path.is_dir() {
+        scan_dir(path)
+    } else {
+        scan_files(vec![path.to_path_buf()])
+    }
+}
+
+/// Scans the given files (in name order); each is read as what its name and place say it
+/// is (an `imageList`, a chart's `Chart.yaml`, values or template, or a YAML manifest).
+pub fn scan_files(mut files: Vec<PathBuf>) -> std::io::Result<Discovery> {
+    let mut found = Discovery::default();
     files.sort();
     for file in files {
         let Some(name) = file.file_name().and_then(|n| n.to_str()) else {

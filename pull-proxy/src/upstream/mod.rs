@@ -37,15 +37,15 @@ const DOWN_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("upstream {host} is unreachable: {reason}")]
+    #[error("registry {host} is unreachable: {reason}")]
     Unreachable { host: String, reason: String },
-    #[error("upstream {host} answered {status} to {what}")]
+    #[error("registry {host} answered {status} to {what}")]
     Status {
         host: String,
         status: u16,
         what: String,
     },
-    #[error("upstream {host}: {reason}")]
+    #[error("registry {host}: {reason}")]
     Protocol { host: String, reason: String },
 }
 
@@ -129,18 +129,35 @@ impl UpstreamClient {
         scope: &str,
         headers: HeaderMap,
     ) -> Result<Response> {
+        self.send_body(method, path, scope, headers, &|| None).await
+    }
+
+    /// As [`Self::send`], with a request body made afresh for every attempt. `target` is
+    /// a path under the API base, or an absolute URL on the same origin (an upload's
+    /// `Location`).
+    async fn send_body(
+        &self,
+        method: Method,
+        target: &str,
+        scope: &str,
+        headers: HeaderMap,
+        body: &(dyn Fn() -> Option<reqwest::Body> + Sync),
+    ) -> Result<Response> {
         if self.is_down() {
             return Err(self.unreachable("it failed moments ago; retrying shortly"));
         }
-        let url = format!("{}{path}", self.base);
+        let url = self.resolve(target)?;
         let mut attempt = 0;
         let mut authenticated = false;
         loop {
             attempt += 1;
             let mut req = self
                 .http
-                .request(method.clone(), &url)
+                .request(method.clone(), url.clone())
                 .headers(headers.clone());
+            if let Some(b) = body() {
+                req = req.body(b);
+            }
             if let Some(token) = self.tokens.get(scope) {
                 req = req.bearer_auth(token);
             } else if let (true, Some(c)) = (self.basic.load(Ordering::Relaxed), &self.credentials)
@@ -216,7 +233,9 @@ impl UpstreamClient {
                     if let Some(service) = &service {
                         q.append_pair("service", service);
                     }
-                    q.append_pair("scope", scope);
+                    for s in scope.split(' ').filter(|s| !s.is_empty()) {
+                        q.append_pair("scope", s);
+                    }
                 }
                 let mut req = self.http.get(realm_url);
                 if let Some(c) = &self.credentials {
@@ -248,6 +267,33 @@ impl UpstreamClient {
                 "401 without a usable WWW-Authenticate challenge".into(),
             )),
         }
+    }
+
+    /// The URL of a path under the API base, or of an absolute URL on the upstream's own
+    /// origin (credentials never go to another host).
+    fn resolve(&self, target: &str) -> Result<Url> {
+        if target.starts_with('/') && !target.starts_with("//") {
+            return Url::parse(&format!("{}{target}", self.base)).map_err(|e| {
+                UpstreamError::Protocol {
+                    host: self.host.clone(),
+                    reason: format!("invalid path {target:?}: {e}"),
+                }
+            });
+        }
+        let url = self
+            .endpoint
+            .join(target)
+            .map_err(|e| UpstreamError::Protocol {
+                host: self.host.clone(),
+                reason: format!("invalid location {target:?}: {e}"),
+            })?;
+        if url.origin() != self.endpoint.origin() {
+            return Err(UpstreamError::Protocol {
+                host: self.host.clone(),
+                reason: format!("refusing to follow {url}: it is not on {}", self.endpoint),
+            });
+        }
+        Ok(url)
     }
 
     fn unexpected(&self, resp: &Response, what: &str) -> UpstreamError {
@@ -466,6 +512,165 @@ impl UpstreamClient {
         Ok(Some(index.manifests))
     }
 
+    fn push_scope(remote: &str) -> String {
+        format!("repository:{remote}:pull,push")
+    }
+
+    /// Checks that the registry answers and accepts the configured credentials
+    /// (`sealer login`).
+    pub async fn ping(&self) -> Result<()> {
+        let resp = self.send(Method::GET, "/v2/", "", HeaderMap::new()).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(()),
+            _ => Err(self.unexpected(&resp, "GET /v2/ with the given credentials")),
+        }
+    }
+
+    /// Whether `remote` already has the blob (so a push can skip it).
+    pub async fn has_blob(&self, remote: &str, digest: &Digest) -> Result<bool> {
+        let resp = self
+            .send(
+                Method::HEAD,
+                &format!("/v2/{remote}/blobs/{digest}"),
+                &Self::push_scope(remote),
+                HeaderMap::new(),
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.unexpected(&resp, "a blob HEAD")),
+        }
+    }
+
+    /// Asks the registry to link a blob it holds for `from` into `remote`; `false`
+    /// when it did not (the blob then has to be uploaded).
+    pub async fn mount_blob(&self, remote: &str, digest: &Digest, from: &str) -> Result<bool> {
+        let scope = format!("{} repository:{from}:pull", Self::push_scope(remote));
+        let query = form_query(&[("mount", &digest.to_string()), ("from", from)]);
+        let resp = self
+            .send(
+                Method::POST,
+                &format!("/v2/{remote}/blobs/uploads/?{query}"),
+                &scope,
+                HeaderMap::new(),
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                // The registry opened an upload instead; leave it to expire.
+                Ok(false)
+            }
+            _ => Err(self.unexpected(&resp, "a cross-repository mount")),
+        }
+    }
+
+    /// Uploads a blob of `size` bytes in one request after opening the session. `body`
+    /// makes the bytes afresh for each attempt.
+    pub async fn push_blob(
+        &self,
+        remote: &str,
+        digest: &Digest,
+        size: u64,
+        body: &(dyn Fn() -> Option<reqwest::Body> + Sync),
+    ) -> Result<()> {
+        let scope = Self::push_scope(remote);
+        let resp = self
+            .send(
+                Method::POST,
+                &format!("/v2/{remote}/blobs/uploads/"),
+                &scope,
+                HeaderMap::new(),
+            )
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.unexpected(&resp, "opening an upload"));
+        }
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| UpstreamError::Protocol {
+                host: self.host.clone(),
+                reason: "an upload was opened without a Location".into(),
+            })?;
+        let mut url = self.resolve(location)?;
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            "application/octet-stream".parse().expect("static header"),
+        );
+        h.insert(CONTENT_LENGTH, size.into());
+        let resp = self
+            .send_body(Method::PUT, url.as_str(), &scope, h, body)
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(()),
+            _ => Err(self.unexpected(&resp, &format!("the upload of {digest}"))),
+        }
+    }
+
+    /// Whether `remote` has the manifest `reference` (a digest or a tag).
+    pub async fn has_manifest(&self, remote: &str, reference: &str) -> Result<bool> {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, MANIFEST_ACCEPT.parse().expect("static header"));
+        let resp = self
+            .send(
+                Method::HEAD,
+                &format!("/v2/{remote}/manifests/{reference}"),
+                &Self::push_scope(remote),
+                h,
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.unexpected(&resp, "a manifest HEAD")),
+        }
+    }
+
+    /// Pushes a manifest under `reference` (its digest, or a tag).
+    pub async fn put_manifest(
+        &self,
+        remote: &str,
+        reference: &str,
+        media_type: &str,
+        body: Bytes,
+    ) -> Result<()> {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            media_type.parse().map_err(|_| UpstreamError::Protocol {
+                host: self.host.clone(),
+                reason: format!("invalid media type {media_type:?}"),
+            })?,
+        );
+        let resp = self
+            .send_body(
+                Method::PUT,
+                &format!("/v2/{remote}/manifests/{reference}"),
+                &Self::push_scope(remote),
+                h,
+                &|| Some(reqwest::Body::from(body.clone())),
+            )
+            .await?;
+        if resp.status() == StatusCode::CREATED {
+            return Ok(());
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        Err(UpstreamError::Protocol {
+            host: self.host.clone(),
+            reason: format!(
+                "the manifest PUT of {remote}:{reference} was refused with {status}: {}",
+                text.trim()
+            ),
+        })
+    }
+
     pub fn record_received(&self, bytes: u64) {
         self.metrics.received(&self.host, bytes);
     }
@@ -473,6 +678,12 @@ impl UpstreamClient {
     pub fn record_error(&self) {
         self.metrics.error(&self.host);
     }
+}
+
+/// TLS settings for other HTTPS downloads (the system's trusted roots), so every client
+/// sealer makes verifies certificates the same way.
+pub fn tls_client_config() -> anyhow::Result<rustls::ClientConfig> {
+    tls::client_config(None, false)
 }
 
 pub fn content_length(resp: &Response) -> Option<u64> {

@@ -48,6 +48,18 @@ impl FsStorage {
     /// Opens (creating if needed) a store rooted at `root`. Leftover temporary files of an
     /// interrupted process are removed; they were never visible.
     pub fn open(root: impl Into<PathBuf>) -> Result<FsStorage> {
+        let storage = FsStorage::open_shared(root)?;
+        let tmp = storage.layout.tmp_dir();
+        for entry in fs::read_dir(&tmp).map_err(ctx("listing", &tmp))? {
+            let entry = entry.map_err(ctx("listing", &tmp))?;
+            let _ = fs::remove_file(entry.path());
+        }
+        Ok(storage)
+    }
+
+    /// Opens a store that a server may be using at the same time (`sealer build`, `pull`,
+    /// `load`): the temporary files of other processes are left alone.
+    pub fn open_shared(root: impl Into<PathBuf>) -> Result<FsStorage> {
         let layout = Layout::new(root);
         for dir in [
             layout.root().to_path_buf(),
@@ -57,11 +69,6 @@ impl FsStorage {
             layout.uploads_dir(),
         ] {
             durable::ensure_dir(&dir).map_err(ctx("creating", &dir))?;
-        }
-        let tmp = layout.tmp_dir();
-        for entry in fs::read_dir(&tmp).map_err(ctx("listing", &tmp))? {
-            let entry = entry.map_err(ctx("listing", &tmp))?;
-            let _ = fs::remove_file(entry.path());
         }
         Ok(FsStorage {
             layout,
@@ -75,6 +82,129 @@ impl FsStorage {
 
     fn layout(&self) -> Layout {
         self.layout.clone()
+    }
+
+    /// Makes `file` the blob `digest`, which its writer computed while writing it. The
+    /// file must be on the store's filesystem (it is renamed, not copied); it is synced
+    /// first, so the blob is durable once visible. Returns the blob's size.
+    pub async fn adopt_blob(&self, file: PathBuf, digest: &Digest) -> Result<u64> {
+        let blob = self.layout.blob(digest);
+        blocking(move || {
+            let f = fs::File::open(&file).map_err(ctx("opening", &file))?;
+            let size = f.metadata().map_err(ctx("reading", &file))?.len();
+            if file_size(&blob)?.is_some() {
+                drop(f);
+                fs::remove_file(&file).map_err(ctx("removing", &file))?;
+                return Ok(size);
+            }
+            f.sync_data().map_err(ctx("syncing", &file))?;
+            drop(f);
+            durable::publish(&file, &blob).map_err(ctx("publishing", &blob))?;
+            Ok(size)
+        })
+        .await
+    }
+
+    /// The file holding a blob, if the store has it (for local readers that need a
+    /// seekable file, such as layer unpacking).
+    pub fn blob_path(&self, digest: &Digest) -> Option<PathBuf> {
+        let p = self.layout.blob(digest);
+        p.is_file().then_some(p)
+    }
+
+    /// Whether the store holds the blob at all (in any repository).
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.layout.blob(digest).is_file()
+    }
+
+    /// Every blob in the store with its size (for garbage collection by `sealer rmi`).
+    pub async fn list_blobs(&self) -> Result<Vec<(Digest, u64)>> {
+        let root = self.layout.root().join("blobs");
+        blocking(move || {
+            let mut out = Vec::new();
+            for alg in list_dir_names(&root)?.unwrap_or_default() {
+                for hh in list_dir_names(&root.join(&alg))?.unwrap_or_default() {
+                    let dir = root.join(&alg).join(&hh);
+                    for hex in list_dir_names(&dir)?.unwrap_or_default() {
+                        let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() else {
+                            continue;
+                        };
+                        if let Some(size) = file_size(&dir.join(&hex))? {
+                            out.push((d, size));
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Every repository that links a blob or holds a manifest (one with pushed layers
+    /// and no manifest yet included).
+    pub async fn list_repositories_with_links(&self) -> Result<Vec<String>> {
+        let dir = self.layout.repositories();
+        blocking(move || {
+            let mut out = Vec::new();
+            walk_marked(&dir, "", &["_manifests", "_layers"], &mut out)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Removes a blob from the store and every link to it.
+    pub async fn remove_blob(&self, digest: &Digest) -> Result<bool> {
+        let blob = self.layout.blob(digest);
+        blocking(move || durable::remove(&blob).map_err(ctx("removing", &blob))).await
+    }
+
+    /// Every blob a repository links (layers and manifests).
+    pub async fn repo_links(&self, repo: &RepoName) -> Result<Vec<Digest>> {
+        let dirs = [
+            self.layout.repo(repo).join("_layers"),
+            self.layout.manifests_dir(repo).join("revisions"),
+        ];
+        blocking(move || {
+            let mut out = Vec::new();
+            for dir in dirs {
+                for alg in list_dir_names(&dir)?.unwrap_or_default() {
+                    for hex in list_dir_names(&dir.join(&alg))?.unwrap_or_default() {
+                        if let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() {
+                            out.push(d);
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Removes a repository with its links and tags (the blobs stay).
+    pub async fn remove_repository(&self, repo: &RepoName) -> Result<()> {
+        let tags = self.layout.tags_dir(repo);
+        self.tag_lists.invalidate(&tags);
+        let layout = self.layout();
+        let repo = repo.clone();
+        blocking(move || {
+            let dir = layout.repo(&repo);
+            for sub in ["_layers", "_manifests", "_referrers"] {
+                let p = dir.join(sub);
+                match fs::remove_dir_all(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io(format!("removing {}", p.display()), e)),
+                }
+            }
+            // Parent folders of nested names go when they hold nothing else.
+            let repos = layout.repositories();
+            let mut d = dir.as_path();
+            while d != repos && fs::remove_dir(d).is_ok() {
+                d = d.parent().expect("below the repositories folder");
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -140,10 +270,15 @@ pub(crate) fn list_dir_names(dir: &Path) -> Result<Option<Vec<String>>> {
 
 /// Collects every repository under `dir` (one that has a `_manifests` directory).
 fn walk_repositories(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+    walk_marked(dir, prefix, &["_manifests"], out)
+}
+
+/// Collects every folder under `dir` that holds one of `markers`.
+fn walk_marked(dir: &Path, prefix: &str, markers: &[&str], out: &mut Vec<String>) -> Result<()> {
     let Some(names) = list_dir_names(dir)? else {
         return Ok(());
     };
-    if !prefix.is_empty() && names.iter().any(|n| n == "_manifests") {
+    if !prefix.is_empty() && names.iter().any(|n| markers.contains(&n.as_str())) {
         out.push(prefix.to_string());
     }
     for name in names {
@@ -157,7 +292,7 @@ fn walk_repositories(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<
             } else {
                 format!("{prefix}/{name}")
             };
-            walk_repositories(&child, &p, out)?;
+            walk_marked(&child, &p, markers, out)?;
         }
     }
     Ok(())

@@ -1,0 +1,180 @@
+//! What `sealer images` and `sealer inspect` show about stored images.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::cloudimage::{
+    ANNOTATION_CONTAINER_IMAGES, ANNOTATION_EXTENSION, ANNOTATION_REFERENCE, ANNOTATION_ROLE,
+    ContainerImage, ImageExtension, ROLE_CONTAINER_IMAGE, ROLE_ROOTFS,
+};
+use crate::store::{Store, TaggedImage, children};
+use sealer_registry::oci::{Digest, RepoName};
+use sealer_registry::storage::StoredManifest;
+
+/// One line of `sealer images`.
+#[derive(Debug, Serialize)]
+pub struct ImageSummary {
+    pub name: String,
+    pub tag: String,
+    pub digest: String,
+    pub media_type: String,
+    pub platforms: Vec<String>,
+    /// Bytes of every distinct blob and manifest the image holds in the store.
+    pub size: u64,
+    /// Container images a CloudImage carries (0 for other images).
+    pub container_images: usize,
+    pub cloud_image: bool,
+}
+
+pub async fn summary(store: &Store, t: &TaggedImage) -> anyhow::Result<ImageSummary> {
+    let (manifests, blobs) = store.graph(&t.repo, &t.manifest.digest).await?;
+    let size =
+        blobs.values().sum::<u64>() + manifests.iter().map(|m| m.body.len() as u64).sum::<u64>();
+    let c = children(&t.manifest.media_type, &t.manifest.body)?;
+    let role = |c: &crate::store::Child| c.annotations.get(ANNOTATION_ROLE).cloned();
+    let cloud_image = c
+        .manifests
+        .iter()
+        .any(|m| role(m).as_deref() == Some(ROLE_ROOTFS));
+    let mut platforms: Vec<String> = c
+        .manifests
+        .iter()
+        .filter(|m| !cloud_image || role(m).as_deref() == Some(ROLE_ROOTFS))
+        .filter_map(|m| m.platform.as_ref())
+        .map(|(os, arch, v)| match v {
+            Some(v) => format!("{os}/{arch}/{v}"),
+            None => format!("{os}/{arch}"),
+        })
+        .collect();
+    if c.manifests.is_empty()
+        && let Some((config, _, _)) = c.blobs.first()
+        && let Some(p) = platform_of_config(store, config)
+    {
+        platforms.push(p);
+    }
+    Ok(ImageSummary {
+        name: display_repo(&t.repo),
+        tag: t.tag.clone(),
+        digest: t.manifest.digest.to_string(),
+        media_type: t.manifest.media_type.clone(),
+        platforms,
+        size,
+        container_images: c
+            .manifests
+            .iter()
+            .filter(|m| role(m).as_deref() == Some(ROLE_CONTAINER_IMAGE))
+            .count(),
+        cloud_image,
+    })
+}
+
+fn platform_of_config(store: &Store, config: &Digest) -> Option<String> {
+    let path = store.storage().blob_path(config)?;
+    let c: oci_spec::image::ImageConfiguration =
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    Some(format!("{}/{}", c.os(), c.architecture()))
+}
+
+/// A store repository as users name it: `127.0.0.1_5000/app` is `127.0.0.1:5000/app`.
+pub fn display_repo(repo: &RepoName) -> String {
+    let s = repo.as_str();
+    match s.split_once('/') {
+        Some((host, rest)) if host.contains('_') => {
+            format!("{}/{rest}", host.replacen('_', ":", 1))
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// `sealer inspect`: the CloudImage as JSON.
+pub async fn inspect(
+    store: &Store,
+    repo: &RepoName,
+    top: &StoredManifest,
+) -> anyhow::Result<serde_json::Value> {
+    let c = children(&top.media_type, &top.body)?;
+    let index: serde_json::Value = serde_json::from_slice(&top.body)?;
+    let mut platforms = Vec::new();
+    let mut images = Vec::new();
+    for m in &c.manifests {
+        match m.annotations.get(ANNOTATION_ROLE).map(String::as_str) {
+            Some(ROLE_ROOTFS) => {
+                let Some(stored) = store.manifest(repo, &m.digest).await? else {
+                    continue;
+                };
+                let manifest: oci_spec::image::ImageManifest =
+                    serde_json::from_slice(&stored.body)?;
+                let notes = manifest.annotations().clone().unwrap_or_default();
+                let ext: Option<ImageExtension> = notes
+                    .get(ANNOTATION_EXTENSION)
+                    .and_then(|s| serde_json::from_str(s).ok());
+                let config: Digest = manifest.config().digest().to_string().parse()?;
+                let config: Option<serde_json::Value> = store
+                    .storage()
+                    .blob_path(&config)
+                    .and_then(|p| std::fs::read(p).ok())
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                let launch = ext.as_ref().map(|e| {
+                    let mut cmds: Vec<String> = e.launch.cmds.clone();
+                    for name in &e.launch.app_names {
+                        if let Some(app) = e.applications.iter().find(|a| &a.name == name) {
+                            cmds.extend(crate::cloudimage::default_launch(app));
+                        }
+                    }
+                    cmds
+                });
+                platforms.push(serde_json::json!({
+                    "platform": m.platform.as_ref().map(|(os, arch, v)| match v {
+                        Some(v) => format!("{os}/{arch}/{v}"),
+                        None => format!("{os}/{arch}"),
+                    }),
+                    "manifest": m.digest.to_string(),
+                    "layers": manifest.layers().iter().map(|l| serde_json::json!({
+                        "digest": l.digest().to_string(),
+                        "size": l.size(),
+                        "mediaType": l.media_type().to_string(),
+                    })).collect::<Vec<_>>(),
+                    "env": config.as_ref().and_then(|c| c.pointer("/config/Env")).cloned(),
+                    "labels": config.as_ref().and_then(|c| c.pointer("/config/Labels")).cloned(),
+                    "extension": ext,
+                    "launchCommands": launch,
+                }));
+            }
+            Some(ROLE_CONTAINER_IMAGE) => {
+                images.push(serde_json::json!({
+                    "image": m.annotations.get(ANNOTATION_REFERENCE),
+                    "digest": m.digest.to_string(),
+                    "mediaType": m.media_type,
+                    "present": store.manifest(repo, &m.digest).await?.is_some(),
+                }));
+            }
+            _ => {}
+        }
+    }
+    let listed: Vec<ContainerImage> = index
+        .pointer(&format!(
+            "/annotations/{}",
+            ANNOTATION_CONTAINER_IMAGES.replace('/', "~1")
+        ))
+        .and_then(|v| v.as_str())
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let apps: BTreeMap<String, Option<String>> =
+        listed.into_iter().map(|c| (c.image, c.app_name)).collect();
+    for i in &mut images {
+        let app = i["image"]
+            .as_str()
+            .and_then(|r| apps.get(r).cloned().flatten());
+        i["appName"] = serde_json::json!(app);
+    }
+    Ok(serde_json::json!({
+        "name": display_repo(repo),
+        "digest": top.digest.to_string(),
+        "mediaType": top.media_type,
+        "cloudImage": !platforms.is_empty(),
+        "platforms": platforms,
+        "containerImages": images,
+        "annotations": index.get("annotations"),
+    }))
+}

@@ -1,0 +1,409 @@
+//! The local image store: the registry's content store (DESIGN contract 1), opened next to
+//! a server that may be serving it. Builds, pulls and loads write here; `sealer-registry
+//! serve` serves the same files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use oci_spec::image::{ImageIndex, ImageManifest};
+use sealer_registry::oci::manifest::{ManifestKind, media_type};
+use sealer_registry::oci::{Digest, RepoName, Tag};
+use sealer_registry::storage::fs::FsStorage;
+use sealer_registry::storage::{Storage, StoredManifest};
+
+use crate::reference::{ImageName, Platform};
+
+#[derive(Clone)]
+pub struct Store {
+    storage: FsStorage,
+}
+
+/// A manifest's children: the manifests an index lists (with their platforms) or the
+/// blobs an image manifest needs (config first).
+#[derive(Debug, Default)]
+pub struct Children {
+    pub manifests: Vec<Child>,
+    pub blobs: Vec<(Digest, u64, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Child {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub platform: Option<(String, String, Option<String>)>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Child {
+    /// Whether a pull or build for `platforms` needs this child: every child when no
+    /// platform is chosen, else those without a platform and those matching one.
+    pub fn wanted(&self, platforms: &[Platform]) -> bool {
+        match &self.platform {
+            _ if platforms.is_empty() => true,
+            None => true,
+            Some((os, arch, variant)) => platforms
+                .iter()
+                .any(|p| p.matches(os, arch, variant.as_deref())),
+        }
+    }
+}
+
+fn digest_of(d: &oci_spec::image::Digest) -> anyhow::Result<Digest> {
+    d.to_string()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid digest {d}: {e}"))
+}
+
+/// What a manifest references.
+pub fn children(media_type_: &str, body: &[u8]) -> anyhow::Result<Children> {
+    let mut out = Children::default();
+    match ManifestKind::of_media_type(media_type_) {
+        Some(ManifestKind::Index) => {
+            let index: ImageIndex = serde_json::from_slice(body).context("invalid image index")?;
+            for m in index.manifests() {
+                out.manifests.push(Child {
+                    digest: digest_of(m.digest())?,
+                    size: m.size(),
+                    media_type: m.media_type().to_string(),
+                    platform: m.platform().as_ref().map(|p| {
+                        (
+                            p.os().to_string(),
+                            p.architecture().to_string(),
+                            p.variant().clone(),
+                        )
+                    }),
+                    annotations: m
+                        .annotations()
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                });
+            }
+        }
+        Some(ManifestKind::Image) => {
+            let m: ImageManifest =
+                serde_json::from_slice(body).context("invalid image manifest")?;
+            let c = m.config();
+            out.blobs
+                .push((digest_of(c.digest())?, c.size(), c.media_type().to_string()));
+            for l in m.layers() {
+                let mt = l.media_type().to_string();
+                // Non-distributable layers are fetched from their URLs, never stored.
+                if mt.starts_with(media_type::OCI_NONDISTRIBUTABLE_PREFIX)
+                    || mt == media_type::DOCKER_FOREIGN_LAYER
+                {
+                    continue;
+                }
+                out.blobs.push((digest_of(l.digest())?, l.size(), mt));
+            }
+        }
+        None => bail!("unsupported manifest type {media_type_:?}"),
+    }
+    Ok(out)
+}
+
+/// One tag in the store.
+#[derive(Debug, Clone)]
+pub struct TaggedImage {
+    pub repo: RepoName,
+    pub tag: String,
+    pub manifest: StoredManifest,
+}
+
+impl Store {
+    pub fn open(root: &Path) -> anyhow::Result<Store> {
+        let storage = FsStorage::open_shared(root)
+            .with_context(|| format!("cannot open the image store at {}", root.display()))?;
+        let store = Store { storage };
+        std::fs::create_dir_all(store.scratch())
+            .with_context(|| format!("cannot create {}", store.scratch().display()))?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        self.storage.root()
+    }
+
+    pub fn storage(&self) -> &FsStorage {
+        &self.storage
+    }
+
+    /// The builder's own working files (on the store's filesystem, so finished layers
+    /// and downloads become blobs by a rename).
+    pub fn scratch(&self) -> PathBuf {
+        self.root().join("builder/tmp")
+    }
+
+    /// The builder's state folder (caches).
+    pub fn state_dir(&self) -> PathBuf {
+        self.root().join("builder")
+    }
+
+    /// Makes a finished file in [`Self::scratch`] the blob `digest`, linked into `repo`.
+    pub async fn adopt(
+        &self,
+        repo: &RepoName,
+        file: PathBuf,
+        digest: &Digest,
+    ) -> anyhow::Result<u64> {
+        let size = self.storage.adopt_blob(file, digest).await?;
+        self.storage.link_blob(repo, digest).await?;
+        Ok(size)
+    }
+
+    /// Stores a small blob (an image config) and links it into `repo`.
+    pub async fn put_blob(&self, repo: &RepoName, data: &[u8]) -> anyhow::Result<Digest> {
+        let digest = Digest::sha256_of(data);
+        if !self.storage.has_blob(&digest) {
+            let mut f = tempfile::NamedTempFile::new_in(self.scratch())?;
+            std::io::Write::write_all(&mut f, data)?;
+            let (_, path) = f.keep().context("keeping a blob file")?;
+            self.storage.adopt_blob(path, &digest).await?;
+        }
+        self.storage.link_blob(repo, &digest).await?;
+        Ok(digest)
+    }
+
+    /// Whether `repo` links the blob.
+    pub async fn has_linked(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<bool> {
+        Ok(self.storage.repo_blob_size(repo, digest).await?.is_some())
+    }
+
+    /// Links a blob the store already holds into `repo`; `false` if it holds none.
+    pub async fn link_if_present(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<bool> {
+        if !self.storage.has_blob(digest) {
+            return Ok(false);
+        }
+        self.storage.link_blob(repo, digest).await?;
+        Ok(true)
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        media_type: &str,
+        body: Bytes,
+    ) -> anyhow::Result<Digest> {
+        let digest = Digest::sha256_of(&body);
+        self.put_manifest_as(repo, &digest, media_type, body)
+            .await?;
+        Ok(digest)
+    }
+
+    /// Stores a manifest under the digest it was fetched by (verified by the caller).
+    pub async fn put_manifest_as(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        media_type: &str,
+        body: Bytes,
+    ) -> anyhow::Result<()> {
+        self.storage
+            .put_manifest(repo, digest, media_type, body)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn tag(&self, repo: &RepoName, tag: &str, digest: &Digest) -> anyhow::Result<()> {
+        let tag = Tag::parse(tag).map_err(|e| anyhow::anyhow!("invalid tag {tag:?}: {}", e.0))?;
+        self.storage.set_tag(repo, &tag, digest).await?;
+        Ok(())
+    }
+
+    pub async fn manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> anyhow::Result<Option<StoredManifest>> {
+        Ok(self.storage.get_manifest(repo, digest).await?)
+    }
+
+    /// The manifest an image name points to in the store.
+    pub async fn resolve(&self, image: &ImageName) -> anyhow::Result<Option<StoredManifest>> {
+        let repo = image.repo().map_err(anyhow::Error::msg)?;
+        if let Some(d) = &image.digest {
+            return self.manifest(&repo, d).await;
+        }
+        let tag =
+            Tag::parse(&image.reference()).map_err(|e| anyhow::anyhow!("invalid tag: {}", e.0))?;
+        Ok(self.storage.get_tagged_manifest(&repo, &tag).await?)
+    }
+
+    /// Like [`Self::resolve`], failing with a clear message when the image is absent.
+    pub async fn require(&self, image: &ImageName) -> anyhow::Result<StoredManifest> {
+        self.resolve(image).await?.with_context(|| {
+            format!(
+                "{image} is not in the local store ({}); pull or build it first",
+                self.root().display()
+            )
+        })
+    }
+
+    /// Whether the manifest `digest` and everything it needs for `platforms` are in
+    /// `repo`.
+    pub async fn is_complete(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        platforms: &[Platform],
+    ) -> anyhow::Result<bool> {
+        let mut queue = vec![digest.clone()];
+        while let Some(d) = queue.pop() {
+            let Some(m) = self.manifest(repo, &d).await? else {
+                return Ok(false);
+            };
+            let c = children(&m.media_type, &m.body)?;
+            for (blob, _, _) in &c.blobs {
+                if !self.has_linked(repo, blob).await? {
+                    return Ok(false);
+                }
+            }
+            queue.extend(
+                c.manifests
+                    .iter()
+                    .filter(|m| m.wanted(platforms))
+                    .map(|m| m.digest.clone()),
+            );
+        }
+        Ok(true)
+    }
+
+    /// Every manifest and blob reachable from `digest` in `repo` (children the store
+    /// lacks, as in a sparse index, are skipped).
+    pub async fn graph(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> anyhow::Result<(Vec<StoredManifest>, BTreeMap<Digest, u64>)> {
+        let mut manifests = Vec::new();
+        let mut blobs = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        let mut queue = vec![digest.clone()];
+        while let Some(d) = queue.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            let Some(m) = self.manifest(repo, &d).await? else {
+                continue;
+            };
+            let c = children(&m.media_type, &m.body)?;
+            for (blob, size, _) in c.blobs {
+                blobs.insert(blob, size);
+            }
+            queue.extend(c.manifests.into_iter().map(|m| m.digest));
+            manifests.push(m);
+        }
+        Ok((manifests, blobs))
+    }
+
+    /// Links everything reachable from `digest` in `from` into `to` (a CloudImage's
+    /// repository carries its container images).
+    pub async fn link_graph(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> anyhow::Result<()> {
+        let (manifests, blobs) = self.graph(from, digest).await?;
+        for blob in blobs.keys() {
+            if !self.has_linked(to, blob).await? {
+                self.storage.link_blob(to, blob).await?;
+            }
+        }
+        for m in manifests {
+            self.storage
+                .put_manifest(to, &m.digest, &m.media_type, m.body)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every tagged image in the store, sorted by name and tag.
+    pub async fn tagged_images(&self) -> anyhow::Result<Vec<TaggedImage>> {
+        let mut out = Vec::new();
+        let mut repos = self.storage.list_repositories().await?;
+        repos.sort();
+        for name in repos {
+            let Ok(repo) = RepoName::parse(&name) else {
+                continue;
+            };
+            let Some((tags, _)) = self.storage.list_tags(&repo, None, usize::MAX).await? else {
+                continue;
+            };
+            for tag in tags {
+                let t = Tag::parse(&tag).map_err(|e| anyhow::anyhow!("{}", e.0))?;
+                if let Some(manifest) = self.storage.get_tagged_manifest(&repo, &t).await? {
+                    out.push(TaggedImage {
+                        repo: repo.clone(),
+                        tag,
+                        manifest,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a tag, then whatever of its repository no remaining tag reaches, then
+    /// every blob no repository links. Returns the number of blobs and bytes freed.
+    pub async fn remove(&self, image: &ImageName) -> anyhow::Result<(usize, u64)> {
+        let repo = image.repo().map_err(anyhow::Error::msg)?;
+        let tag = image
+            .tag
+            .as_deref()
+            .filter(|_| image.digest.is_none())
+            .context("name a tag to remove (NAME:TAG)")?;
+        let t = Tag::parse(tag).map_err(|e| anyhow::anyhow!("{}", e.0))?;
+        if !self.storage.delete_tag(&repo, &t).await? {
+            bail!("{image} is not in the local store");
+        }
+        let (tags, _) = self
+            .storage
+            .list_tags(&repo, None, usize::MAX)
+            .await?
+            .unwrap_or_default();
+        if tags.is_empty() {
+            self.storage.remove_repository(&repo).await?;
+        } else {
+            let mut keep = BTreeSet::new();
+            for tag in tags {
+                let t = Tag::parse(&tag).map_err(|e| anyhow::anyhow!("{}", e.0))?;
+                if let Some(d) = self.storage.resolve_tag(&repo, &t).await? {
+                    let (manifests, blobs) = self.graph(&repo, &d).await?;
+                    keep.extend(manifests.into_iter().map(|m| m.digest));
+                    keep.extend(blobs.into_keys());
+                }
+            }
+            for d in self.storage.repo_links(&repo).await? {
+                if !keep.contains(&d) {
+                    self.storage.unlink_blob(&repo, &d).await?;
+                    self.storage.delete_manifest(&repo, &d).await?;
+                }
+            }
+        }
+        self.collect_garbage().await
+    }
+
+    /// Removes every blob that no repository links. Not safe while a push into this store
+    /// is in flight (online collection comes with the registry's operations work).
+    pub async fn collect_garbage(&self) -> anyhow::Result<(usize, u64)> {
+        let mut linked = BTreeSet::new();
+        for name in self.storage.list_repositories_with_links().await? {
+            if let Ok(repo) = RepoName::parse(&name) {
+                linked.extend(self.storage.repo_links(&repo).await?);
+            }
+        }
+        let (mut count, mut bytes) = (0, 0);
+        for (d, size) in self.storage.list_blobs().await? {
+            if !linked.contains(&d) && self.storage.remove_blob(&d).await? {
+                count += 1;
+                bytes += size;
+            }
+        }
+        Ok((count, bytes))
+    }
+}

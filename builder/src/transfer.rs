@@ -1,0 +1,472 @@
+//! Moving images between the local store and registries: fetch (build, `sealer pull`)
+//! and push. Whole graphs, blobs in parallel, only what the other side lacks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use sealer_pull_proxy::upstream::UpstreamClient;
+use sealer_registry::oci::{Digest, RepoName};
+use sealer_registry::storage::Storage;
+use tokio::io::AsyncWriteExt;
+
+use crate::cloudimage::{ANNOTATION_REFERENCE, ANNOTATION_ROLE, ROLE_CONTAINER_IMAGE};
+use crate::progress::Progress;
+use crate::reference::{ImageName, Platform};
+use crate::remote::Registries;
+use crate::store::{Store, children};
+
+/// When a fetch asks the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Always resolve the reference upstream (blobs present are still not fetched).
+    Always,
+    /// Only when the store lacks the image or part of it.
+    #[default]
+    Missing,
+    /// Never: the store must hold it.
+    Never,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(PullPolicy::Always),
+            "missing" => Ok(PullPolicy::Missing),
+            "never" => Ok(PullPolicy::Never),
+            _ => Err(format!(
+                "invalid pull policy {s:?}: use always, missing or never"
+            )),
+        }
+    }
+}
+
+/// An image now in the store.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub image: ImageName,
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// It was already complete in the store; the registry was not asked.
+    pub from_store: bool,
+}
+
+pub struct Transfer<'a> {
+    store: &'a Store,
+    registries: &'a Registries,
+    progress: &'a dyn Progress,
+    /// Blobs moved at once.
+    jobs: usize,
+    /// One download per blob, however many images share it.
+    blob_locks: std::sync::Mutex<BTreeMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Attempts per blob download; each resumes where the previous one stopped.
+const ATTEMPTS: u32 = 4;
+
+impl<'a> Transfer<'a> {
+    pub fn new(
+        store: &'a Store,
+        registries: &'a Registries,
+        progress: &'a dyn Progress,
+        jobs: usize,
+    ) -> Transfer<'a> {
+        Transfer {
+            store,
+            registries,
+            progress,
+            jobs,
+            blob_locks: Default::default(),
+        }
+    }
+
+    /// Fetches `image` (for `platforms`; all when empty) into the store under its own
+    /// repository and tags it.
+    pub async fn fetch(
+        &self,
+        image: &ImageName,
+        platforms: &[Platform],
+        policy: PullPolicy,
+    ) -> anyhow::Result<Fetched> {
+        let repo = image.repo().map_err(anyhow::Error::msg)?;
+        if policy != PullPolicy::Always
+            && let Some(m) = self.store.resolve(image).await?
+            && self.store.is_complete(&repo, &m.digest, platforms).await?
+        {
+            return Ok(Fetched {
+                image: image.clone(),
+                repo,
+                size: m.body.len() as u64,
+                digest: m.digest,
+                media_type: m.media_type,
+                from_store: true,
+            });
+        }
+        if policy == PullPolicy::Never {
+            bail!("{image} is not (completely) in the local store and --pull is never");
+        }
+        let client = self.registries.client(&image.host)?;
+        let remote = image.remote.as_str();
+        let top = client
+            .get_manifest(remote, &image.reference())
+            .await
+            .context("cannot fetch the manifest")?
+            .with_context(|| format!("the registry {} has no such image", image.host))?;
+        if let Some(d) = &image.digest
+            && &top.digest != d
+        {
+            bail!("the registry sent manifest {} instead", top.digest);
+        }
+        let top_size = top.body.len() as u64;
+        let top_digest = top.digest.clone();
+        let top_type = top.media_type.clone();
+        // Manifests in fetch order (parents before children), then their blobs.
+        let mut manifests = vec![(top.digest, top.media_type, top.body)];
+        let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
+        let mut next = 0;
+        while next < manifests.len() {
+            let (_, mt, body) = &manifests[next];
+            next += 1;
+            let c = children(mt, body)?;
+            blobs.extend(c.blobs.into_iter().map(|(d, s, _)| (d, s)));
+            for child in c.manifests.into_iter().filter(|c| c.wanted(platforms)) {
+                if manifests.iter().any(|(d, _, _)| d == &child.digest) {
+                    continue;
+                }
+                let m = match self.store.manifest(&repo, &child.digest).await? {
+                    Some(m) => (m.digest, m.media_type, m.body),
+                    None => {
+                        let m = client
+                            .get_manifest(remote, &child.digest.to_string())
+                            .await?
+                            .with_context(|| {
+                                format!("the registry lacks manifest {}", child.digest)
+                            })?;
+                        (m.digest, m.media_type, m.body)
+                    }
+                };
+                manifests.push(m);
+            }
+        }
+        let repo_ref = &repo;
+        let client_ref = &client;
+        futures::stream::iter(blobs)
+            .map(|(d, size)| async move {
+                self.fetch_blob(client_ref, remote, repo_ref, &d, size)
+                    .await
+                    .with_context(|| format!("blob {d}"))
+            })
+            .buffer_unordered(self.jobs.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        for (d, mt, body) in manifests.into_iter().rev() {
+            self.store.put_manifest_as(&repo, &d, &mt, body).await?;
+        }
+        if let Some(tag) = &image.tag {
+            self.store.tag(&repo, tag, &top_digest).await?;
+        }
+        self.unfold(&repo, &top_digest).await?;
+        Ok(Fetched {
+            image: image.clone(),
+            repo,
+            digest: top_digest,
+            media_type: top_type,
+            size: top_size,
+            from_store: false,
+        })
+    }
+
+    /// Gives the container images a fetched CloudImage carries their own names in the
+    /// store, so `sealer-registry serve` hands them to container runtimes as they ask.
+    async fn unfold(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<()> {
+        let Some(top) = self.store.manifest(repo, digest).await? else {
+            return Ok(());
+        };
+        for child in children(&top.media_type, &top.body)?.manifests {
+            if child.annotations.get(ANNOTATION_ROLE).map(String::as_str)
+                != Some(ROLE_CONTAINER_IMAGE)
+            {
+                continue;
+            }
+            let Some(reference) = child.annotations.get(ANNOTATION_REFERENCE) else {
+                continue;
+            };
+            let name = ImageName::parse(reference)
+                .map_err(|e| anyhow::anyhow!("{digest} carries an invalid reference: {e}"))?;
+            let own = name.repo().map_err(anyhow::Error::msg)?;
+            if self.store.manifest(repo, &child.digest).await?.is_none() {
+                continue;
+            }
+            self.store.link_graph(repo, &own, &child.digest).await?;
+            if let Some(tag) = &name.tag {
+                self.store.tag(&own, tag, &child.digest).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches several images at once; on failure, the error lists every image that
+    /// could not be fetched.
+    pub async fn fetch_all(
+        &self,
+        images: &[ImageName],
+        platforms: &[Platform],
+        policy: PullPolicy,
+    ) -> anyhow::Result<Vec<Fetched>> {
+        let results: Vec<_> = futures::stream::iter(images)
+            .map(|i| async move { (i, self.fetch(i, platforms, policy).await) })
+            .buffered(self.jobs.clamp(1, 4))
+            .collect()
+            .await;
+        let mut fetched = Vec::new();
+        let mut failed = Vec::new();
+        for (image, r) in results {
+            match r {
+                Ok(f) => fetched.push(f),
+                Err(e) => failed.push(format!("  {image}: {e:#}")),
+            }
+        }
+        if !failed.is_empty() {
+            bail!(
+                "{} of {} container image(s) cannot be fetched:\n{}",
+                failed.len(),
+                images.len(),
+                failed.join("\n")
+            );
+        }
+        Ok(fetched)
+    }
+
+    /// Downloads one blob into the store (resuming a partial download left by an earlier
+    /// attempt or run), verifies it, and links it into `repo`.
+    async fn fetch_blob(
+        &self,
+        client: &UpstreamClient,
+        remote: &str,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> anyhow::Result<()> {
+        let lock = self
+            .blob_locks
+            .lock()
+            .expect("blob locks")
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
+        if self.store.has_linked(repo, digest).await?
+            || self.store.link_if_present(repo, digest).await?
+        {
+            return Ok(());
+        }
+        let partial = self.store.scratch().join(format!(
+            "partial-{}-{}",
+            digest.algorithm().as_str(),
+            digest.hex()
+        ));
+        // Another sealer process may be downloading the same blob: wait for its lock,
+        // then use what it finished.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&partial)
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        let file = tokio::task::spawn_blocking(move || lock_exclusive(file)).await??;
+        if self.store.link_if_present(repo, digest).await? {
+            let _ = std::fs::remove_file(&partial);
+            return Ok(());
+        }
+        // Resume after what an earlier attempt left, hashing it again first.
+        let algorithm = digest.algorithm();
+        let (file, mut hasher, mut offset) = tokio::task::spawn_blocking(move || {
+            let mut hasher = algorithm.hasher();
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
+            let mut len = 0u64;
+            loop {
+                let buf = std::io::BufRead::fill_buf(&mut reader)?;
+                if buf.is_empty() {
+                    break;
+                }
+                hasher.update(buf);
+                let n = buf.len();
+                len += n as u64;
+                std::io::BufRead::consume(&mut reader, n);
+            }
+            drop(reader);
+            if len >= size {
+                file.set_len(0)?;
+                return Ok::<_, std::io::Error>((file, algorithm.hasher(), 0));
+            }
+            Ok((file, hasher, len))
+        })
+        .await??;
+        let mut file = tokio::fs::File::from_std(file);
+        let task = self.progress.task(&short(digest), size);
+        task.advance(offset);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result: anyhow::Result<()> = async {
+                let resp = client
+                    .get_blob(remote, digest, offset)
+                    .await?
+                    .context("the registry does not have it")?;
+                let mut body = resp.bytes_stream();
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.context("the download broke off")?;
+                    file.write_all(&chunk).await?;
+                    hasher.update(&chunk);
+                    offset += chunk.len() as u64;
+                    client.record_received(chunk.len() as u64);
+                    task.advance(chunk.len() as u64);
+                    if offset > size {
+                        bail!("the registry sent more than the {size} bytes the manifest gives");
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => break,
+                Err(e) if attempt < ATTEMPTS && offset < size => {
+                    self.progress.message(&format!(
+                        "{}: {e:#}; resuming at byte {offset}",
+                        short(digest)
+                    ));
+                    tokio::time::sleep(std::time::Duration::from_millis(300 * u64::from(attempt)))
+                        .await;
+                }
+                Err(e) => {
+                    if offset > size {
+                        let _ = tokio::fs::remove_file(&partial).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        file.flush().await?;
+        let actual = hasher.finish();
+        if offset != size || &actual != digest {
+            let _ = tokio::fs::remove_file(&partial).await;
+            bail!(
+                "downloaded {offset} bytes with digest {actual}; expected {size} bytes of {digest}"
+            );
+        }
+        // Still holding the lock: a waiting process sees the blob once it gets it.
+        self.store.adopt(repo, partial, digest).await?;
+        drop(file);
+        task.finish("done");
+        Ok(())
+    }
+
+    /// Pushes the image `local` from the store to `target` (the whole graph the store
+    /// holds; blobs the registry already has are skipped). Returns the top digest.
+    pub async fn push(&self, local: &ImageName, target: &ImageName) -> anyhow::Result<Digest> {
+        let repo = local.repo().map_err(anyhow::Error::msg)?;
+        let top = self.store.require(local).await?;
+        let (manifests, blobs) = self.store.graph(&repo, &top.digest).await?;
+        let client = self.registries.client(&target.host)?;
+        let remote = target.remote.as_str();
+        let client_ref = &client;
+        futures::stream::iter(blobs)
+            .map(|(d, size)| async move {
+                self.push_blob(client_ref, remote, &d, size)
+                    .await
+                    .with_context(|| format!("pushing blob {d} to {target}"))
+            })
+            .buffer_unordered(self.jobs.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        for m in manifests.iter().rev() {
+            let is_top = m.digest == top.digest;
+            let reference = match (&target.tag, is_top) {
+                (Some(tag), true) => tag.clone(),
+                _ => m.digest.to_string(),
+            };
+            if !is_top && client.has_manifest(remote, &reference).await? {
+                continue;
+            }
+            let pushed = client
+                .put_manifest(remote, &reference, &m.media_type, m.body.clone())
+                .await
+                .with_context(|| format!("pushing manifest {} to {target}", m.digest));
+            if let Err(e) = pushed {
+                let listed = children(&m.media_type, &m.body)?.manifests;
+                let absent = listed
+                    .iter()
+                    .filter(|c| !manifests.iter().any(|m| m.digest == c.digest))
+                    .count();
+                if absent > 0 {
+                    return Err(e.context(format!(
+                        "index {} lists {absent} manifest(s) the store does not hold (only some \
+                         platforms were fetched, with --platform), and {} requires all of them; \
+                         pull or build without --platform, or push to a registry that accepts \
+                         sparse indexes such as sealer-registry",
+                        m.digest, target.host
+                    )));
+                }
+                return Err(e);
+            }
+        }
+        Ok(top.digest)
+    }
+
+    async fn push_blob(
+        &self,
+        client: &UpstreamClient,
+        remote: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> anyhow::Result<()> {
+        let task = self.progress.task(&short(digest), size);
+        if client.has_blob(remote, digest).await? {
+            task.finish("exists");
+            return Ok(());
+        }
+        let task: Arc<dyn crate::progress::Task> = Arc::from(task);
+        let storage = self.store.storage().clone();
+        let d = digest.clone();
+        let t = task.clone();
+        let body = move || {
+            let storage = storage.clone();
+            let d = d.clone();
+            let t = t.clone();
+            let stream = futures::stream::once(async move {
+                match storage.read_blob(&d, None).await {
+                    Ok(Some(s)) => Ok(s),
+                    Ok(None) => Err(std::io::Error::other(format!(
+                        "blob {d} is missing from the store"
+                    ))),
+                    Err(e) => Err(std::io::Error::other(e)),
+                }
+            })
+            .try_flatten()
+            .inspect_ok(move |chunk| t.advance(chunk.len() as u64));
+            Some(reqwest::Body::wrap_stream(stream))
+        };
+        client.push_blob(remote, digest, size, &body).await?;
+        task.finish("pushed");
+        Ok(())
+    }
+}
+
+/// Blocks until this process holds the file's exclusive lock (released on close).
+fn lock_exclusive(file: std::fs::File) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// A digest as progress lines show it.
+pub fn short(d: &Digest) -> String {
+    d.hex().chars().take(12).collect()
+}

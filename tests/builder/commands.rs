@@ -1,0 +1,188 @@
+//! The image commands on the local store (tag, rmi and its garbage collection), logins,
+//! and the errors a user gets for bad input.
+
+use sealer_e2e::*;
+
+use crate::*;
+
+#[test]
+fn tag_and_rmi_keep_what_other_tags_need_and_free_the_rest() {
+    let up = example_upstream();
+    let sealer = Sealer::new();
+    let digest = sealer.build(
+        "example.com/shop:1.0",
+        examples(),
+        &upstream_flags(&up.host),
+    );
+    let blobs = sealer.blob_count();
+
+    // A tag in another repository shares every blob.
+    sealer.ok(&["tag", "example.com/shop:1.0", "127.0.0.1:5999/team/shop:rc"]);
+    let rows = sealer.images();
+    assert_eq!(
+        image_row(&rows, "127.0.0.1:5999/team/shop", "rc")["digest"],
+        digest.as_str()
+    );
+    assert_eq!(sealer.blob_count(), blobs);
+
+    // Removing one name frees nothing another name still reaches.
+    let out = sealer.ok(&["rmi", "example.com/shop:1.0"]);
+    assert!(out.contains("freed 0 blob(s)"), "{out}");
+    assert!(
+        sealer.inspect("127.0.0.1:5999/team/shop:rc")["containerImages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["present"] == true)
+    );
+
+    // Removing the last CloudImage name frees its own layers and config, but not the
+    // container images, which keep their own tags.
+    let out = sealer.ok(&["rmi", "127.0.0.1:5999/team/shop:rc"]);
+    assert!(out.contains("freed 7 blob(s)"), "{out}");
+    assert_eq!(sealer.blob_count(), blobs - 7);
+    let mut images: Vec<String> = EXAMPLE_IMAGES
+        .iter()
+        .map(|i| match i.split_once('/') {
+            Some(("library", _)) => format!("docker.io/{i}"),
+            Some(("prometheus", _)) => format!("quay.io/{i}"),
+            _ => format!("registry.k8s.io/{i}"),
+        })
+        .collect();
+    images.sort();
+    sealer.ok(&[vec!["rmi".to_string()], images].concat());
+    assert_eq!(sealer.blob_count(), 0);
+    assert!(sealer.images().is_empty());
+
+    let err = sealer.fails(&["rmi", "example.com/shop:1.0"]);
+    assert!(
+        err.contains("example.com/shop:1.0 is not in the local store"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_checks_credentials_saves_them_and_push_uses_them() {
+    const USER: &str = "builder-user";
+    const PASSWORD: &str = "builder-pass";
+    let tokens = TokenServer::start("127.0.0.1", USER, PASSWORD).await;
+    let reg = DockerRegistry::start(UpstreamOptions {
+        token: Some(&tokens),
+        ..Default::default()
+    });
+    let up = example_upstream();
+    let sealer = Sealer::new();
+    sealer.build(
+        "example.com/shop:1.0",
+        examples(),
+        &upstream_flags(&up.host),
+    );
+    let target = format!("{}/apps/shop:1.0", reg.host);
+
+    // Without a login the registry refuses the push, and says so.
+    let err = sealer.fails(&["push", "example.com/shop:1.0", &target]);
+    assert!(err.contains(&reg.host), "{err}");
+
+    let err = sealer.fails(&["login", &reg.host, "-u", USER, "-p", "wrong"]);
+    assert!(
+        err.contains(&format!("cannot log in to {}", reg.host)),
+        "{err}"
+    );
+    assert!(!sealer.auth_file().exists(), "a failed login saves nothing");
+
+    let mut login = sealer.cmd(&["login", &reg.host, "-u", USER, "--password-stdin"]);
+    login
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = login.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sealer.auth_file()).unwrap()).unwrap();
+    use base64::Engine;
+    assert_eq!(
+        saved["auths"][reg.host.as_str()]["auth"],
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+    );
+
+    // skopeo, reading the same config.json, sees what sealer pushed.
+    sealer.ok(&["push", "example.com/shop:1.0", &target]);
+    let raw = run(std::process::Command::new(require("skopeo"))
+        .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+        .arg(sealer.auth_file())
+        .arg(format!("docker://{target}")));
+    assert!(raw.contains("sealer.image.container.images"), "{raw}");
+
+    sealer.ok(&["logout", &reg.host]);
+    let err = sealer.fails(&["logout", &reg.host]);
+    assert!(err.contains("not logged in"), "{err}");
+    let fresh = Sealer::new();
+    let err = fresh.fails(&["pull", &target]);
+    assert!(err.contains("401") || err.contains("credentials"), "{err}");
+}
+
+#[test]
+fn bad_input_names_the_file_line_and_every_missing_image() {
+    let sealer = Sealer::new();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        "FROM scratch\nCOPY app.yaml manifests/\nLAUNCH [\"nothere\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.path().join("app.yaml"),
+        "kind: Pod\nspec:\n  containers:\n    - image: nginx:1.25\n    - image: quay.io/x/missing:1\n",
+    )
+    .unwrap();
+    let kubefile = ctx.path().join("Kubefile");
+    let err = sealer.fails(&["build", "-t", "x:1", ctx.path().to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("{}:3", kubefile.display())) && err.contains("nothere"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &kubefile,
+        "FROM scratch\nCOPY app.yaml manifests/\nBOGUS x\n",
+    )
+    .unwrap();
+    let err = sealer.fails(&["build", "-t", "x:1", ctx.path().to_str().unwrap()]);
+    assert!(err.contains(&format!("{}:3", kubefile.display())), "{err}");
+
+    std::fs::write(&kubefile, "FROM scratch\nCOPY ../etc/passwd etc/\n").unwrap();
+    let err = sealer.fails(&["build", "-t", "x:1", ctx.path().to_str().unwrap()]);
+    assert!(err.contains("inside the build context"), "{err}");
+
+    // Images the upstream lacks fail the build, all of them named; nothing is tagged.
+    let up = DockerRegistry::start(UpstreamOptions::default());
+    skopeo_push(&up.host, "library/nginx:1.25", None);
+    std::fs::write(&kubefile, "FROM scratch\nCOPY app.yaml manifests/\n").unwrap();
+    let mut args = vec!["build".to_string(), "-t".into(), "x:1".into()];
+    args.extend(upstream_flags(&up.host));
+    args.extend([
+        "--image-list".into(),
+        ctx.path().join("more").display().to_string(),
+    ]);
+    std::fs::write(ctx.path().join("more"), "registry.k8s.io/also-missing:2\n").unwrap();
+    args.push(ctx.path().display().to_string());
+    let err = sealer.fails(&args);
+    assert!(
+        err.contains("2 of 3 container image(s) cannot be fetched"),
+        "{err}"
+    );
+    assert!(err.contains("quay.io/x/missing:1"), "{err}");
+    assert!(err.contains("registry.k8s.io/also-missing:2"), "{err}");
+    assert!(
+        !sealer
+            .images()
+            .iter()
+            .any(|r| r["name"] == "docker.io/library/x")
+    );
+}

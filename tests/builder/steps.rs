@@ -1,0 +1,248 @@
+//! Kubefile steps that do more than copy (RUN, ADD of archives), `--dry-run`, and
+//! multi-platform builds with sparse container-image indexes.
+
+use std::process::Command;
+
+use sealer_e2e::*;
+use serde_json::json;
+
+use crate::*;
+
+#[test]
+fn run_and_add_make_layers_and_their_files_are_scanned_for_images() {
+    let up = example_upstream();
+    let sealer = Sealer::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::create_dir_all(c.join("rootfs/bin")).unwrap();
+    std::fs::write(c.join("rootfs/bin/tool"), "#!/bin/sh\necho from-tool\n").unwrap();
+    run(Command::new("chmod")
+        .arg("755")
+        .arg(c.join("rootfs/bin/tool")));
+    std::fs::create_dir_all(c.join("arc/etc")).unwrap();
+    std::fs::write(c.join("arc/etc/old.conf"), "old\n").unwrap();
+    std::fs::write(c.join("arc/etc/pod.yaml"), "image: nginx:1.25\n").unwrap();
+    run(Command::new("tar")
+        .arg("czf")
+        .arg(c.join("bundle.tar.gz"))
+        .arg("-C")
+        .arg(c.join("arc"))
+        .arg("etc"));
+    std::fs::write(
+        c.join("Kubefile"),
+        "FROM scratch\n\
+         ENV GREETING=hello\n\
+         COPY rootfs .\n\
+         ADD bundle.tar.gz /\n\
+         RUN echo \"$GREETING\" > etc/greeting && rm etc/old.conf && mkdir -p manifests \\\n  \
+           && echo 'image: registry.k8s.io/pause:3.9' > manifests/gen.yaml\n\
+         RUN tool > etc/tool.out\n\
+         CMDS [\"kubectl get nodes\"]\n",
+    )
+    .unwrap();
+    let flags = upstream_flags(&up.host);
+
+    // --dry-run lists the images with where each comes from, and builds nothing.
+    let listed = sealer.ok(&[
+        vec![
+            "build".to_string(),
+            "-t".into(),
+            "runner:1".into(),
+            "--dry-run".into(),
+            "--json".into(),
+        ],
+        flags.clone(),
+        vec![c.display().to_string()],
+    ]
+    .concat());
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let places: Vec<(String, String)> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["image"].as_str().unwrap().to_string(),
+                i["places"][0]["file"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let kubefile = c.join("Kubefile");
+    assert_eq!(
+        places,
+        [
+            (
+                "docker.io/library/nginx:1.25".to_string(),
+                format!("{}!/etc/pod.yaml", c.join("bundle.tar.gz").display())
+            ),
+            (
+                "registry.k8s.io/pause:3.9".to_string(),
+                format!("{}:5 RUN made /manifests/gen.yaml", kubefile.display())
+            ),
+        ]
+    );
+    assert!(sealer.images().is_empty(), "a dry run stores nothing");
+
+    let digest = sealer.build("runner:1", c, &flags);
+    let info = sealer.inspect("runner:1");
+    let p = &info["platforms"][0];
+    assert_eq!(p["env"], json!(["GREETING=hello"]));
+    assert_eq!(p["launchCommands"], json!(["kubectl get nodes"]));
+    assert_eq!(info["containerImages"].as_array().unwrap().len(), 2);
+
+    // The layers hold what each step made: RUN's changes with a whiteout for the
+    // removed file, and its PATH had the image's bin/.
+    let layers: Vec<String> = p["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(layers.len(), 4);
+    let list = |d: &str| {
+        let hex = &d[7..];
+        let blob = sealer
+            .root()
+            .join(format!("blobs/sha256/{}/{hex}", &hex[..2]));
+        let out = run(Command::new("sh")
+            .arg("-c")
+            .arg(format!("zstd -dc {} | tar tf -", blob.display())));
+        out.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(list(&layers[0]), ["bin", "bin/tool"]);
+    assert_eq!(list(&layers[1]), ["etc", "etc/old.conf", "etc/pod.yaml"]);
+    assert_eq!(
+        list(&layers[2]),
+        [
+            "etc/.wh.old.conf",
+            "etc/greeting",
+            "manifests",
+            "manifests/gen.yaml"
+        ]
+    );
+    assert_eq!(list(&layers[3]), ["etc/tool.out"]);
+
+    // A rebuild runs nothing again, and still carries what RUN's files named.
+    let out = sealer.run(
+        &[
+            vec!["build".to_string(), "-t".into(), "runner:1".into()],
+            flags.clone(),
+            vec![c.display().to_string()],
+        ]
+        .concat(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("4 layer(s), 4 from the cache"), "{stderr}");
+    assert!(stderr.contains("2 container image(s)"), "{stderr}");
+    assert_eq!(
+        digest_of_line(&String::from_utf8_lossy(&out.stdout)),
+        digest
+    );
+
+    // A failing RUN names the Kubefile line.
+    std::fs::write(&kubefile, "FROM scratch\nRUN exit 3\n").unwrap();
+    let err = sealer.fails(&["build", "-t", "bad:1", c.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("{}:2: RUN exit 3 failed", kubefile.display())),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn platforms_fetch_only_their_manifests_and_keep_the_index_byte_exact() {
+    // A two-platform image on an upstream (our registry).
+    let up = Registry::start();
+    let amd = push_image(&up, "library/multi", "amd64", 1, 4096).await;
+    let arm = push_image(&up, "library/multi", "arm64", 1, 4096).await;
+    let index = index_manifest(
+        OCI_INDEX,
+        vec![
+            (descriptor(OCI_MANIFEST, &amd.manifest), "amd64"),
+            (descriptor(OCI_MANIFEST, &arm.manifest), "arm64"),
+        ],
+        json!({}),
+    );
+    let resp = put_manifest(&up, "library/multi", "1", OCI_INDEX, &index).await;
+    assert_eq!(resp.status(), 201);
+    let index_digest = sha256(&index);
+
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        "FROM scratch\nCOPY app.yaml manifests/\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("app.yaml"), "image: multi:1\n").unwrap();
+    let flags = vec![
+        "--upstream".to_string(),
+        format!("docker.io=http://{}", up.host),
+    ];
+
+    let sealer = Sealer::new();
+    let ctx_path = ctx.path().to_path_buf();
+    let s = &sealer;
+    let digest = tokio::task::block_in_place(|| {
+        s.build(
+            "app:1",
+            &ctx_path,
+            &[
+                flags.clone(),
+                vec!["--platform".into(), "linux/arm64,linux/amd64".into()],
+            ]
+            .concat(),
+        )
+    });
+    let info = tokio::task::block_in_place(|| sealer.inspect("app:1"));
+    let platforms: Vec<&str> = info["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["linux/arm64", "linux/amd64"]);
+    assert_eq!(info["containerImages"][0]["digest"], index_digest.as_str());
+
+    // One platform: the upstream index is stored byte-exact, only arm64's manifest and
+    // blobs are fetched.
+    let one = Sealer::new();
+    tokio::task::block_in_place(|| {
+        one.build(
+            "app:1",
+            &ctx_path,
+            &[
+                flags.clone(),
+                vec!["--platform".into(), "linux/arm64".into()],
+            ]
+            .concat(),
+        )
+    });
+    let stored = std::fs::read(one.root().join(format!(
+        "blobs/sha256/{}/{}",
+        &index_digest[7..9],
+        &index_digest[7..]
+    )))
+    .unwrap();
+    assert_eq!(stored, index);
+    let blob = |d: &str| {
+        one.root()
+            .join(format!("blobs/sha256/{}/{}", &d[7..9], &d[7..]))
+            .exists()
+    };
+    assert!(blob(&arm.digest) && blob(&sha256(&arm.layers[0])));
+    assert!(!blob(&amd.digest) && !blob(&sha256(&amd.layers[0])));
+
+    // Our registry takes the sparse index; docker-registry requires every manifest an
+    // index lists, and the error says why and what to do.
+    let ours = Registry::start();
+    let theirs = DockerRegistry::start(UpstreamOptions::default());
+    tokio::task::block_in_place(|| {
+        one.ok(&["push", "app:1", &format!("{}/app:1", ours.host)]);
+        let err = one.fails(&["push", "app:1", &format!("{}/app:1", theirs.host)]);
+        assert!(err.contains("only some platforms were fetched"), "{err}");
+        // Built without --platform, the container images come whole and push anywhere.
+        let whole = Sealer::new();
+        let d = whole.build("app:1", &ctx_path, &flags);
+        assert_ne!(d, digest);
+        whole.ok(&["push", "app:1", &format!("{}/app:1", theirs.host)]);
+    });
+}
