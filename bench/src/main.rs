@@ -2,6 +2,7 @@
 //! (CNCF distribution 2.8) in one run, alternating the two, each at least three times;
 //! prints the median of each figure and the ratio. See `docs/benchmarks.md`.
 
+mod build;
 mod mirror;
 mod servers;
 mod workloads;
@@ -48,6 +49,8 @@ enum Mode {
     Registry,
     /// Pulls through the pull-through mirror against docker-registry's proxy mode.
     Mirror(mirror::MirrorArgs),
+    /// `sealer build` against `tar | zstd -T0` plus `skopeo copy` of the same images.
+    Build(build::BuildArgs),
 }
 
 /// One figure of one run.
@@ -224,8 +227,10 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let base_buf = Bytes::from(random(64 * MIB));
-    if let Some(Mode::Mirror(m)) = &args.mode {
-        return mirror::run(&args, m, &base_buf).await;
+    match &args.mode {
+        Some(Mode::Mirror(m)) => return mirror::run(&args, m, &base_buf).await,
+        Some(Mode::Build(b)) => return build::run(&args, b, &base_buf).await,
+        _ => {}
     }
     let mut results: BTreeMap<&'static str, Vec<Figures>> = BTreeMap::new();
     for round in 0..args.rounds {

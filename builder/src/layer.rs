@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use ring::digest::{Context, SHA256};
 
+use crate::cache::Stamp;
+
 pub const MEDIA_TYPE_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const MEDIA_TYPE_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
@@ -33,6 +35,19 @@ pub struct LayerOptions {
     /// Keep the files' modification times, owners and exact modes instead of the fixed,
     /// reproducible ones.
     pub keep_metadata: bool,
+    /// Also hash each regular file's content as it is read (for the build cache, so a
+    /// first build reads every file once, not twice).
+    pub hash_contents: bool,
+}
+
+/// A regular file's content hash, computed while writing a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentHash {
+    pub path: PathBuf,
+    /// The file's stat data when it was read.
+    pub stamp: Stamp,
+    /// Lowercase hex BLAKE3, as the build cache keeps it.
+    pub blake3: String,
 }
 
 /// One file, folder or symlink of the layer: where it comes from and its path in the image.
@@ -52,6 +67,8 @@ pub struct Layer {
     pub diff_id: String,
     pub size: u64,
     pub media_type: &'static str,
+    /// With [`LayerOptions::hash_contents`]: every regular file's content hash.
+    pub contents: Vec<ContentHash>,
 }
 
 /// The entries for copying `source` (a file, a symlink or a folder, recursively) to
@@ -112,22 +129,53 @@ pub fn write_layer(entries: &[Entry], options: LayerOptions, dir: &Path) -> io::
     let file = tempfile::Builder::new()
         .prefix(".layer-")
         .tempfile_in(dir)?;
-    let compressed = Hashing::new(BufWriter::with_capacity(1 << 20, file));
-    let (compressed, diff_id) = match options.compression {
-        Compression::Zstd => {
-            let mut enc = zstd::Encoder::new(compressed, 3)?;
-            // Compression in worker threads keeps up with the disk on large layers; a fixed
-            // worker count keeps the bytes reproducible.
-            enc.multithread(2)?;
-            let (enc, diff_id) = write_tar(&entries, options, enc)?;
-            (enc.finish()?, diff_id)
-        }
-        Compression::Gzip => {
-            let enc = flate2::write::GzEncoder::new(compressed, flate2::Compression::default());
-            let (enc, diff_id) = write_tar(&entries, options, enc)?;
-            (enc.finish()?, diff_id)
-        }
-    };
+    // Two stages on two threads: this one reads the files and writes the tar (hashing
+    // contents and the diff_id); the other compresses, hashes the blob and writes it.
+    // Either alone would leave a core idle on a 2-core machine.
+    let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    // Emptied chunks go back for reuse: a few buffers in all, however large the layer.
+    let (recycle, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
+    let compression = options.compression;
+    let (compressed, diff_id, contents) = std::thread::scope(|scope| {
+        let sink = scope.spawn(move || -> io::Result<_> {
+            let compressed = Hashing::new(BufWriter::with_capacity(1 << 20, file));
+            let mut enc: Box<dyn Compressor<_>> = match compression {
+                Compression::Zstd => {
+                    let mut enc = zstd::Encoder::new(compressed, 3)?;
+                    // A fixed worker count keeps the bytes reproducible.
+                    enc.multithread(2)?;
+                    Box::new(enc)
+                }
+                Compression::Gzip => Box::new(flate2::write::GzEncoder::new(
+                    compressed,
+                    flate2::Compression::default(),
+                )),
+            };
+            for mut chunk in received {
+                enc.write_all(&chunk)?;
+                chunk.clear();
+                let _ = recycle.send(chunk);
+            }
+            enc.finish_boxed()
+        });
+        let tar = write_tar(&entries, options, ChannelWriter::new(chunks, recycled));
+        // Closing the channel (on success or error) ends the other stage.
+        let (channel, diff_id, contents) = match tar {
+            Ok(t) => t,
+            Err(e) => {
+                // If the other stage failed first (a full disk), its error is the cause.
+                return match sink.join() {
+                    Ok(Err(cause)) => Err(cause),
+                    _ => Err(e),
+                };
+            }
+        };
+        channel.close()?;
+        let compressed = sink
+            .join()
+            .map_err(|_| io::Error::other("the compression thread panicked"))??;
+        Ok((compressed, diff_id, contents))
+    })?;
     let (writer, digest, size) = compressed.finish();
     let file = writer.into_inner().map_err(|e| e.into_error())?;
     file.as_file().sync_all()?;
@@ -140,6 +188,7 @@ pub fn write_layer(entries: &[Entry], options: LayerOptions, dir: &Path) -> io::
         diff_id: format!("sha256:{diff_id}"),
         size,
         media_type: options.compression.media_type(),
+        contents,
     })
 }
 
@@ -147,25 +196,128 @@ fn write_tar<W: Write>(
     entries: &[Entry],
     options: LayerOptions,
     out: W,
-) -> io::Result<(W, String)> {
-    let mut tar = tar::Builder::new(Hashing::new(out));
-    tar.mode(if options.keep_metadata {
+) -> io::Result<(W, String, Vec<ContentHash>)> {
+    let mode = if options.keep_metadata {
         tar::HeaderMode::Complete
     } else {
         tar::HeaderMode::Deterministic
-    });
+    };
+    let mut tar = tar::Builder::new(Hashing::new(out));
+    tar.mode(mode);
     tar.follow_symlinks(false);
+    let mut contents = Vec::new();
     for e in entries {
         let meta = std::fs::symlink_metadata(&e.source)?;
         if meta.is_dir() {
             tar.append_dir(&e.dest, &e.source)?;
+        } else if options.hash_contents && meta.is_file() {
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata_in_mode(&meta, mode);
+            let mut reader = HashingReader {
+                inner: std::fs::File::open(&e.source)?,
+                hash: blake3::Hasher::new(),
+            };
+            tar.append_data(&mut header, &e.dest, &mut reader)?;
+            contents.push(ContentHash {
+                path: e.source.clone(),
+                stamp: Stamp::of(&meta),
+                blake3: reader.hash.finalize().to_hex().to_string(),
+            });
         } else {
             tar.append_path_with_name(&e.source, &e.dest)?;
         }
     }
     let hashing = tar.into_inner()?;
     let (inner, diff_id, _) = hashing.finish();
-    Ok((inner, diff_id))
+    Ok((inner, diff_id, contents))
+}
+
+/// An encoder that can be finished through a box.
+trait Compressor<W>: Write + Send {
+    fn finish_boxed(self: Box<Self>) -> io::Result<W>;
+}
+
+impl<W: Write + Send> Compressor<W> for zstd::Encoder<'static, W> {
+    fn finish_boxed(self: Box<Self>) -> io::Result<W> {
+        (*self).finish()
+    }
+}
+
+impl<W: Write + Send> Compressor<W> for flate2::write::GzEncoder<W> {
+    fn finish_boxed(self: Box<Self>) -> io::Result<W> {
+        (*self).finish()
+    }
+}
+
+/// Sends what is written, in 1 MiB chunks, to another thread, which sends the emptied
+/// buffers back.
+struct ChannelWriter {
+    buf: Vec<u8>,
+    to: std::sync::mpsc::SyncSender<Vec<u8>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl ChannelWriter {
+    fn new(
+        to: std::sync::mpsc::SyncSender<Vec<u8>>,
+        back: std::sync::mpsc::Receiver<Vec<u8>>,
+    ) -> Self {
+        ChannelWriter {
+            buf: Vec::with_capacity(CHUNK),
+            to,
+            back,
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let next = self
+            .back
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.buf, next);
+        self.to
+            .send(full)
+            .map_err(|_| io::Error::other("the compression thread stopped"))
+    }
+
+    /// Sends what is left; dropping the writer then closes the channel.
+    fn close(mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A reader that hashes what passes through.
+struct HashingReader<R> {
+    inner: R,
+    hash: blake3::Hasher,
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// A writer that hashes and counts what passes through.
@@ -248,6 +400,34 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn hashing_contents_while_writing_changes_no_byte_and_gives_each_files_hash() {
+        let ctx = tempfile::tempdir().unwrap();
+        context(ctx.path());
+        let out = tempfile::tempdir().unwrap();
+        let entries = entries_for(&ctx.path().join("rootfs"), ".").unwrap();
+        let plain = write_layer(&entries, LayerOptions::default(), out.path()).unwrap();
+        let hashed = write_layer(
+            &entries,
+            LayerOptions {
+                hash_contents: true,
+                ..Default::default()
+            },
+            out.path(),
+        )
+        .unwrap();
+        assert_eq!(
+            (&plain.digest, &plain.diff_id),
+            (&hashed.digest, &hashed.diff_id)
+        );
+        let mut cache = crate::cache::HashCache::default();
+        let files: Vec<_> = hashed.contents.iter().map(|c| c.path.clone()).collect();
+        assert_eq!(files.len(), 2, "the two regular files: {files:?}");
+        for c in &hashed.contents {
+            assert_eq!(c.blake3, cache.file_hash(&c.path).unwrap());
+        }
     }
 
     #[test]

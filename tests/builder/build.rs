@@ -169,3 +169,85 @@ fn example_builds_pushes_and_pulls_back_complete_and_rebuilds_offline() {
         assert_eq!(report.matches("IMAGE ").count(), 6, "{report}");
     }
 }
+
+#[test]
+fn a_build_from_a_cloudimage_inherits_its_files_apps_and_images() {
+    let up = example_upstream();
+    let sealer = Sealer::new();
+    let flags = upstream_flags(&up.host);
+    sealer.build("example.com/shop:1.0", examples(), &flags);
+    let base = sealer.inspect("example.com/shop:1.0");
+
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        "FROM example.com/shop:1.0\n\
+         ENV TIER=prod\n\
+         COPY extra.yaml manifests/\n\
+         APP extra local://extra.yaml\n\
+         LAUNCH [\"setup\", \"extra\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.path().join("extra.yaml"),
+        "kind: Pod\nspec:\n  containers:\n    - image: docker.io/library/nginx:1.25\n",
+    )
+    .unwrap();
+    sealer.build("example.com/shop-extra:1.0", ctx.path(), &flags);
+    let info = sealer.inspect("example.com/shop-extra:1.0");
+    let p = &info["platforms"][0];
+    let base_layers = base["platforms"][0]["layers"].as_array().unwrap();
+    let layers = p["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), base_layers.len() + 2);
+    assert_eq!(
+        &layers[..base_layers.len()],
+        base_layers.as_slice(),
+        "the base's layers come first"
+    );
+    let apps: Vec<&str> = p["extension"]["applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(apps, ["setup", "shop", "web", "extra"]);
+    assert_eq!(
+        p["extension"]["launch"]["app_names"],
+        serde_json::json!(["setup", "extra"])
+    );
+    assert_eq!(
+        p["labels"]["app.example.com/channel"], "stable",
+        "labels are inherited"
+    );
+    assert_eq!(p["env"], serde_json::json!(["TIER=prod"]));
+    // The base's six images are carried (nginx once, though named again).
+    let mut images: Vec<&str> = info["containerImages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["image"].as_str().unwrap())
+        .collect();
+    images.sort();
+    let mut expected: Vec<&str> = base["containerImages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["image"].as_str().unwrap())
+        .collect();
+    expected.sort();
+    assert_eq!(images, expected);
+
+    // The new image is complete on its own: pushed and pulled elsewhere.
+    let ours = Registry::start();
+    let target = format!("{}/shop-extra:1.0", ours.host);
+    sealer.ok(&["push", "example.com/shop-extra:1.0", &target]);
+    let fresh = Sealer::new();
+    fresh.ok(&["pull", &target]);
+    assert!(
+        fresh.inspect(&target)["containerImages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["present"] == true)
+    );
+}

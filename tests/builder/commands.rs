@@ -186,3 +186,20 @@ fn bad_input_names_the_file_line_and_every_missing_image() {
             .any(|r| r["name"] == "docker.io/library/x")
     );
 }
+
+#[test]
+fn a_relative_store_root_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = output(
+        std::process::Command::new(binary("sealer"))
+            .current_dir(dir.path())
+            .args(["--root", "store", "images", "--json"]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    assert!(dir.path().join("store/blobs").is_dir());
+}

@@ -26,7 +26,7 @@ use crate::cloudimage::{
 };
 use crate::discover::{self, Discovery};
 use crate::kubefile::{AppRole, AppSource, Command, Instruction, Kubefile, ParseOptions, Step};
-use crate::layer::{Compression, Entry, LayerOptions, entries_for, write_layer};
+use crate::layer::{Compression, ContentHash, Entry, LayerOptions, entries_for, write_layer};
 use crate::progress::Progress;
 use crate::reference::{ImageName, Platform};
 use crate::remote::Registries;
@@ -610,12 +610,21 @@ impl Builder<'_> {
             "sealer {SEALER_VERSION}/{CACHE_FORMAT} {:?} {} {text}",
             self.opts.compression, self.opts.keep_metadata
         );
-        let key = step_key(&key_text, inputs, &mut self.hashes)?;
-        if let Some(hit) = self.cached(&key, text).await? {
-            return Ok(hit);
+        // With every input's hash known, the key costs no read; otherwise the files are
+        // hashed while the layer is written and the key is made afterwards (a first
+        // build reads each file once). Unknown files mean a changed context, so a hit is
+        // unlikely; and a rebuilt layer has the same digest anyway.
+        let known = self.hashes.knows_all(inputs);
+        if known {
+            let key = step_key(&key_text, inputs, &mut self.hashes)?;
+            if let Some(hit) = self.cached(&key, text).await? {
+                return Ok(hit);
+            }
         }
         let entries = make(inputs)?;
-        let record = self.write(&entries).await?;
+        let (record, contents) = self.write(&entries, !known).await?;
+        self.hashes.remember(&contents);
+        let key = step_key(&key_text, inputs, &mut self.hashes)?;
         self.progress.message(&format!(
             "{text}: layer {} ({} bytes)",
             &record.digest[7..19],
@@ -625,22 +634,30 @@ impl Builder<'_> {
         Ok(record)
     }
 
-    async fn write(&mut self, entries: &[Entry]) -> anyhow::Result<LayerRecord> {
+    /// Writes a layer into the store; with `hash_contents`, also returns the content
+    /// hashes of the files it read.
+    async fn write(
+        &mut self,
+        entries: &[Entry],
+        hash_contents: bool,
+    ) -> anyhow::Result<(LayerRecord, Vec<ContentHash>)> {
         let options = LayerOptions {
             compression: self.opts.compression,
             keep_metadata: self.opts.keep_metadata,
+            hash_contents,
         };
         let layer = write_layer(entries, options, &self.store.scratch())?;
         let digest: Digest = layer.digest.parse()?;
         self.store.adopt(&self.repo, layer.path, &digest).await?;
         self.layers_made += 1;
-        Ok(LayerRecord {
+        let record = LayerRecord {
             digest: layer.digest,
             diff_id: layer.diff_id,
             size: layer.size,
             media_type: layer.media_type.to_string(),
             found: None,
-        })
+        };
+        Ok((record, layer.contents))
     }
 
     /// `RUN`: the command runs on the build host in the image's root folder (the layers
@@ -741,7 +758,7 @@ impl Builder<'_> {
         if entries.is_empty() {
             return Ok(None);
         }
-        let mut record = self.write(&entries).await?;
+        let (mut record, _) = self.write(&entries, false).await?;
         record.found = Some(made);
         self.cache.entries.insert(key, record.clone());
         Ok(Some(record))

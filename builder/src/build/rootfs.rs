@@ -225,7 +225,7 @@ mod tests {
             &entries,
             LayerOptions {
                 compression: Compression::Zstd,
-                keep_metadata: false,
+                ..Default::default()
             },
             tmp.path(),
         )

@@ -147,6 +147,7 @@ pub fn scan_path(path: &Path) -> std::io::Result<Discovery> {
 /// is (an `imageList`, a chart's `Chart.yaml`, values or template, or a YAML manifest).
 pub fn scan_files(mut files: Vec<PathBuf>) -> std::io::Result<Discovery> {
     let mut found = Discovery::default();
+    let mut charts = Vec::new();
     files.sort();
     for file in files {
         let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
@@ -174,6 +175,11 @@ pub fn scan_files(mut files: Vec<PathBuf>) -> std::io::Result<Discovery> {
             (Kind::Yaml, Some(c)) if name == "values.yaml" => app_version(c),
             _ => None,
         };
+        if matches!(kind, Kind::ChartYaml)
+            && let Some(chart) = file.parent()
+        {
+            charts.push(chart.to_path_buf());
+        }
         found.merge(match kind {
             Kind::ImageList => scan_image_list(&file, &text),
             Kind::ChartYaml => scan_chart_yaml(&file, &text),
@@ -181,7 +187,50 @@ pub fn scan_files(mut files: Vec<PathBuf>) -> std::io::Result<Discovery> {
             Kind::Yaml => scan_yaml(&file, &text, app_version.as_deref()),
         });
     }
+    if let Some(helm) = helm_binary() {
+        for chart in charts {
+            found.merge(render_chart(&helm, &chart));
+        }
+    }
     Ok(found)
+}
+
+/// `helm` on PATH, if any: charts are then also rendered.
+fn helm_binary() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("helm"))
+        .find(|p| p.is_file())
+}
+
+/// Renders a chart with its default values (`helm template`) and scans the output, so
+/// images that only templates compute are found too. Places name the chart and the line
+/// in the rendered output.
+fn render_chart(helm: &Path, chart: &Path) -> Discovery {
+    let label = PathBuf::from(format!("{} (helm template)", chart.display()));
+    let out = std::process::Command::new(helm)
+        .args(["template", "sealer-discover"])
+        .arg(chart)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => scan_yaml(&label, &String::from_utf8_lossy(&o.stdout), None),
+        Ok(o) => Discovery {
+            problems: vec![Problem {
+                place: place(&label, 0),
+                message: format!(
+                    "helm template failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+            }],
+            ..Default::default()
+        },
+        Err(e) => Discovery {
+            problems: vec![Problem {
+                place: place(&label, 0),
+                message: format!("cannot run {}: {e}", helm.display()),
+            }],
+            ..Default::default()
+        },
+    }
 }
 
 enum Kind {

@@ -13,12 +13,20 @@ pub fn ensure_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = dir.parent() {
+    // A relative path's last parent is "", which is the current folder.
+    let parent = dir.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
+    if let Some(parent) = parent {
         ensure_dir(parent)?;
     }
     match fs::create_dir(dir) {
         Ok(()) => {
-            if let Some(parent) = dir.parent() {
+            if let Some(parent) = parent {
                 sync_dir(parent)?;
             }
             Ok(())
@@ -29,6 +37,11 @@ pub fn ensure_dir(dir: &Path) -> io::Result<()> {
 }
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     File::open(dir)?.sync_all()
 }
 
