@@ -246,3 +246,58 @@ async fn platforms_fetch_only_their_manifests_and_keep_the_index_byte_exact() {
         whole.ok(&["push", "app:1", &format!("{}/app:1", theirs.host)]);
     });
 }
+
+#[test]
+fn app_sources_over_http_are_downloaded_typed_and_scanned() {
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(
+        files.path().join("deploy.yaml"),
+        "kind: Deployment\nspec:\n  template:\n    spec:\n      containers:\n        - image: docker.io/library/nginx:1.25\n",
+    )
+    .unwrap();
+    let cdn = Cdn::start(files.path());
+    let up = example_upstream();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        format!(
+            "FROM scratch\nAPP remote {}/deploy.yaml\nAPP missing {}/nothere.yaml\n",
+            cdn.base, cdn.base
+        ),
+    )
+    .unwrap();
+    let sealer = Sealer::new();
+    let mut args = vec!["build".to_string(), "-t".into(), "remote:1".into()];
+    args.extend(upstream_flags(&up.host));
+    args.push(ctx.path().display().to_string());
+    // A download that fails names the URL and the Kubefile line.
+    let err = sealer.fails(&args);
+    assert!(
+        err.contains(&format!("{}:3", ctx.path().join("Kubefile").display()))
+            && err.contains("nothere.yaml")
+            && err.contains("404"),
+        "{err}"
+    );
+
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        format!(
+            "FROM scratch\nAPP remote {}/deploy.yaml\nLAUNCH [\"remote\"]\n",
+            cdn.base
+        ),
+    )
+    .unwrap();
+    sealer.ok(&args);
+    let info = sealer.inspect("remote:1");
+    let p = &info["platforms"][0];
+    assert_eq!(p["extension"]["applications"][0]["type"], "kube");
+    assert_eq!(
+        p["launchCommands"],
+        json!(["kubectl apply -f application/apps/remote/deploy.yaml"])
+    );
+    assert_eq!(
+        info["containerImages"][0]["image"],
+        "docker.io/library/nginx:1.25"
+    );
+    assert_eq!(info["containerImages"][0]["appName"], "remote");
+}

@@ -279,6 +279,17 @@ impl Builder<'_> {
         let Some(base) = kf.base() else {
             return Ok(image);
         };
+        // `FROM --platform=P` takes that platform's rootfs whatever is being built.
+        let from_platform = kf.steps.iter().find_map(|s| match &s.instruction {
+            Instruction::From {
+                platform: Some(p), ..
+            } => Some(p.clone()),
+            _ => None,
+        });
+        let platform = &match from_platform {
+            Some(p) => Platform::parse(&p).map_err(anyhow::Error::msg)?,
+            None => platform.clone(),
+        };
         let name = ImageName::parse(base).map_err(anyhow::Error::msg)?;
         let fetched = transfer
             .fetch(&name, std::slice::from_ref(platform), self.opts.pull)
