@@ -31,10 +31,11 @@ fn run_and_add_make_layers_and_their_files_are_scanned_for_images() {
     std::fs::write(
         c.join("Kubefile"),
         "FROM scratch\n\
+         ARG WHO=world\n\
          ENV GREETING=hello\n\
          COPY rootfs .\n\
          ADD bundle.tar.gz /\n\
-         RUN echo \"$GREETING\" > etc/greeting && rm etc/old.conf && mkdir -p manifests \\\n  \
+         RUN echo \"$GREETING $WHO\" > etc/greeting && rm etc/old.conf && mkdir -p manifests \\\n  \
            && echo 'image: registry.k8s.io/pause:3.9' > manifests/gen.yaml\n\
          RUN tool > etc/tool.out\n\
          CMDS [\"kubectl get nodes\"]\n",
@@ -77,7 +78,7 @@ fn run_and_add_make_layers_and_their_files_are_scanned_for_images() {
             ),
             (
                 "registry.k8s.io/pause:3.9".to_string(),
-                format!("{}:5 RUN made /manifests/gen.yaml", kubefile.display())
+                format!("{}:6 RUN made /manifests/gen.yaml", kubefile.display())
             ),
         ]
     );
@@ -121,6 +122,25 @@ fn run_and_add_make_layers_and_their_files_are_scanned_for_images() {
         ]
     );
     assert_eq!(list(&layers[3]), ["etc/tool.out"]);
+    let read = |d: &str, file: &str| {
+        let hex = &d[7..];
+        let blob = sealer
+            .root()
+            .join(format!("blobs/sha256/{}/{hex}", &hex[..2]));
+        run(Command::new("sh")
+            .arg("-c")
+            .arg(format!("zstd -dc {} | tar -xOf - {file}", blob.display())))
+    };
+    assert_eq!(
+        read(&layers[2], "etc/greeting"),
+        "hello world\n",
+        "RUN sees ENV and ARG"
+    );
+    assert_eq!(
+        read(&layers[3], "etc/tool.out"),
+        "from-tool\n",
+        "RUN finds the image's bin/"
+    );
 
     // A rebuild runs nothing again, and still carries what RUN's files named.
     let out = sealer.run(

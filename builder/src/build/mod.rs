@@ -113,6 +113,8 @@ struct Image {
     layers: Vec<LayerRecord>,
     history: Vec<(String, bool)>,
     env: Vec<(String, String)>,
+    /// `ARG`s declared so far with their values: in `RUN`'s environment (not the image's).
+    args: Vec<(String, String)>,
     labels: BTreeMap<String, String>,
     ext: ImageExtension,
     /// Container images the base image carries: (index entry, listed image).
@@ -264,6 +266,7 @@ impl Builder<'_> {
             layers: Vec::new(),
             history: Vec::new(),
             env: Vec::new(),
+            args: Vec::new(),
             labels,
             ext: ImageExtension {
                 build_client: BuildClient {
@@ -404,7 +407,14 @@ impl Builder<'_> {
     ) -> anyhow::Result<()> {
         let context = self.opts.context.clone();
         match &step.instruction {
-            Instruction::From { .. } | Instruction::Arg { .. } => {}
+            Instruction::From { .. } => {}
+            Instruction::Arg { name, default } => {
+                let value = self.opts.build_args.get(name).or(default.as_ref());
+                if let Some(v) = value {
+                    image.args.retain(|(k, _)| k != name);
+                    image.args.push((name.clone(), v.clone()));
+                }
+            }
             Instruction::Copy { sources, dest } | Instruction::Add { sources, dest } => {
                 let unpack = matches!(step.instruction, Instruction::Add { .. });
                 let keyword = if unpack { "ADD" } else { "COPY" };
@@ -684,8 +694,8 @@ impl Builder<'_> {
     ) -> anyhow::Result<Option<LayerRecord>> {
         let below: Vec<&str> = image.layers.iter().map(|l| l.digest.as_str()).collect();
         let text = format!(
-            "RUN {command:?} env={:?} platform={} below={below:?}",
-            image.env, image.platform
+            "RUN {command:?} args={:?} env={:?} platform={} below={below:?}",
+            image.args, image.env, image.platform
         );
         let key = step_key(
             &format!(
@@ -736,6 +746,8 @@ impl Builder<'_> {
             std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
         );
         cmd.current_dir(&root)
+            // An ENV overrides an ARG of the same name, as in a Dockerfile.
+            .envs(image.args.iter().cloned())
             .envs(image.env.iter().cloned())
             .env("PATH", path)
             .env("SEALER_ROOTFS", &root)
