@@ -3,6 +3,7 @@
 //! prints the median of each figure and the ratio. See `docs/benchmarks.md`.
 
 mod build;
+mod bundle;
 mod mirror;
 mod servers;
 mod workloads;
@@ -51,6 +52,8 @@ enum Mode {
     Mirror(mirror::MirrorArgs),
     /// `sealer build` against `tar | zstd -T0` plus `skopeo copy` of the same images.
     Build(build::BuildArgs),
+    /// `sealer save`/`load` against `tar` of the same blobs and skopeo's oci-archive.
+    Bundle(bundle::BundleArgs),
 }
 
 /// One figure of one run.
@@ -230,6 +233,7 @@ async fn main() -> anyhow::Result<()> {
     match &args.mode {
         Some(Mode::Mirror(m)) => return mirror::run(&args, m, &base_buf).await,
         Some(Mode::Build(b)) => return build::run(&args, b, &base_buf).await,
+        Some(Mode::Bundle(b)) => return bundle::run(&args, b, &base_buf).await,
         _ => {}
     }
     let mut results: BTreeMap<&'static str, Vec<Figures>> = BTreeMap::new();

@@ -5,6 +5,7 @@
 //! content store, `remote` and `transfer` move images between it and registries.
 
 pub mod build;
+pub mod bundle;
 pub mod cache;
 pub mod cloudimage;
 pub mod discover;

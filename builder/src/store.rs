@@ -13,6 +13,7 @@ use sealer_registry::oci::{Digest, RepoName, Tag};
 use sealer_registry::storage::fs::FsStorage;
 use sealer_registry::storage::{Storage, StoredManifest};
 
+use crate::cloudimage::{ANNOTATION_REFERENCE, ANNOTATION_ROLE, ROLE_CONTAINER_IMAGE};
 use crate::reference::{ImageName, Platform};
 
 #[derive(Clone)]
@@ -279,6 +280,16 @@ impl Store {
         repo: &RepoName,
         digest: &Digest,
     ) -> anyhow::Result<(Vec<StoredManifest>, BTreeMap<Digest, u64>)> {
+        self.graph_for(repo, digest, &[]).await
+    }
+
+    /// As [`Self::graph`], following only the index entries `platforms` want.
+    pub async fn graph_for(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        platforms: &[Platform],
+    ) -> anyhow::Result<(Vec<StoredManifest>, BTreeMap<Digest, u64>)> {
         let mut manifests = Vec::new();
         let mut blobs = BTreeMap::new();
         let mut seen = BTreeSet::new();
@@ -294,7 +305,12 @@ impl Store {
             for (blob, size, _) in c.blobs {
                 blobs.insert(blob, size);
             }
-            queue.extend(c.manifests.into_iter().map(|m| m.digest));
+            queue.extend(
+                c.manifests
+                    .into_iter()
+                    .filter(|m| m.wanted(platforms))
+                    .map(|m| m.digest),
+            );
             manifests.push(m);
         }
         Ok((manifests, blobs))
@@ -318,6 +334,36 @@ impl Store {
             self.storage
                 .put_manifest(to, &m.digest, &m.media_type, m.body)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Gives the container images a CloudImage carries their own names in the store, so
+    /// `sealer-registry serve` hands them to container runtimes as they ask (after a
+    /// pull or a load).
+    pub async fn unfold(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<()> {
+        let Some(top) = self.manifest(repo, digest).await? else {
+            return Ok(());
+        };
+        for child in children(&top.media_type, &top.body)?.manifests {
+            if child.annotations.get(ANNOTATION_ROLE).map(String::as_str)
+                != Some(ROLE_CONTAINER_IMAGE)
+            {
+                continue;
+            }
+            let Some(reference) = child.annotations.get(ANNOTATION_REFERENCE) else {
+                continue;
+            };
+            let name = ImageName::parse(reference)
+                .map_err(|e| anyhow::anyhow!("{digest} carries an invalid reference: {e}"))?;
+            let own = name.repo().map_err(anyhow::Error::msg)?;
+            if self.manifest(repo, &child.digest).await?.is_none() {
+                continue;
+            }
+            self.link_graph(repo, &own, &child.digest).await?;
+            if let Some(tag) = &name.tag {
+                self.tag(&own, tag, &child.digest).await?;
+            }
         }
         Ok(())
     }

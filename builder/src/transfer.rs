@@ -11,7 +11,6 @@ use sealer_registry::oci::{Digest, RepoName};
 use sealer_registry::storage::Storage;
 use tokio::io::AsyncWriteExt;
 
-use crate::cloudimage::{ANNOTATION_REFERENCE, ANNOTATION_ROLE, ROLE_CONTAINER_IMAGE};
 use crate::progress::Progress;
 use crate::reference::{ImageName, Platform};
 use crate::remote::Registries;
@@ -169,7 +168,7 @@ impl<'a> Transfer<'a> {
         if let Some(tag) = &image.tag {
             self.store.tag(&repo, tag, &top_digest).await?;
         }
-        self.unfold(&repo, &top_digest).await?;
+        self.store.unfold(&repo, &top_digest).await?;
         Ok(Fetched {
             image: image.clone(),
             repo,
@@ -178,35 +177,6 @@ impl<'a> Transfer<'a> {
             size: top_size,
             from_store: false,
         })
-    }
-
-    /// Gives the container images a fetched CloudImage carries their own names in the
-    /// store, so `sealer-registry serve` hands them to container runtimes as they ask.
-    async fn unfold(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<()> {
-        let Some(top) = self.store.manifest(repo, digest).await? else {
-            return Ok(());
-        };
-        for child in children(&top.media_type, &top.body)?.manifests {
-            if child.annotations.get(ANNOTATION_ROLE).map(String::as_str)
-                != Some(ROLE_CONTAINER_IMAGE)
-            {
-                continue;
-            }
-            let Some(reference) = child.annotations.get(ANNOTATION_REFERENCE) else {
-                continue;
-            };
-            let name = ImageName::parse(reference)
-                .map_err(|e| anyhow::anyhow!("{digest} carries an invalid reference: {e}"))?;
-            let own = name.repo().map_err(anyhow::Error::msg)?;
-            if self.store.manifest(repo, &child.digest).await?.is_none() {
-                continue;
-            }
-            self.store.link_graph(repo, &own, &child.digest).await?;
-            if let Some(tag) = &name.tag {
-                self.store.tag(&own, tag, &child.digest).await?;
-            }
-        }
-        Ok(())
     }
 
     /// Fetches several images at once; on failure, the error lists every image that

@@ -4,12 +4,13 @@
 mod progress;
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use sealer_builder::build::{BuildOptions, build};
+use sealer_builder::bundle;
 use sealer_builder::discover;
 use sealer_builder::inspect;
 use sealer_builder::layer::Compression;
@@ -86,6 +87,43 @@ enum Command {
         /// Push under this name instead.
         target: Option<String>,
     },
+    /// Write stored images to one file: an OCI image layout in a tar (zstd with --compress
+    /// or a .zst name), each blob once.
+    Save {
+        /// The file to write.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Only these platforms' manifests and layers (indexes are kept as they are).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Compress the tar with zstd (also when the name ends in .zst).
+        #[arg(long)]
+        compress: bool,
+        /// A delta: leave out the blobs the other side has. OLD is an older bundle, a
+        /// have-list (`sealer store have` on the other side), or an image in the store.
+        #[arg(long, value_name = "OLD")]
+        since: Option<String>,
+        /// Print what would be written (images, blobs and bytes new and left out); write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write numbered parts of at most SIZE (e.g. 4G) and a NAME.sha256 checksum file.
+        #[arg(long, value_name = "SIZE", value_parser = bundle::parts::parse_size)]
+        split_size: Option<u64>,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Questions about the local store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Load images from a file written by `sealer save` (or skopeo's oci-archive:).
+    Load {
+        /// The file to read; for a split bundle, every part (in any order), with its
+        /// NAME.sha256 next to them.
+        #[arg(long, short, num_args = 1.., required = true)]
+        input: Vec<PathBuf>,
+    },
     /// Log in to a registry (saved in the docker config.json).
     Login {
         registry: String,
@@ -150,6 +188,13 @@ struct BuildArgs {
     /// The build context.
     #[arg(default_value = ".")]
     context: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Print the digest of every blob in the store, one per line: the have-list for
+    /// `sealer save --since` on the other side of an air gap.
+    Have,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -360,6 +405,80 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let transfer = Transfer::new(&store, &registries, progress.as_ref(), g.jobs);
             let digest = transfer.push(&local, &target).await?;
             println!("{target} {digest}");
+        }
+        Command::Store {
+            command: StoreCommand::Have,
+        } => {
+            let store = open()?;
+            let mut blobs = store.storage().list_blobs().await?;
+            blobs.sort();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for (digest, _) in blobs {
+                writeln!(out, "{digest}")?;
+            }
+        }
+        Command::Save {
+            output,
+            platform,
+            compress,
+            since,
+            dry_run,
+            split_size,
+            images,
+        } => {
+            let store = open()?;
+            let images = images
+                .iter()
+                .map(|i| image(i))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let opts = bundle::SaveOptions {
+                platforms: match platform {
+                    Some(p) => Platform::parse_list(&p).map_err(anyhow::Error::msg)?,
+                    None => Vec::new(),
+                },
+                compress: compress || output.extension().is_some_and(|e| e == "zst"),
+                have: match &since {
+                    Some(old) => Some(bundle::have_set(&store, old).await?),
+                    None => None,
+                },
+                dry_run,
+                split_size,
+            };
+            let r = bundle::save(&store, &images, &output, &opts, progress.as_ref()).await?;
+            let verb = if dry_run { "would save" } else { "saved" };
+            let delta = match since {
+                Some(_) => format!(
+                    "; left out {} blob(s), {} the other side has",
+                    r.blobs_skipped,
+                    human_size(r.bytes_skipped)
+                ),
+                None => String::new(),
+            };
+            println!(
+                "{verb} {} image(s), {} blob(s), {} to {}{delta}",
+                r.images,
+                r.blobs,
+                human_size(r.bytes),
+                output.display(),
+            );
+            for part in &r.parts {
+                println!("  {part}");
+            }
+        }
+        Command::Load { input } => {
+            let store = open()?;
+            let r = bundle::load(&store, &input, progress.as_ref()).await?;
+            for (name, digest) in &r.images {
+                println!("{name} {digest}");
+            }
+            if !g.quiet {
+                eprintln!(
+                    "{} blob(s) added ({}), {} already present",
+                    r.blobs_added,
+                    human_size(r.bytes_added),
+                    r.blobs_present
+                );
+            }
         }
         Command::Login {
             registry,

@@ -7,13 +7,7 @@ use crate::*;
 
 #[test]
 fn tag_and_rmi_keep_what_other_tags_need_and_free_the_rest() {
-    let up = example_upstream();
-    let sealer = Sealer::new();
-    let digest = sealer.build(
-        "example.com/shop:1.0",
-        examples(),
-        &upstream_flags(&up.host),
-    );
+    let (_up, sealer, digest) = built_example();
     let blobs = sealer.blob_count();
 
     // A tag in another repository shares every blob.
@@ -70,13 +64,7 @@ async fn login_checks_credentials_saves_them_and_push_uses_them() {
         token: Some(&tokens),
         ..Default::default()
     });
-    let up = example_upstream();
-    let sealer = Sealer::new();
-    sealer.build(
-        "example.com/shop:1.0",
-        examples(),
-        &upstream_flags(&up.host),
-    );
+    let (_up, sealer, _) = built_example();
     let target = format!("{}/apps/shop:1.0", reg.host);
 
     // Without a login the registry refuses the push, and says so.

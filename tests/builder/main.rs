@@ -3,6 +3,7 @@
 //! `docker-registry`), checked with skopeo and oras-py.
 
 mod build;
+mod bundle;
 mod commands;
 mod discover;
 mod steps;
@@ -35,6 +36,20 @@ pub fn example_upstream() -> DockerRegistry {
         skopeo_push(&up.host, image, None);
     }
     up
+}
+
+/// `examples/` built as `example.com/shop:1.0` in a new store, its images taken from a
+/// new upstream (kept running for the caller); returns the upstream, the store and the
+/// digest.
+pub fn built_example() -> (DockerRegistry, Sealer, String) {
+    let up = example_upstream();
+    let sealer = Sealer::new();
+    let digest = sealer.build(
+        "example.com/shop:1.0",
+        examples(),
+        &upstream_flags(&up.host),
+    );
+    (up, sealer, digest)
 }
 
 /// `--upstream` flags sending the example's registries to `host`.

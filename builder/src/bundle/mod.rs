@@ -1,0 +1,619 @@
+//! Offline bundles (DESIGN contract 5): images from the store as one OCI image layout
+//! (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`) in one tar, optionally zstd, each
+//! blob once; and loading such a tar back, streamed and verified. The format is
+//! documented in `docs/bundle.md`.
+
+pub mod parts;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use sealer_registry::oci::Digest;
+use serde_json::json;
+
+use crate::progress::{Progress, Task};
+use crate::reference::{ImageName, Platform};
+use crate::store::{Store, children};
+
+/// On each `index.json` entry: the image's fully qualified reference, as containerd's
+/// `ctr import` and sealer read it.
+pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+/// On each `index.json` entry: the same reference, as skopeo (`oci-archive:FILE:REF`)
+/// and oras (`--oci-layout FILE:REF`) look it up.
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+#[derive(Debug, Clone, Default)]
+pub struct SaveOptions {
+    /// Only these platforms' manifests and blobs (indexes are kept as they are).
+    pub platforms: Vec<Platform>,
+    /// zstd over the whole tar.
+    pub compress: bool,
+    /// A delta: blobs the other side has (see [`have_set`]) are left out; manifests are
+    /// always written.
+    pub have: Option<BTreeSet<Digest>>,
+    /// Work out what would be written; write nothing.
+    pub dry_run: bool,
+    /// Write numbered parts of at most this many bytes, and a checksum file.
+    pub split_size: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct SaveReport {
+    pub images: usize,
+    /// Blobs (manifests included) written, and their bytes.
+    pub blobs: usize,
+    pub bytes: u64,
+    /// Blobs left out because the other side has them, and their bytes.
+    pub blobs_skipped: usize,
+    pub bytes_skipped: u64,
+    /// With a split size: the part files written.
+    pub parts: Vec<String>,
+}
+
+/// What the other side has, for `sealer save --since OLD`: OLD is a bundle file (its
+/// blobs), a have-list (one digest per line, as `sealer store have` prints), or an image
+/// in the store (every blob of its graph).
+pub async fn have_set(store: &Store, old: &str) -> anyhow::Result<BTreeSet<Digest>> {
+    let path = Path::new(old);
+    if path.is_file() {
+        let mut head = [0u8; 512];
+        let n = std::fs::File::open(path)?.read(&mut head)?;
+        let is_tar = n >= 262 && &head[257..262] == b"ustar";
+        let is_zstd = n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd];
+        if is_tar || is_zstd {
+            let path = path.to_path_buf();
+            return tokio::task::spawn_blocking(move || bundle_blobs(&path)).await?;
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--since {old}: not a bundle, and not a text have-list"))?;
+        return text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .enumerate()
+            .map(|(i, l)| {
+                l.parse::<Digest>()
+                    .map_err(|e| anyhow::anyhow!("{old}:{}: {e}", i + 1))
+            })
+            .collect();
+    }
+    let name = ImageName::parse(old)
+        .map_err(|e| anyhow::anyhow!("--since {old}: no such file, and not an image: {e}"))?;
+    let repo = name.repo().map_err(anyhow::Error::msg)?;
+    let top = store.require(&name).await?;
+    let (manifests, blobs) = store.graph(&repo, &top.digest).await?;
+    Ok(manifests
+        .into_iter()
+        .map(|m| m.digest)
+        .chain(blobs.into_keys())
+        .collect())
+}
+
+/// The blob digests a bundle holds (read through, nothing stored).
+fn bundle_blobs(path: &Path) -> anyhow::Result<BTreeSet<Digest>> {
+    let mut out = BTreeSet::new();
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut archive = tar::Archive::new(decompressed(Box::new(file), None)?);
+    for entry in archive.entries()? {
+        let entry = entry?;
+        let p = entry
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        if let Some(d) = blob_digest(&p) {
+            out.insert(d?);
+        }
+    }
+    Ok(out)
+}
+
+/// The digest a `blobs/<alg>/<hex>` path names (`None` for other paths).
+fn blob_digest(path: &str) -> Option<anyhow::Result<Digest>> {
+    let (alg, hex) = path.strip_prefix("blobs/")?.split_once('/')?;
+    if hex.is_empty() {
+        return None;
+    }
+    Some(
+        format!("{alg}:{hex}")
+            .parse()
+            .with_context(|| format!("{path}: not a blob digest")),
+    )
+}
+
+/// A bundle's tar stream, decompressed when it is zstd; `task` counts the bytes read.
+fn decompressed<'a>(
+    mut source: Box<dyn Read + Send + 'a>,
+    task: Option<&'a dyn Task>,
+) -> anyhow::Result<Box<dyn Read + 'a>> {
+    let mut magic = [0u8; 4];
+    let n = read_full(&mut source, &mut magic)?;
+    let head = std::io::Cursor::new(magic[..n].to_vec()).chain(source);
+    let counted: Box<dyn Read + 'a> = match task {
+        Some(task) => Box::new(Counting { inner: head, task }),
+        None => Box::new(head),
+    };
+    Ok(if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(zstd::Decoder::new(counted)?)
+    } else {
+        Box::new(std::io::BufReader::with_capacity(1 << 20, counted))
+    })
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Writes `images` to `out`. The file appears only once complete (it is written next to
+/// it and renamed); blobs stream from the store, so memory stays flat.
+pub async fn save(
+    store: &Store,
+    images: &[ImageName],
+    out: &Path,
+    opts: &SaveOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<SaveReport> {
+    let mut entries = Vec::new();
+    let mut manifests: BTreeMap<Digest, Bytes> = BTreeMap::new();
+    let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
+    for image in images {
+        let repo = image.repo().map_err(anyhow::Error::msg)?;
+        let top = store.require(image).await?;
+        let (graph, needed) = store.graph_for(&repo, &top.digest, &opts.platforms).await?;
+        for m in graph {
+            manifests.insert(m.digest.clone(), m.body);
+        }
+        blobs.extend(needed);
+        entries.push(json!({
+            "mediaType": top.media_type,
+            "digest": top.digest.to_string(),
+            "size": top.body.len(),
+            "annotations": {
+                ANNOTATION_IMAGE_NAME: image.to_string(),
+                ANNOTATION_REF_NAME: image.to_string(),
+            },
+        }));
+    }
+    let mut files = Vec::new();
+    let mut report = SaveReport {
+        images: images.len(),
+        ..Default::default()
+    };
+    for (digest, size) in &blobs {
+        if manifests.contains_key(digest) {
+            continue;
+        }
+        if opts.have.as_ref().is_some_and(|h| h.contains(digest)) {
+            report.blobs_skipped += 1;
+            report.bytes_skipped += size;
+            continue;
+        }
+        let path = store
+            .storage()
+            .blob_path(digest)
+            .with_context(|| format!("blob {digest} is missing from the store"))?;
+        files.push((digest.clone(), *size, path));
+    }
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))?;
+    let bytes = files.iter().map(|(_, s, _)| s).sum::<u64>()
+        + manifests.values().map(|b| b.len() as u64).sum::<u64>();
+    report.blobs = files.len() + manifests.len();
+    report.bytes = bytes;
+    if opts.dry_run {
+        return Ok(report);
+    }
+    let task = progress.task("save", bytes);
+    let target = out.to_path_buf();
+    let (compress, split) = (opts.compress, opts.split_size);
+    report.parts = tokio::task::spawn_blocking(move || {
+        let out = target;
+        let layout = Layout {
+            index: &index,
+            manifests: &manifests,
+            files: &files,
+            compress,
+            task: task.as_ref(),
+        };
+        let parts = match split {
+            Some(size) => layout
+                .write(parts::PartWriter::new(&out, size)?)?
+                .finish()?,
+            None => {
+                write_file(&out, &layout)?;
+                Vec::new()
+            }
+        };
+        task.finish("done");
+        Ok::<_, io::Error>(parts)
+    })
+    .await?
+    .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(report)
+}
+
+/// What a bundle holds, ready to be written to any sink.
+struct Layout<'a> {
+    index: &'a [u8],
+    manifests: &'a BTreeMap<Digest, Bytes>,
+    files: &'a [(Digest, u64, PathBuf)],
+    compress: bool,
+    task: &'a dyn Task,
+}
+
+/// Writes one file: as `.NAME.partial`, synced, then renamed, so a crash never leaves a
+/// half bundle under the final name.
+fn write_file(out: &Path, layout: &Layout) -> io::Result<()> {
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::other("the output needs a file name"))?;
+    let partial = out.with_file_name(format!(".{name}.partial"));
+    let sink = BufWriter::with_capacity(1 << 20, std::fs::File::create(&partial)?);
+    let file = match layout
+        .write(sink)
+        .and_then(|sink| sink.into_inner().map_err(|e| e.into_error()))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    file.sync_all()?;
+    std::fs::rename(&partial, out)
+}
+
+impl Layout<'_> {
+    /// The tar (zstd-compressed when asked) into `sink`; returns the sink.
+    fn write<W: Write + Send>(&self, sink: W) -> io::Result<W> {
+        if self.compress {
+            let mut enc = zstd::Encoder::new(sink, 3)?;
+            enc.multithread(2)?;
+            self.write_tar(enc)?.finish()
+        } else {
+            self.write_tar(sink)
+        }
+    }
+
+    fn write_tar<W: Write>(&self, out: W) -> io::Result<W> {
+        let mut tar = tar::Builder::new(out);
+        let add = |tar: &mut tar::Builder<W>, path: &str, size: u64, data: &mut dyn Read| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(size);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut header, path, data)
+        };
+        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+        // index.json first, so a loader knows the images before the blobs arrive.
+        add(
+            &mut tar,
+            "oci-layout",
+            layout.len() as u64,
+            &mut &layout[..],
+        )?;
+        add(
+            &mut tar,
+            "index.json",
+            self.index.len() as u64,
+            &mut &self.index[..],
+        )?;
+        for (digest, body) in self.manifests {
+            add(
+                &mut tar,
+                &blob_path(digest),
+                body.len() as u64,
+                &mut &body[..],
+            )?;
+            self.task.advance(body.len() as u64);
+        }
+        for (digest, size, path) in self.files {
+            let file = std::fs::File::open(path)?;
+            let actual = file.metadata()?.len();
+            if actual != *size {
+                return Err(io::Error::other(format!(
+                    "blob {digest} holds {actual} bytes, its descriptor says {size}"
+                )));
+            }
+            let mut reader = Counting {
+                inner: file,
+                task: self.task,
+            };
+            add(&mut tar, &blob_path(digest), *size, &mut reader)?;
+        }
+        tar.into_inner()
+    }
+}
+
+fn blob_path(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
+}
+
+struct Counting<'a, R> {
+    inner: R,
+    task: &'a dyn Task,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.task.advance(n as u64);
+        Ok(n)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Each image of the bundle, tagged in the store, with its digest.
+    pub images: Vec<(ImageName, Digest)>,
+    pub blobs_added: usize,
+    pub blobs_present: usize,
+    pub bytes_added: u64,
+}
+
+/// Loads a bundle written by `save` (or any OCI layout tar, e.g. skopeo's
+/// `oci-archive:`), plain or zstd. Blobs are verified as they stream in and become
+/// visible one by one, complete; names are set last, so an interrupted load shows
+/// nothing half-loaded and a re-run finishes it (blobs already stored are skipped).
+pub async fn load(
+    store: &Store,
+    inputs: &[PathBuf],
+    progress: &dyn Progress,
+) -> anyhow::Result<LoadReport> {
+    let source: Box<dyn Read + Send> = match parts::open_parts(inputs)? {
+        Some(parts) => Box::new(parts),
+        None => Box::new(
+            std::fs::File::open(&inputs[0])
+                .with_context(|| format!("cannot read {}", inputs[0].display()))?,
+        ),
+    };
+    let mut size = 0;
+    for i in inputs {
+        size += std::fs::metadata(i)?.len();
+    }
+    let task = progress.task("load", size);
+    let label = inputs[0].display().to_string();
+    let (index, mut report) = {
+        let store = store.clone();
+        let label = label.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            read_bundle(&store, source, &label, task.as_ref(), &runtime)
+        })
+        .await??
+    };
+    let index: serde_json::Value = serde_json::from_slice(
+        &index.with_context(|| format!("{label} has no index.json: not an OCI layout"))?,
+    )
+    .context("index.json is not valid JSON")?;
+    let entries = index["manifests"]
+        .as_array()
+        .context("index.json lists no manifests")?;
+    let mut missing = Vec::new();
+    for entry in entries {
+        let notes = &entry["annotations"];
+        let written = notes[ANNOTATION_IMAGE_NAME]
+            .as_str()
+            .or(notes[ANNOTATION_REF_NAME].as_str())
+            .context("an index.json entry has no image name (io.containerd.image.name or org.opencontainers.image.ref.name)")?;
+        let name = ImageName::parse(written).map_err(anyhow::Error::msg)?;
+        let digest: Digest = entry["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .with_context(|| format!("{name}: invalid digest in index.json"))?;
+        let media_type = entry["mediaType"].as_str().unwrap_or_default().to_string();
+        let lacking = register(store, &name, &digest, &media_type).await?;
+        if lacking.is_empty() {
+            report.images.push((name, digest));
+        } else {
+            missing.push(format!("  {name}: {}", lacking.join(", ")));
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "the bundle lacks blobs its images need, and the store does not have them \
+             either (a delta bundle needs what it was made against loaded first); nothing \
+             was tagged for these images:\n{}",
+            missing.join("\n")
+        );
+    }
+    Ok(report)
+}
+
+/// Streams the tar: each blob is checked against its name and stored; returns
+/// `index.json`'s bytes.
+fn read_bundle(
+    store: &Store,
+    source: Box<dyn Read + Send>,
+    label: &str,
+    task: &dyn Task,
+    runtime: &tokio::runtime::Handle,
+) -> anyhow::Result<(Option<Vec<u8>>, LoadReport)> {
+    // This thread copies each blob out of the stream into a scratch file; two verifiers
+    // hash finished files (several blobs at once: SHA-256 is the slowest step) and move
+    // each into the store once its digest matches.
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<(PathBuf, Digest, String)>(2);
+    let queue = std::sync::Mutex::new(queue);
+    let failed: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                loop {
+                    let job = queue.lock().expect("queue lock").recv();
+                    let Ok((path, digest, name)) = job else {
+                        return;
+                    };
+                    if let Err(e) = verify_and_store(store, runtime, path, &digest, &name) {
+                        failed.lock().expect("error lock").get_or_insert(e);
+                    }
+                }
+            });
+        }
+        let read = copy_out(store, source, label, task, &jobs, &failed);
+        drop(jobs);
+        read
+    })
+    .and_then(|read| match failed.into_inner().expect("error lock") {
+        Some(e) => Err(e),
+        None => Ok(read),
+    })
+}
+
+/// Reads the tar: keeps `index.json`, writes each blob the store lacks to a scratch file
+/// and queues it for verification.
+fn copy_out(
+    store: &Store,
+    source: Box<dyn Read + Send>,
+    label: &str,
+    task: &dyn Task,
+    jobs: &std::sync::mpsc::SyncSender<(PathBuf, Digest, String)>,
+    failed: &std::sync::Mutex<Option<anyhow::Error>>,
+) -> anyhow::Result<(Option<Vec<u8>>, LoadReport)> {
+    let mut archive = tar::Archive::new(decompressed(source, Some(task))?);
+    let mut index = None;
+    let mut report = LoadReport::default();
+    let mut docker = false;
+    for entry in archive.entries()? {
+        if failed.lock().expect("error lock").is_some() {
+            break; // a verifier found a damaged blob: stop reading
+        }
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue; // folders
+        }
+        let path = entry
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        match path.as_str() {
+            "index.json" => {
+                let mut buf = Vec::new();
+                (&mut entry).take(64 << 20).read_to_end(&mut buf)?;
+                index = Some(buf);
+            }
+            "manifest.json" => docker = true,
+            p if p.starts_with("blobs/") => {
+                let Some(digest) = blob_digest(p) else {
+                    continue;
+                };
+                let digest = digest?;
+                if store.storage().has_blob(&digest) {
+                    report.blobs_present += 1;
+                    continue;
+                }
+                let tmp = tempfile::NamedTempFile::new_in(store.scratch())?;
+                let mut out = BufWriter::with_capacity(1 << 20, tmp);
+                report.bytes_added += io::copy(&mut entry, &mut out)?;
+                let tmp = out.into_inner().map_err(|e| e.into_error())?;
+                let (_, file) = tmp.keep().context("keeping a loaded blob")?;
+                report.blobs_added += 1;
+                if jobs.send((file.clone(), digest, p.to_string())).is_err() {
+                    let _ = std::fs::remove_file(file);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    if index.is_none() && docker {
+        bail!(
+            "{label} is a `docker save` archive; loading those is not supported yet (save it with skopeo to oci-archive: instead)"
+        );
+    }
+    task.finish("done");
+    Ok((index, report))
+}
+
+/// Hashes a copied-out blob; stores it when the digest matches, else removes it.
+fn verify_and_store(
+    store: &Store,
+    runtime: &tokio::runtime::Handle,
+    path: PathBuf,
+    digest: &Digest,
+    name: &str,
+) -> anyhow::Result<()> {
+    let mut hasher = digest.algorithm().hasher();
+    let mut file = std::fs::File::open(&path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let actual = hasher.finish();
+    if &actual != digest {
+        let _ = std::fs::remove_file(&path);
+        bail!("{name} is damaged: its content has digest {actual}");
+    }
+    runtime.block_on(store.storage().adopt_blob(path, digest))?;
+    Ok(())
+}
+
+/// Puts an image's manifests into its repository and links its blobs, then tags it.
+/// Returns the blobs the store lacks (then nothing is tagged).
+async fn register(
+    store: &Store,
+    name: &ImageName,
+    top: &Digest,
+    top_type: &str,
+) -> anyhow::Result<Vec<String>> {
+    let repo = name.repo().map_err(anyhow::Error::msg)?;
+    let mut lacking = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut queue = vec![(top.clone(), top_type.to_string())];
+    let mut manifests = Vec::new();
+    while let Some((digest, media_type)) = queue.pop() {
+        if !seen.insert(digest.clone()) {
+            continue;
+        }
+        let Some(path) = store.storage().blob_path(&digest) else {
+            if &digest == top {
+                lacking.insert(format!("manifest {digest}"));
+            }
+            // A child manifest left out (a platform not saved): a sparse index.
+            continue;
+        };
+        let body = Bytes::from(tokio::fs::read(&path).await?);
+        let c = children(&media_type, &body)?;
+        for (blob, _, _) in &c.blobs {
+            if !store.link_if_present(&repo, blob).await? {
+                lacking.insert(format!("blob {blob}"));
+            }
+        }
+        queue.extend(c.manifests.into_iter().map(|m| (m.digest, m.media_type)));
+        manifests.push((digest, media_type, body));
+    }
+    if !lacking.is_empty() {
+        return Ok(lacking.into_iter().collect());
+    }
+    for (digest, media_type, body) in manifests.into_iter().rev() {
+        store
+            .put_manifest_as(&repo, &digest, &media_type, body)
+            .await?;
+    }
+    if let Some(tag) = &name.tag {
+        store.tag(&repo, tag, top).await?;
+    }
+    store.unfold(&repo, top).await?;
+    Ok(Vec::new())
+}
