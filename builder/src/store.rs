@@ -122,7 +122,37 @@ impl Store {
         let store = Store { storage };
         std::fs::create_dir_all(store.scratch())
             .with_context(|| format!("cannot create {}", store.scratch().display()))?;
+        store.sweep_scratch();
         Ok(store)
+    }
+
+    /// Removes what killed builds and loads left in the scratch folder. Another sealer
+    /// process may be using it right now, so only old entries go: a day for working
+    /// files, a week for partial downloads (kept so a later fetch resumes them).
+    fn sweep_scratch(&self) {
+        const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+        let Ok(entries) = std::fs::read_dir(self.scratch()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let keep_for = match entry.file_name().to_str() {
+                Some(n) if n.starts_with("partial-") => 7 * DAY,
+                _ => DAY,
+            };
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            if age.is_some_and(|a| a > keep_for) {
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -451,5 +481,34 @@ impl Store {
             }
         }
         Ok((count, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn opening_sweeps_only_old_leftovers_from_the_scratch_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let scratch = store.scratch();
+        let aged = |name: &str, days: u64| {
+            let f = std::fs::File::create(scratch.join(name)).unwrap();
+            f.set_modified(SystemTime::now() - Duration::from_secs(days * 24 * 3600))
+                .unwrap();
+        };
+        aged(".tmpOLD", 2);
+        aged(".tmpNEW", 0);
+        aged("partial-sha256-aa", 2);
+        aged("partial-sha256-bb", 8);
+        Store::open(root.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&scratch)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".tmpNEW", "partial-sha256-aa"]);
     }
 }
