@@ -4,6 +4,7 @@
 //! reproducible layers, `build` runs a Kubefile into a `cloudimage`, `store` is the local
 //! content store, `remote` and `transfer` move images between it and registries.
 
+pub mod archive;
 pub mod build;
 pub mod bundle;
 pub mod cache;

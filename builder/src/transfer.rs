@@ -256,19 +256,7 @@ impl<'a> Transfer<'a> {
         let algorithm = digest.algorithm();
         let (file, mut hasher, mut offset) = tokio::task::spawn_blocking(move || {
             let mut hasher = algorithm.hasher();
-            let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
-            let mut len = 0u64;
-            loop {
-                let buf = std::io::BufRead::fill_buf(&mut reader)?;
-                if buf.is_empty() {
-                    break;
-                }
-                hasher.update(buf);
-                let n = buf.len();
-                len += n as u64;
-                std::io::BufRead::consume(&mut reader, n);
-            }
-            drop(reader);
+            let len = hasher.update_from(&file)?;
             if len >= size {
                 file.set_len(0)?;
                 return Ok::<_, std::io::Error>((file, algorithm.hasher(), 0));

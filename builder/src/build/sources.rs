@@ -1,8 +1,9 @@
 //! Where a step's files come from: paths in the build context (never outside it),
 //! wildcards, local archives that `ADD` unpacks, and `APP` sources with their type.
 
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+
+use crate::archive::Kind;
 
 /// The context paths a `COPY`/`ADD` source names: one, or every match of a wildcard in
 /// its last component. Sources may not leave the context, by `..` or by a symlink.
@@ -89,43 +90,20 @@ fn wildcard(pattern: &str, name: &str) -> bool {
     pi == p.len()
 }
 
-/// The compression of a tar archive `ADD` unpacks, judged by its first bytes; `None`
-/// when the file is not an archive (it is then copied as is).
-pub fn archive_kind(path: &Path) -> Option<&'static str> {
-    let mut head = [0u8; 512];
-    let mut f = std::fs::File::open(path).ok()?;
-    let n = read_full(&mut f, &mut head);
-    if n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
-        return Some("zstd");
-    }
-    if n >= 2 && head[..2] == [0x1f, 0x8b] {
-        return Some("gzip");
-    }
-    if n >= 262 && &head[257..262] == b"ustar" {
-        return Some("tar");
-    }
-    None
-}
-
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    n
+/// The kind of a local archive `ADD` unpacks, judged by its first bytes; `None` when
+/// the file is not an archive (it is then copied as is).
+pub fn archive_kind(path: &Path) -> Option<Kind> {
+    crate::archive::sniff_file(path)
 }
 
 /// Unpacks a local archive into `dir`.
-pub fn unpack_archive(path: &Path, kind: &str, dir: &Path) -> std::io::Result<()> {
+pub fn unpack_archive(path: &Path, kind: Kind, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let f = std::fs::File::open(path)?;
     match kind {
-        "zstd" => super::rootfs::unpack_tar(zstd::Decoder::new(f)?, dir),
-        "gzip" => super::rootfs::unpack_tar(flate2::read::GzDecoder::new(f), dir),
-        _ => super::rootfs::unpack_tar(f, dir),
+        Kind::Zstd => super::rootfs::unpack_tar(zstd::Decoder::new(f)?, dir),
+        Kind::Gzip => super::rootfs::unpack_tar(flate2::read::GzDecoder::new(f), dir),
+        Kind::Tar => super::rootfs::unpack_tar(f, dir),
     }
 }
 

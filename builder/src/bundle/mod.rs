@@ -14,6 +14,7 @@ use bytes::Bytes;
 use sealer_registry::oci::Digest;
 use serde_json::json;
 
+use crate::archive;
 use crate::progress::{Progress, Task};
 use crate::reference::{ImageName, Platform};
 use crate::store::{Store, children};
@@ -59,11 +60,10 @@ pub struct SaveReport {
 pub async fn have_set(store: &Store, old: &str) -> anyhow::Result<BTreeSet<Digest>> {
     let path = Path::new(old);
     if path.is_file() {
-        let mut head = [0u8; 512];
-        let n = std::fs::File::open(path)?.read(&mut head)?;
-        let is_tar = n >= 262 && &head[257..262] == b"ustar";
-        let is_zstd = n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd];
-        if is_tar || is_zstd {
+        if matches!(
+            archive::sniff_file(path),
+            Some(archive::Kind::Tar | archive::Kind::Zstd)
+        ) {
             let path = path.to_path_buf();
             return tokio::task::spawn_blocking(move || bundle_blobs(&path)).await?;
         }
@@ -131,28 +131,19 @@ fn decompressed<'a>(
     task: Option<&'a dyn Task>,
 ) -> anyhow::Result<Box<dyn Read + 'a>> {
     let mut magic = [0u8; 4];
-    let n = read_full(&mut source, &mut magic)?;
+    let n = archive::read_full(&mut source, &mut magic)?;
     let head = std::io::Cursor::new(magic[..n].to_vec()).chain(source);
     let counted: Box<dyn Read + 'a> = match task {
         Some(task) => Box::new(Counting { inner: head, task }),
         None => Box::new(head),
     };
-    Ok(if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::Decoder::new(counted)?)
-    } else {
-        Box::new(std::io::BufReader::with_capacity(1 << 20, counted))
-    })
-}
-
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
+    Ok(
+        if archive::sniff(&magic[..n]) == Some(archive::Kind::Zstd) {
+            Box::new(zstd::Decoder::new(counted)?)
+        } else {
+            Box::new(std::io::BufReader::with_capacity(1 << 20, counted))
+        },
+    )
 }
 
 /// Writes `images` to `out`. The file appears only once complete (it is written next to
@@ -551,15 +542,7 @@ fn verify_and_store(
     name: &str,
 ) -> anyhow::Result<()> {
     let mut hasher = digest.algorithm().hasher();
-    let mut file = std::fs::File::open(&path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    hasher.update_from(std::fs::File::open(&path)?)?;
     let actual = hasher.finish();
     if &actual != digest {
         let _ = std::fs::remove_file(&path);

@@ -190,6 +190,20 @@ impl Hasher {
         self.context.update(data);
     }
 
+    /// Hashes everything `r` yields; returns the number of bytes.
+    pub fn update_from(&mut self, mut r: impl std::io::Read) -> std::io::Result<u64> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0;
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            self.context.update(&buf[..n]);
+            total += n as u64;
+        }
+    }
+
     pub fn finish(self) -> Digest {
         Digest {
             algorithm: self.algorithm,
