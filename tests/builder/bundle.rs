@@ -253,3 +253,65 @@ fn a_bundle_split_into_parts_loads_from_the_parts_in_any_order() {
     );
     assert!(other.images().is_empty());
 }
+
+#[test]
+fn docker_save_archives_load_and_run_again_in_dockerd() {
+    let reg = Registry::start();
+    skopeo_push(&reg.host, "test/app:1", None);
+    let ctrd = Containerd::start();
+    let dockerd = Dockerd::start(&ctrd, &format!("http://{}", reg.host));
+    let pulled = format!("{}/test/app:1", reg.host);
+    run(&mut dockerd.docker_cmd(&["pull", "--quiet", &pulled]));
+    run(&mut dockerd.docker_cmd(&["tag", &pulled, "team/web:2"]));
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("docker.tar");
+    run(&mut dockerd.docker_cmd(&[
+        "save",
+        "-o",
+        archive.to_str().unwrap(),
+        &pulled,
+        "team/web:2",
+    ]));
+
+    let sealer = Sealer::new();
+    let out = sealer.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let names: Vec<&str> = out.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(names.len(), 2, "{out}");
+    assert!(names.contains(&"docker.io/team/web:2"), "{out}");
+    assert!(names.contains(&pulled.as_str()), "{out}");
+    image_row(&sealer.images(), "docker.io/team/web", "2");
+
+    // Pushed back to a registry, the loaded image is one dockerd pulls (checking every
+    // layer against its config) and runs, once it has forgotten its own copy.
+    let other = Registry::start();
+    let target = format!("{}/loaded/web:2", other.host);
+    sealer.ok(&["tag", "docker.io/team/web:2", &target]);
+    sealer.ok(&["push", &target]);
+    run(&mut dockerd.docker_cmd(&["rmi", &pulled, "team/web:2"]));
+    run(&mut dockerd.docker_cmd(&["pull", "--quiet", &target]));
+    let ran = run(&mut dockerd.docker_cmd(&["run", "--rm", "--network", "none", &target]));
+    assert!(ran.contains("hello from sealer test image"), "{ran}");
+
+    // A layer damaged in the archive is named; nothing is tagged.
+    let damaged = dir.path().join("damaged.tar");
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = find_layer_data(&bytes);
+    bytes[at] ^= 0xff;
+    std::fs::write(&damaged, bytes).unwrap();
+    let fresh = Sealer::new();
+    let err = fresh.fails(&["load", "-i", damaged.to_str().unwrap()]);
+    assert!(err.contains("layer.tar is damaged"), "{err}");
+    assert!(fresh.images().is_empty());
+}
+
+/// The offset of the first content byte of the first `layer.tar` in a tar file.
+fn find_layer_data(tar_bytes: &[u8]) -> usize {
+    let mut archive = tar::Archive::new(tar_bytes);
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().unwrap().ends_with("layer.tar") && entry.header().entry_type().is_file() {
+            return entry.raw_file_position() as usize + 100;
+        }
+    }
+    panic!("no layer.tar in the archive");
+}

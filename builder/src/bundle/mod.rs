@@ -3,15 +3,16 @@
 //! blob once; and loading such a tar back, streamed and verified. The format is
 //! documented in `docs/bundle.md`.
 
+mod docker;
 pub mod parts;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use sealer_registry::oci::Digest;
+use sealer_registry::oci::{Algorithm, Digest};
 use serde_json::json;
 
 use crate::archive;
@@ -380,36 +381,60 @@ pub async fn load(
     }
     let task = progress.task("load", size);
     let label = inputs[0].display().to_string();
-    let (index, mut report) = {
+    let scanned = {
         let store = store.clone();
-        let label = label.clone();
         let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            read_bundle(&store, source, &label, task.as_ref(), &runtime)
-        })
-        .await??
+        tokio::task::spawn_blocking(move || read_bundle(&store, source, task.as_ref(), &runtime))
+            .await??
     };
-    let index: serde_json::Value = serde_json::from_slice(
-        &index.with_context(|| format!("{label} has no index.json: not an OCI layout"))?,
-    )
-    .context("index.json is not valid JSON")?;
-    let entries = index["manifests"]
-        .as_array()
-        .context("index.json lists no manifests")?;
+    let mut report = scanned.report;
+    // (name, top manifest digest, its media type) for each image to tag.
+    let mut images = Vec::new();
+    if let Some(index) = scanned.index {
+        let index: serde_json::Value =
+            serde_json::from_slice(&index).context("index.json is not valid JSON")?;
+        let entries = index["manifests"]
+            .as_array()
+            .context("index.json lists no manifests")?;
+        for entry in entries {
+            let notes = &entry["annotations"];
+            let written = notes[ANNOTATION_IMAGE_NAME]
+                .as_str()
+                .or(notes[ANNOTATION_REF_NAME].as_str())
+                .context("an index.json entry has no image name (io.containerd.image.name or org.opencontainers.image.ref.name)")?;
+            let name = ImageName::parse(written).map_err(anyhow::Error::msg)?;
+            let digest: Digest = entry["digest"]
+                .as_str()
+                .unwrap_or_default()
+                .parse()
+                .with_context(|| format!("{name}: invalid digest in index.json"))?;
+            let media_type = entry["mediaType"].as_str().unwrap_or_default().to_string();
+            images.push((name, digest, media_type));
+        }
+    } else if let Some(manifest) = scanned.docker_manifest {
+        let config_of = |d: &Digest| -> anyhow::Result<Vec<u8>> {
+            let path = store
+                .storage()
+                .blob_path(d)
+                .context("a config was not stored")?;
+            Ok(std::fs::read(path)?)
+        };
+        let media_type = sealer_registry::oci::manifest::media_type::OCI_MANIFEST;
+        for image in docker::images(&manifest, &scanned.blobs, &scanned.links, config_of)? {
+            let digest = Digest::sha256_of(&image.manifest);
+            for name in image.names {
+                let repo = name.repo().map_err(anyhow::Error::msg)?;
+                store
+                    .put_manifest_as(&repo, &digest, media_type, image.manifest.clone())
+                    .await?;
+                images.push((name, digest.clone(), media_type.to_string()));
+            }
+        }
+    } else {
+        bail!("{label} has no index.json (an OCI layout) or manifest.json (a docker save archive)");
+    }
     let mut missing = Vec::new();
-    for entry in entries {
-        let notes = &entry["annotations"];
-        let written = notes[ANNOTATION_IMAGE_NAME]
-            .as_str()
-            .or(notes[ANNOTATION_REF_NAME].as_str())
-            .context("an index.json entry has no image name (io.containerd.image.name or org.opencontainers.image.ref.name)")?;
-        let name = ImageName::parse(written).map_err(anyhow::Error::msg)?;
-        let digest: Digest = entry["digest"]
-            .as_str()
-            .unwrap_or_default()
-            .parse()
-            .with_context(|| format!("{name}: invalid digest in index.json"))?;
-        let media_type = entry["mediaType"].as_str().unwrap_or_default().to_string();
+    for (name, digest, media_type) in images {
         let lacking = register(store, &name, &digest, &media_type).await?;
         if lacking.is_empty() {
             report.images.push((name, digest));
@@ -428,128 +453,197 @@ pub async fn load(
     Ok(report)
 }
 
-/// Streams the tar: each blob is checked against its name and stored; returns
-/// `index.json`'s bytes.
+/// A blob copied out of the stream, waiting for its digest check.
+struct Job {
+    file: PathBuf,
+    /// The archive path, to name it in errors and to find docker layers by.
+    path: String,
+    /// The digest its name gives (`None` for a docker layer: learnt by hashing).
+    expected: Option<Digest>,
+}
+
+/// What reading the tar found.
+#[derive(Default)]
+struct Scanned {
+    index: Option<Vec<u8>>,
+    /// A `docker save` archive's `manifest.json`.
+    docker_manifest: Option<Vec<u8>>,
+    /// Each blob read: archive path to digest and size.
+    blobs: HashMap<String, (Digest, u64)>,
+    /// Symlinked entries: archive path to the path they point to.
+    links: HashMap<String, String>,
+    report: LoadReport,
+}
+
+/// Streams the tar: each blob is checked against its name (or hashed, for docker
+/// layers) and stored.
 fn read_bundle(
     store: &Store,
     source: Box<dyn Read + Send>,
-    label: &str,
     task: &dyn Task,
     runtime: &tokio::runtime::Handle,
-) -> anyhow::Result<(Option<Vec<u8>>, LoadReport)> {
+) -> anyhow::Result<Scanned> {
     // This thread copies each blob out of the stream into a scratch file; two verifiers
     // hash finished files (several blobs at once: SHA-256 is the slowest step) and move
     // each into the store once its digest matches.
-    let (jobs, queue) = std::sync::mpsc::sync_channel::<(PathBuf, Digest, String)>(2);
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(2);
     let queue = std::sync::Mutex::new(queue);
     let failed: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+    let hashed = std::sync::Mutex::new((HashMap::new(), LoadReport::default()));
     std::thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| {
                 loop {
                     let job = queue.lock().expect("queue lock").recv();
-                    let Ok((path, digest, name)) = job else {
+                    let Ok(job) = job else {
                         return;
                     };
-                    if let Err(e) = verify_and_store(store, runtime, path, &digest, &name) {
-                        failed.lock().expect("error lock").get_or_insert(e);
+                    let path = job.path.clone();
+                    match verify_and_store(store, runtime, job) {
+                        Ok((digest, size, added)) => {
+                            let mut hashed = hashed.lock().expect("hash lock");
+                            let (blobs, counts) = &mut *hashed;
+                            blobs.insert(path, (digest, size));
+                            if added {
+                                counts.blobs_added += 1;
+                                counts.bytes_added += size;
+                            } else {
+                                counts.blobs_present += 1;
+                            }
+                        }
+                        Err(e) => {
+                            failed.lock().expect("error lock").get_or_insert(e);
+                        }
                     }
                 }
             });
         }
-        let read = copy_out(store, source, label, task, &jobs, &failed);
+        let read = copy_out(store, source, task, &jobs, &failed);
         drop(jobs);
         read
     })
-    .and_then(|read| match failed.into_inner().expect("error lock") {
+    .and_then(|mut read| match failed.into_inner().expect("error lock") {
         Some(e) => Err(e),
-        None => Ok(read),
+        None => {
+            let (blobs, counts) = hashed.into_inner().expect("hash lock");
+            read.blobs.extend(blobs);
+            read.report.blobs_added += counts.blobs_added;
+            read.report.bytes_added += counts.bytes_added;
+            read.report.blobs_present += counts.blobs_present;
+            Ok(read)
+        }
     })
 }
 
-/// Reads the tar: keeps `index.json`, writes each blob the store lacks to a scratch file
-/// and queues it for verification.
+/// Reads the tar: keeps `index.json` (or docker's `manifest.json`), writes each blob the
+/// store lacks to a scratch file and queues it for verification.
 fn copy_out(
     store: &Store,
     source: Box<dyn Read + Send>,
-    label: &str,
     task: &dyn Task,
-    jobs: &std::sync::mpsc::SyncSender<(PathBuf, Digest, String)>,
+    jobs: &std::sync::mpsc::SyncSender<Job>,
     failed: &std::sync::Mutex<Option<anyhow::Error>>,
-) -> anyhow::Result<(Option<Vec<u8>>, LoadReport)> {
+) -> anyhow::Result<Scanned> {
     let mut archive = tar::Archive::new(decompressed(source, Some(task))?);
-    let mut index = None;
-    let mut report = LoadReport::default();
-    let mut docker = false;
+    let mut read = Scanned::default();
     for entry in archive.entries()? {
         if failed.lock().expect("error lock").is_some() {
             break; // a verifier found a damaged blob: stop reading
         }
         let mut entry = entry?;
-        if !entry.header().entry_type().is_file() {
-            continue; // folders
-        }
         let path = entry
             .path()?
             .to_string_lossy()
             .trim_start_matches("./")
             .to_string();
-        match path.as_str() {
+        if entry.header().entry_type().is_symlink() {
+            if let Some(target) = entry
+                .link_name()?
+                .and_then(|l| docker::link_target(&path, &l.to_string_lossy()))
+            {
+                read.links.insert(path, target);
+            }
+            continue;
+        }
+        if !entry.header().entry_type().is_file() {
+            continue; // folders
+        }
+        let expected = match path.as_str() {
             "index.json" => {
                 let mut buf = Vec::new();
                 (&mut entry).take(64 << 20).read_to_end(&mut buf)?;
-                index = Some(buf);
+                read.index = Some(buf);
+                continue;
             }
-            "manifest.json" => docker = true,
-            p if p.starts_with("blobs/") => {
-                let Some(digest) = blob_digest(p) else {
-                    continue;
-                };
-                let digest = digest?;
-                if store.storage().has_blob(&digest) {
-                    report.blobs_present += 1;
-                    continue;
-                }
-                let tmp = tempfile::NamedTempFile::new_in(store.scratch())?;
-                let mut out = BufWriter::with_capacity(1 << 20, tmp);
-                report.bytes_added += io::copy(&mut entry, &mut out)?;
-                let tmp = out.into_inner().map_err(|e| e.into_error())?;
-                let (_, file) = tmp.keep().context("keeping a loaded blob")?;
-                report.blobs_added += 1;
-                if jobs.send((file.clone(), digest, p.to_string())).is_err() {
-                    let _ = std::fs::remove_file(file);
-                    break;
-                }
+            "manifest.json" => {
+                let mut buf = Vec::new();
+                (&mut entry).take(64 << 20).read_to_end(&mut buf)?;
+                read.docker_manifest = Some(buf);
+                continue;
             }
-            _ => {}
+            p if p.starts_with("blobs/") => match blob_digest(p) {
+                Some(digest) => Some(digest?),
+                None => continue,
+            },
+            p => match docker::entry(p) {
+                Some(docker::Entry::Config(digest)) => Some(digest),
+                Some(docker::Entry::Layer) => None,
+                None => continue,
+            },
+        };
+        if let Some(digest) = &expected
+            && store.storage().has_blob(digest)
+        {
+            read.blobs
+                .insert(path, (digest.clone(), entry.header().size()?));
+            read.report.blobs_present += 1;
+            continue;
+        }
+        let tmp = tempfile::NamedTempFile::new_in(store.scratch())?;
+        let mut out = BufWriter::with_capacity(1 << 20, tmp);
+        io::copy(&mut entry, &mut out)?;
+        let tmp = out.into_inner().map_err(|e| e.into_error())?;
+        let (_, file) = tmp.keep().context("keeping a loaded blob")?;
+        let job = Job {
+            file: file.clone(),
+            path,
+            expected,
+        };
+        if jobs.send(job).is_err() {
+            let _ = std::fs::remove_file(file);
+            break;
         }
     }
-    if index.is_none() && docker {
-        bail!(
-            "{label} is a `docker save` archive; loading those is not supported yet (save it with skopeo to oci-archive: instead)"
-        );
-    }
     task.finish("done");
-    Ok((index, report))
+    Ok(read)
 }
 
-/// Hashes a copied-out blob; stores it when the digest matches, else removes it.
+/// Hashes a copied-out blob; stores it when the digest matches (or was unknown), else
+/// removes it. Returns its digest, its size, and whether it was added to the store.
 fn verify_and_store(
     store: &Store,
     runtime: &tokio::runtime::Handle,
-    path: PathBuf,
-    digest: &Digest,
-    name: &str,
-) -> anyhow::Result<()> {
-    let mut hasher = digest.algorithm().hasher();
-    hasher.update_from(std::fs::File::open(&path)?)?;
+    job: Job,
+) -> anyhow::Result<(Digest, u64, bool)> {
+    let algorithm = job
+        .expected
+        .as_ref()
+        .map(|d| d.algorithm())
+        .unwrap_or(Algorithm::Sha256);
+    let mut hasher = algorithm.hasher();
+    hasher.update_from(std::fs::File::open(&job.file)?)?;
     let actual = hasher.finish();
-    if &actual != digest {
-        let _ = std::fs::remove_file(&path);
-        bail!("{name} is damaged: its content has digest {actual}");
+    if job.expected.as_ref().is_some_and(|d| d != &actual) {
+        let _ = std::fs::remove_file(&job.file);
+        bail!("{} is damaged: its content has digest {actual}", job.path);
     }
-    runtime.block_on(store.storage().adopt_blob(path, digest))?;
-    Ok(())
+    let size = std::fs::metadata(&job.file)?.len();
+    if store.storage().has_blob(&actual) {
+        let _ = std::fs::remove_file(&job.file);
+        return Ok((actual, size, false));
+    }
+    runtime.block_on(store.storage().adopt_blob(job.file, &actual))?;
+    Ok((actual, size, true))
 }
 
 /// Puts an image's manifests into its repository and links its blobs, then tags it.
