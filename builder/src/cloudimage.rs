@@ -13,18 +13,13 @@ use crate::reference::Platform;
 pub const ANNOTATION_EXTENSION: &str = "sealer.image.extension";
 /// On the rootfs manifest (and the index): the [`ContainerImage`] list as JSON, as sealer.
 pub const ANNOTATION_CONTAINER_IMAGES: &str = "sealer.image.container.images";
-/// On each index entry: `rootfs` or `container-image`.
-pub const ANNOTATION_ROLE: &str = "sealer.image.role";
-/// On a container-image entry: the image's fully qualified reference.
-pub const ANNOTATION_REFERENCE: &str = "sealer.image.container.reference";
-/// The standard annotation naming the entry's reference (the same value, for OCI tools).
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub use sealer_registry::oci::annotations::{
+    CONTAINER_REFERENCE as ANNOTATION_REFERENCE, REF_NAME as ANNOTATION_REF_NAME,
+    ROLE as ANNOTATION_ROLE, ROLE_CONTAINER_IMAGE, ROLE_ROOTFS,
+};
 /// The index's `artifactType`-like marker in the rootfs config's labels.
 pub const LABEL_VERSION: &str = "io.sealer.version";
 pub const LABEL_KUBE_VERSION: &str = "app.alpha.sealer.io/supported-kube-version";
-
-pub const ROLE_ROOTFS: &str = "rootfs";
-pub const ROLE_CONTAINER_IMAGE: &str = "container-image";
 
 pub const SCHEMA_VERSION: &str = "v1alpha1";
 

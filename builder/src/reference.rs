@@ -4,7 +4,6 @@
 use std::fmt;
 
 use oci_spec::distribution::Reference;
-use sealer_pull_proxy::routing::host_component;
 use sealer_registry::oci::{Digest, RepoName, Tag};
 
 /// A fully qualified image reference (DESIGN contract 2).
@@ -51,8 +50,7 @@ impl ImageName {
     /// The repository in the local store: `docker.io/library/nginx`,
     /// `127.0.0.1_5000/app` (a port becomes `_port`, as the mirror stores it).
     pub fn repo(&self) -> Result<RepoName, String> {
-        let name = format!("{}/{}", host_component(&self.host), self.remote);
-        RepoName::parse(&name).map_err(|e| format!("{self}: {e}"))
+        RepoName::for_image(&self.host, &self.remote).map_err(|e| format!("{self}: {e}"))
     }
 
     /// The tag, or else the digest, as a manifest reference.

@@ -279,12 +279,7 @@ fn trail_hash(
     let spawned = std::thread::Builder::new()
         .name("fill-hash".into())
         .spawn(move || {
-            // SAFETY: pid 0 is this thread; SCHED_IDLE takes a zero priority and only
-            // changes when the thread gets a CPU.
-            unsafe {
-                let param = libc::sched_param { sched_priority: 0 };
-                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
-            }
+            sealer_registry::background::make_this_thread_idle();
             let result = handle.block_on(async move {
                 let mut hasher = algorithm.hasher();
                 let mut hashed = 0u64;

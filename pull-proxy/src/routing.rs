@@ -18,13 +18,6 @@ pub struct Router {
     allow_push: bool,
 }
 
-/// The local repository component for a registry host: lowercase, with a port written
-/// `host_port` (repository names cannot hold `:`; DNS names cannot hold `_`, so this never
-/// collides with a real host).
-pub fn host_component(host: &str) -> String {
-    host.to_ascii_lowercase().replacen(':', "_", 1)
-}
-
 /// Whether the first segment of a name is a registry host rather than an organisation,
 /// by Docker's rule: it has a dot or a port, or is `localhost`.
 fn looks_like_host(segment: &str) -> bool {
@@ -64,7 +57,7 @@ impl Router {
         } else {
             remote
         };
-        let local = RepoName::parse(&format!("{}/{remote}", host_component(&host))).ok()?;
+        let local = RepoName::for_image(&host, &remote).ok()?;
         Some(MirrorRoute {
             upstream: host,
             remote,

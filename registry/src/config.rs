@@ -26,6 +26,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALER_REGISTRY_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// Serve the images of this bundle (`sealer save`, plain tar) in place, read-only
+    /// (repeatable). With --root as well, the store is served too and takes pushes.
+    #[arg(long = "bundle", value_name = "FILE")]
+    pub bundles: Vec<PathBuf>,
+
     /// TOML configuration file; flags and environment variables override its values.
     #[arg(long, short = 'c', env = "SEALER_REGISTRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -66,6 +71,8 @@ pub struct ServeArgs {
 pub struct FileConfig {
     pub addr: Option<String>,
     pub root: Option<PathBuf>,
+    #[serde(default)]
+    pub bundles: Vec<PathBuf>,
     #[serde(default)]
     pub log: LogSection,
     #[serde(default)]
@@ -133,6 +140,10 @@ mod humantime_serde_opt {
 pub struct Settings {
     pub addr: SocketAddr,
     pub root: PathBuf,
+    /// Bundle files served in place.
+    pub bundles: Vec<PathBuf>,
+    /// Bundles only, no store (no root was given): nothing can be written.
+    pub read_only: bool,
     pub log_format: LogFormat,
     pub log_level: String,
     pub options: Options,
@@ -153,7 +164,14 @@ impl Settings {
             .or(file.addr)
             .unwrap_or_else(|| DEFAULT_ADDR.to_string());
         let addr = parse_addr(&addr_text)?;
-        let root = args.root.clone().or(file.root).unwrap_or_else(default_root);
+        let bundles = if args.bundles.is_empty() {
+            file.bundles
+        } else {
+            args.bundles.clone()
+        };
+        let given_root = args.root.clone().or(file.root);
+        let read_only = !bundles.is_empty() && given_root.is_none();
+        let root = given_root.unwrap_or_else(default_root);
         let defaults = Options::default();
         let options = Options {
             max_manifest_bytes: args
@@ -182,6 +200,8 @@ impl Settings {
         Ok(Settings {
             addr,
             root,
+            bundles,
+            read_only,
             log_format: args.log_format.or(file.log.format).unwrap_or_default(),
             log_level: args
                 .log_level

@@ -250,6 +250,11 @@ impl From<StorageError> for RegistryError {
                     headers: Vec::new(),
                 }
             }
+            StorageError::ReadOnly => RegistryError::new(
+                ErrorCode::Unsupported,
+                "this registry serves bundles read-only; start it with --root DIR as well to \
+                 accept pushes and deletes",
+            ),
             other => RegistryError::internal(other),
         }
     }

@@ -14,6 +14,7 @@ use crate::routes::{App, router};
 use crate::services::Registry;
 use crate::services::mirror::Mirror;
 use crate::storage::Storage;
+use crate::storage::bundle::{BundleIndex, BundleStorage};
 use crate::storage::fs::FsStorage;
 
 /// Opens (creating if needed) the store `settings` name.
@@ -21,6 +22,63 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<FsStorage>> {
     let storage = FsStorage::open(&settings.root)
         .with_context(|| format!("cannot open the store at {}", settings.root.display()))?;
     Ok(Arc::new(storage))
+}
+
+/// What `serve` reads and writes.
+pub struct OpenedStorage {
+    /// What requests are served from.
+    pub storage: Arc<dyn Storage>,
+    /// The writable store, if any (the mirror fills it).
+    pub store: Option<Arc<FsStorage>>,
+}
+
+/// The storage `settings` name: the store, the bundles over the store, or the bundles
+/// alone (read-only).
+pub fn open_storage(settings: &Settings) -> anyhow::Result<OpenedStorage> {
+    let store = if settings.read_only {
+        None
+    } else {
+        Some(open_store(settings)?)
+    };
+    if settings.bundles.is_empty() {
+        let store = store.expect("a store when no bundle is served");
+        return Ok(OpenedStorage {
+            storage: store.clone(),
+            store: Some(store),
+        });
+    }
+    let begun = std::time::Instant::now();
+    let index = BundleIndex::open(&settings.bundles)?;
+    tracing::info!(
+        bundles = settings.bundles.len(),
+        repositories = index.repositories.len(),
+        blobs = index.blobs.len(),
+        bytes = index.total_bytes(),
+        seconds = begun.elapsed().as_secs_f32(),
+        "bundles indexed"
+    );
+    Ok(OpenedStorage {
+        storage: Arc::new(BundleStorage::new(index, store.clone())),
+        store,
+    })
+}
+
+fn describe(settings: &Settings) -> String {
+    let store = format!("store {}", settings.root.display());
+    if settings.bundles.is_empty() {
+        return store;
+    }
+    let bundles: Vec<String> = settings
+        .bundles
+        .iter()
+        .map(|b| b.display().to_string())
+        .collect();
+    let over = if settings.read_only {
+        "read-only".to_string()
+    } else {
+        store
+    };
+    format!("bundle {}; {over}", bundles.join(", "))
 }
 
 /// Serves `storage` (with a pull-through `mirror`, if any) until SIGINT or SIGTERM, then
@@ -47,11 +105,9 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
     let local = listener.local_addr()?;
     // One plain line on stdout, for people and for scripts waiting for readiness.
-    println!(
-        "sealer-registry listening on http://{local} (store {})",
-        settings.root.display()
-    );
-    tracing::info!(addr = %local, root = %settings.root.display(), resumable_uploads = resumable, "serving");
+    let serving = describe(&settings);
+    println!("sealer-registry listening on http://{local} ({serving})");
+    tracing::info!(addr = %local, serving, resumable_uploads = resumable, "serving");
 
     let expiry = tokio::spawn(expire_uploads(app.clone(), settings.options.upload_expiry));
     let shutdown = Arc::new(tokio::sync::Notify::new());

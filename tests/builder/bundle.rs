@@ -8,6 +8,26 @@ use sealer_e2e::*;
 
 use crate::*;
 
+/// The example CloudImage built, and saved as `shop.tar` in a temporary folder.
+fn saved_example() -> (
+    DockerRegistry,
+    Sealer,
+    String,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let (up, sealer, digest) = built_example();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("shop.tar");
+    sealer.ok(&[
+        "save",
+        "-o",
+        bundle.to_str().unwrap(),
+        "example.com/shop:1.0",
+    ]);
+    (up, sealer, digest, dir, bundle)
+}
+
 #[test]
 fn save_then_load_gives_the_same_images_and_skopeo_reads_the_bundle() {
     let (_up, sealer, digest) = built_example();
@@ -74,15 +94,7 @@ fn save_then_load_gives_the_same_images_and_skopeo_reads_the_bundle() {
 
 #[test]
 fn damaged_or_cut_bundles_fail_cleanly_and_a_rerun_finishes() {
-    let (_up, sealer, _) = built_example();
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("shop.tar");
-    sealer.ok(&[
-        "save",
-        "-o",
-        bundle.to_str().unwrap(),
-        "example.com/shop:1.0",
-    ]);
+    let (_up, _, _, dir, bundle) = saved_example();
 
     // One byte changed in the largest blob: named as damaged, nothing tagged.
     let damaged = dir.path().join("damaged.tar");
@@ -295,7 +307,7 @@ fn docker_save_archives_load_and_run_again_in_dockerd() {
     // A layer damaged in the archive is named; nothing is tagged.
     let damaged = dir.path().join("damaged.tar");
     let mut bytes = std::fs::read(&archive).unwrap();
-    let at = find_layer_data(&bytes);
+    let at = data_offset(&bytes, |p, _| p.ends_with("layer.tar"));
     bytes[at] ^= 0xff;
     std::fs::write(&damaged, bytes).unwrap();
     let fresh = Sealer::new();
@@ -304,14 +316,93 @@ fn docker_save_archives_load_and_run_again_in_dockerd() {
     assert!(fresh.images().is_empty());
 }
 
-/// The offset of the first content byte of the first `layer.tar` in a tar file.
-fn find_layer_data(tar_bytes: &[u8]) -> usize {
+/// An offset inside the content of the first regular file of a tar for which `pick`
+/// (given its path and size) is true.
+fn data_offset(tar_bytes: &[u8], pick: impl Fn(&std::path::Path, u64) -> bool) -> usize {
     let mut archive = tar::Archive::new(tar_bytes);
     for entry in archive.entries().unwrap() {
         let entry = entry.unwrap();
-        if entry.path().unwrap().ends_with("layer.tar") && entry.header().entry_type().is_file() {
+        if entry.header().entry_type().is_file() && pick(&entry.path().unwrap(), entry.size()) {
             return entry.raw_file_position() as usize + 100;
         }
     }
-    panic!("no layer.tar in the archive");
+    panic!("no such file in the archive");
+}
+
+#[test]
+fn serve_bundle_serves_the_images_in_place_alone_or_over_a_store() {
+    let (_up, sealer, digest, dir, bundle) = saved_example();
+
+    // Alone: read-only, every image by its name, the carried ones too.
+    let served = Registry::serve_bundles(&[&bundle]);
+    let pulled = Sealer::new();
+    let out = pulled.ok(&["pull", &format!("{}/example.com/shop:1.0", served.host)]);
+    assert_eq!(digest_of_line(&out), digest);
+    assert_eq!(pulled.blob_count(), 11);
+    let nginx = run(Command::new(require("skopeo"))
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!(
+            "docker://{}/docker.io/library/nginx:1.25",
+            served.host
+        )));
+    assert!(nginx.contains("schemaVersion"), "{nginx}");
+    // oras-py walks the whole graph and checks every blob's digest.
+    let report = run(Command::new(require("python3"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/builder/oras_graph.py"
+        ))
+        .arg(&served.host)
+        .arg("example.com/shop:1.0"));
+    assert!(report.contains("GRAPH OK 8 8"), "{report}");
+    assert_eq!(report.matches("IMAGE ").count(), 6, "{report}");
+    // A push is refused with the spec's UNSUPPORTED and a reason.
+    let push = Command::new(require("skopeo"))
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:app", test_image_layout().display()))
+        .arg(format!("docker://{}/team/app:1", served.host))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&push.stderr);
+    assert!(!push.status.success());
+    assert!(err.contains("read-only"), "{err}");
+
+    // Over a store: both are served, and pushes go to the store.
+    let both = Registry::start_with(&["--bundle", bundle.to_str().unwrap()]);
+    skopeo_push(&both.host, "team/app:1", None);
+    let catalog = run(Command::new(require("skopeo"))
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{}/team/app", both.host)));
+    assert!(catalog.contains("\"1\""), "{catalog}");
+    let other = Sealer::new();
+    let out = other.ok(&["pull", &format!("{}/example.com/shop:1.0", both.host)]);
+    assert_eq!(digest_of_line(&out), digest);
+
+    // A compressed bundle cannot be served in place: a clear error at start.
+    let zst = dir.path().join("shop.tar.zst");
+    sealer.ok(&["save", "-o", zst.to_str().unwrap(), "example.com/shop:1.0"]);
+    let refused = Command::new(binary("sealer-registry"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--bundle"])
+        .arg(&zst)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("compressed") && err.contains("zstd -d"),
+        "{err}"
+    );
+
+    // A damaged blob is found by the background verification and no longer served.
+    let damaged = dir.path().join("damaged.tar");
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = data_offset(&bytes, |p, size| p.starts_with("blobs/") && size > 4096);
+    bytes[at] ^= 0xff;
+    std::fs::write(&damaged, bytes).unwrap();
+    let served = Registry::serve_bundles(&[&damaged]);
+    served.log_where("the verification finding the damaged blob", |log| {
+        log.contains("bundles verified") && log.contains("damaged=1")
+    });
+    let err = Sealer::new().fails(&["pull", &format!("{}/example.com/shop:1.0", served.host)]);
+    assert!(err.contains("the registry does not have it"), "{err}");
 }

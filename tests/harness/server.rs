@@ -44,6 +44,8 @@ pub struct Registry {
     pub log: PathBuf,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// Started without `--root`: bundles only, read-only.
+    without_store: bool,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -61,6 +63,28 @@ impl Registry {
         r
     }
 
+    /// A registry serving `bundles` only (no `--root`): read-only.
+    pub fn serve_bundles(bundles: &[&Path]) -> Registry {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut args = Vec::new();
+        for b in bundles {
+            args.push("--bundle".to_string());
+            args.push(b.display().to_string());
+        }
+        let mut r = Registry {
+            child: None,
+            host: String::new(),
+            root: tmp.path().join("no-store"),
+            log: tmp.path().join("registry.log"),
+            args,
+            envs: Vec::new(),
+            without_store: true,
+            _tmp: Some(tmp),
+        };
+        r.launch("127.0.0.1:0");
+        r
+    }
+
     /// A registry on `root` (kept by the caller), logging to `log`, with extra flags and
     /// environment variables.
     pub fn spawn(root: &Path, log: PathBuf, args: &[&str], envs: &[(&str, &str)]) -> Registry {
@@ -74,6 +98,7 @@ impl Registry {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            without_store: false,
             _tmp: None,
         };
         r.launch("127.0.0.1:0");
@@ -87,14 +112,11 @@ impl Registry {
             .open(&self.log)
             .expect("log file");
         let mut cmd = Command::new(binary("sealer-registry"));
-        cmd.arg("serve")
-            .arg("--addr")
-            .arg(addr)
-            .arg("--root")
-            .arg(&self.root)
-            .args(&self.args)
-            .stdout(Stdio::piped())
-            .stderr(log);
+        cmd.arg("serve").arg("--addr").arg(addr);
+        if !self.without_store {
+            cmd.arg("--root").arg(&self.root);
+        }
+        cmd.args(&self.args).stdout(Stdio::piped()).stderr(log);
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }

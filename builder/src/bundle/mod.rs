@@ -20,12 +20,9 @@ use crate::progress::{Progress, Task};
 use crate::reference::{ImageName, Platform};
 use crate::store::{Store, children};
 
-/// On each `index.json` entry: the image's fully qualified reference, as containerd's
-/// `ctr import` and sealer read it.
-pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-/// On each `index.json` entry: the same reference, as skopeo (`oci-archive:FILE:REF`)
-/// and oras (`--oci-layout FILE:REF`) look it up.
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub use sealer_registry::oci::annotations::{
+    IMAGE_NAME as ANNOTATION_IMAGE_NAME, REF_NAME as ANNOTATION_REF_NAME,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct SaveOptions {

@@ -79,13 +79,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(async {
-                    let storage = server::open_store(&settings)?;
+                    let server::OpenedStorage { storage, store } = server::open_storage(&settings)?;
                     let mirror: Option<Arc<dyn Mirror>> = if mirror_config.is_empty() {
                         None
                     } else {
+                        let Some(store) = store else {
+                            anyhow::bail!("a pull-through mirror needs a store to fill: give --root as well as --bundle");
+                        };
                         let hosts: Vec<_> = mirror_config.upstreams.iter().map(|u| u.host.clone()).collect();
                         tracing::info!(upstreams = ?hosts, offline = mirror_config.offline, "mirroring");
-                        Some(Arc::new(PullThrough::new(mirror_config, storage.clone())?))
+                        Some(Arc::new(PullThrough::new(mirror_config, store)?))
                     };
                     server::serve(settings, storage, mirror).await
                 })

@@ -69,6 +69,18 @@ pub struct ParsedManifest {
     pub annotations: Option<HashMap<String, String>>,
 }
 
+impl ParsedManifest {
+    /// The media type it declares, else the OCI type of its kind.
+    pub fn media_type(&self) -> &str {
+        self.declared_media_type
+            .as_deref()
+            .unwrap_or(match self.kind {
+                ManifestKind::Image => media_type::OCI_MANIFEST,
+                ManifestKind::Index => media_type::OCI_INDEX,
+            })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
     #[error("manifest is not valid JSON: {0}")]

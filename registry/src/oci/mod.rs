@@ -1,5 +1,6 @@
 //! Wire-level types of the OCI distribution and image specs, parsed once at the edge.
 
+pub mod annotations;
 pub mod digest;
 pub mod manifest;
 pub mod name;

@@ -33,6 +33,13 @@ pub enum NameError {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RepoName(Box<str>);
 
+/// The local repository component for a registry host: lowercase, with a port written
+/// `host_port` (repository names cannot hold `:`; DNS names cannot hold `_`, so this never
+/// collides with a real host).
+pub fn host_component(host: &str) -> String {
+    host.to_ascii_lowercase().replacen(':', "_", 1)
+}
+
 impl RepoName {
     pub fn parse(s: &str) -> Result<RepoName, NameError> {
         if s.len() > MAX_NAME_LEN {
@@ -42,6 +49,12 @@ impl RepoName {
             return Err(NameError::Grammar);
         }
         Ok(RepoName(s.into()))
+    }
+
+    /// Where the store keeps an image of `host` (`docker.io`, `127.0.0.1:5000`) named
+    /// `path` there (`library/nginx`): `docker.io/library/nginx`, `127.0.0.1_5000/app`.
+    pub fn for_image(host: &str, path: &str) -> Result<RepoName, NameError> {
+        RepoName::parse(&format!("{}/{path}", host_component(host)))
     }
 
     pub fn as_str(&self) -> &str {

@@ -180,27 +180,14 @@ impl ManifestService {
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .map(str::to_string)
-            .or_else(|| parsed.declared_media_type.clone())
-            .unwrap_or_else(|| {
-                match parsed.kind {
-                    ManifestKind::Image => media_type::OCI_MANIFEST,
-                    ManifestKind::Index => media_type::OCI_INDEX,
-                }
-                .to_string()
-            });
+            .unwrap_or_else(|| parsed.media_type().to_string());
         let size = body.len() as u64;
         self.storage
             .put_manifest(repo, &digest, &stored_type, body)
             .await?;
 
         if let Some(subject) = &parsed.subject {
-            let record = ReferrerRecord {
-                digest: digest.clone(),
-                media_type: manifest::essence(&stored_type).to_string(),
-                size,
-                artifact_type: parsed.artifact_type.clone(),
-                annotations: parsed.annotations.clone().map(|a| a.into_iter().collect()),
-            };
+            let record = ReferrerRecord::of_manifest(&digest, &stored_type, size, &parsed);
             self.storage.add_referrer(repo, subject, &record).await?;
         }
 

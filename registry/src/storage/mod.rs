@@ -13,6 +13,7 @@
 //!   blob in one atomic step, after its bytes are synced;
 //! - writes of the same content by concurrent requests are safe and idempotent.
 
+pub mod bundle;
 pub mod fs;
 
 use std::time::SystemTime;
@@ -37,6 +38,8 @@ pub enum StorageError {
     },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("this registry serves bundles read-only")]
+    ReadOnly,
 }
 
 impl StorageError {
@@ -87,6 +90,24 @@ pub struct ReferrerRecord {
     pub artifact_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl ReferrerRecord {
+    /// The record of `parsed`, stored as `digest` with `media_type` and `size` bytes.
+    pub fn of_manifest(
+        digest: &Digest,
+        media_type: &str,
+        size: u64,
+        parsed: &crate::oci::manifest::ParsedManifest,
+    ) -> ReferrerRecord {
+        ReferrerRecord {
+            digest: digest.clone(),
+            media_type: crate::oci::manifest::essence(media_type).to_string(),
+            size,
+            artifact_type: parsed.artifact_type.clone(),
+            annotations: parsed.annotations.clone().map(|a| a.into_iter().collect()),
+        }
+    }
 }
 
 /// The persistent state of an upload session, saved after every accepted chunk so the

@@ -3,7 +3,7 @@
 mod durable;
 pub mod layout;
 mod listing;
-mod streams;
+pub(crate) mod streams;
 
 use std::fs;
 use std::io;

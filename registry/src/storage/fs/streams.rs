@@ -37,8 +37,12 @@ pub fn read_file(path: &Path, range: Option<ByteRange>) -> Result<Option<ByteStr
             (0, len)
         }
     };
-    let file = Arc::new(file);
-    let end = start + len;
+    Ok(Some(stream_range(Arc::new(file), start, start + len)))
+}
+
+/// Streams bytes `start..end` of an open file, one chunk read by a blocking task at a
+/// time (a blob file, or a blob inside a bundle file).
+pub fn stream_range(file: Arc<File>, start: u64, end: u64) -> ByteStream {
     let stream = futures::stream::unfold(start, move |pos| {
         let file = file.clone();
         async move {
@@ -70,7 +74,7 @@ pub fn read_file(path: &Path, range: Option<ByteRange>) -> Result<Option<ByteStr
             }
         }
     });
-    Ok(Some(stream.boxed()))
+    stream.boxed()
 }
 
 /// Appends `data` to the file at `path`, which must hold `offset` bytes; returns the new
