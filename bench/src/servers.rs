@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -90,6 +90,41 @@ impl Server {
         };
         server.wait_ready()?;
         Ok(server)
+    }
+
+    /// `sealer-registry serve --bundle FILE` alone (read-only); returns it with the time
+    /// from spawning it to its first answer.
+    pub fn serve_bundle(
+        sealer_bin: &Path,
+        work: &Path,
+        bundle: &Path,
+    ) -> anyhow::Result<(Server, Duration)> {
+        let port = free_port();
+        let root = work.join(format!("bundle-{port}"));
+        std::fs::create_dir_all(&root)?;
+        let log = std::fs::File::create(work.join(format!("bundle-{port}.log")))?;
+        let begun = Instant::now();
+        let child = Command::new(sealer_bin)
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--bundle"])
+            .arg(bundle)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting sealer-registry")?;
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            root,
+        };
+        let addr = server.base.trim_start_matches("http://").to_string();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            ensure!(
+                begun.elapsed() < Duration::from_secs(60),
+                "serve --bundle did not start"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok((server, begun.elapsed()))
     }
 
     fn wait_ready(&self) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ mod index;
 mod verify;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -31,20 +32,41 @@ use crate::oci::{Digest, RepoName, Tag};
 pub struct BundleStorage {
     index: Arc<BundleIndex>,
     damaged: Arc<dashmap::DashSet<Digest>>,
+    /// Blob reads from the bundles in flight; verification waits while there are any.
+    reading: Arc<AtomicUsize>,
     store: Option<Arc<FsStorage>>,
+}
+
+/// Counts one blob read in flight while it lives.
+struct Reading(Arc<AtomicUsize>);
+
+impl Reading {
+    fn start(counter: &Arc<AtomicUsize>) -> Reading {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Reading(counter.clone())
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl BundleStorage {
     /// Serves `index` over `store` (writable), or alone (read-only), and starts verifying
-    /// the bundles' blobs in the background: a blob found damaged is no longer served
-    /// from the bundle.
+    /// the bundles' blobs in the background, while no blob is being read from them (so
+    /// pulls run at full speed): a blob found damaged is no longer served from the
+    /// bundle.
     pub fn new(index: BundleIndex, store: Option<Arc<FsStorage>>) -> BundleStorage {
         let index = Arc::new(index);
         let damaged = Arc::new(dashmap::DashSet::new());
-        verify::spawn(index.clone(), damaged.clone());
+        let reading = Arc::new(AtomicUsize::new(0));
+        verify::spawn(index.clone(), damaged.clone(), reading.clone());
         BundleStorage {
             index,
             damaged,
+            reading,
             store,
         }
     }
@@ -74,7 +96,13 @@ impl BundleStorage {
             Some(r) => (at.offset + r.offset, r.len),
             None => (at.offset, at.size),
         };
+        let reading = Reading::start(&self.reading);
         stream_range(self.index.files[at.file].1.clone(), start, start + len)
+            .map(move |chunk| {
+                let _in_flight = &reading;
+                chunk
+            })
+            .boxed()
     }
 
     fn bundle_manifest(&self, repo: &RepoName, digest: &Digest) -> Option<StoredManifest> {

@@ -1,9 +1,12 @@
 //! Background verification of a served bundle: every blob is hashed once, on CPU time
-//! requests leave; one whose content does not match its digest stops being served from
-//! the bundle (clients verify what they pull too, so nothing damaged is accepted before).
+//! requests leave and only while no blob is being read from the bundles; one whose
+//! content does not match its digest stops being served from the bundle (clients verify
+//! what they pull too, so nothing damaged is accepted before).
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use dashmap::DashSet;
 
@@ -12,7 +15,10 @@ use crate::oci::Digest;
 
 const CHUNK: usize = 1 << 20;
 
-pub fn spawn(index: Arc<BundleIndex>, damaged: Arc<DashSet<Digest>>) {
+/// How long verification pauses when it finds blobs being read.
+const PAUSE: Duration = Duration::from_millis(100);
+
+pub fn spawn(index: Arc<BundleIndex>, damaged: Arc<DashSet<Digest>>, reading: Arc<AtomicUsize>) {
     let started = std::thread::Builder::new()
         .name("bundle-verify".into())
         .spawn(move || {
@@ -34,6 +40,9 @@ pub fn spawn(index: Arc<BundleIndex>, damaged: Arc<DashSet<Digest>>) {
                 let read = loop {
                     if done == at.size {
                         break Ok(());
+                    }
+                    while reading.load(Ordering::SeqCst) > 0 {
+                        std::thread::sleep(PAUSE);
                     }
                     let n = (at.size - done).min(CHUNK as u64) as usize;
                     if let Err(e) = file.1.read_exact_at(&mut buf[..n], at.offset + done) {
