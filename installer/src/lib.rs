@@ -1,3 +1,5 @@
-//! Clusterfile, host executors and the `sealer run/apply/delete` lifecycle.
+//! Clusterfile, host executors and the `sealer run/apply/delete` lifecycle (issue 6).
 //!
-//! Planned (issue 6). Nothing is implemented here yet.
+//! - [`clusterfile`]: the Clusterfile's documents, read and checked into a `Cluster`.
+
+pub mod clusterfile;
