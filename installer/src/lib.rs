@@ -1,5 +1,7 @@
 //! Clusterfile, host executors and the `sealer run/apply/delete` lifecycle (issue 6).
 //!
-//! - [`clusterfile`]: the Clusterfile's documents, read and checked into a `Cluster`.
+//! - [`clusterfile`]: the Clusterfile's documents, read and checked into a `Cluster`;
+//! - [`hosts`]: running commands on hosts, over SSH or locally, in parallel.
 
 pub mod clusterfile;
+pub mod hosts;

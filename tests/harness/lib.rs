@@ -3,6 +3,7 @@
 
 pub mod content;
 pub mod daemons;
+pub mod hosts;
 pub mod http;
 pub mod server;
 pub mod tools;
@@ -10,6 +11,7 @@ pub mod upstream;
 
 pub use content::*;
 pub use daemons::*;
+pub use hosts::*;
 pub use http::*;
 pub use server::*;
 pub use tools::*;

@@ -1,0 +1,136 @@
+//! Running work on the cluster's hosts: over SSH ([`ssh::SshHost`], the system OpenSSH
+//! through the `openssh` crate, one multiplexed connection per host) or on this machine
+//! ([`local::LocalHost`]). [`on_all`] runs a step on many hosts in parallel, with a bound.
+
+pub mod local;
+pub mod ssh;
+
+use std::future::Future;
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("host {host}: cannot connect: {detail}")]
+    Unreachable { host: String, detail: String },
+    #[error("host {host}: login refused for {user}: {detail}")]
+    Auth {
+        host: String,
+        user: String,
+        detail: String,
+    },
+    #[error("host {host}: {detail}")]
+    Setup { host: String, detail: String },
+    #[error("host {host}: `{command}` failed (exit {code}): {stderr}")]
+    Failed {
+        host: String,
+        command: String,
+        code: String,
+        stderr: String,
+    },
+    #[error("host {host}: {context}: {source}")]
+    Io {
+        host: String,
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl HostError {
+    /// Maps an I/O error on `host` while doing `context`.
+    pub fn io(host: IpAddr, context: &str) -> impl FnOnce(std::io::Error) -> HostError + use<> {
+        let context = context.to_string();
+        move |source| HostError::Io {
+            host: host.to_string(),
+            context,
+            source,
+        }
+    }
+}
+
+/// A host work runs on.
+#[async_trait]
+pub trait Host: Send + Sync {
+    /// The host as the Clusterfile names it.
+    fn ip(&self) -> IpAddr;
+
+    /// Runs `script` with `sh -c`, feeding it `input` on stdin.
+    async fn run_with_input(&self, script: &str, input: Option<&[u8]>)
+    -> Result<Output, HostError>;
+
+    /// Runs `script` with `sh -c`.
+    async fn run(&self, script: &str) -> Result<Output, HostError> {
+        self.run_with_input(script, None).await
+    }
+
+    /// Runs `script`; a non-zero exit is an error naming the host, the command and what
+    /// it printed on stderr.
+    async fn check(&self, script: &str) -> Result<String, HostError> {
+        let out = self.run(script).await?;
+        if out.success() {
+            return Ok(out.stdout);
+        }
+        Err(HostError::Failed {
+            host: self.ip().to_string(),
+            command: first_line(script),
+            code: out
+                .code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "by a signal".into()),
+            stderr: tail(&out.stderr),
+        })
+    }
+}
+
+fn first_line(script: &str) -> String {
+    let line = script.trim().lines().next().unwrap_or("");
+    if line.len() > 80 || script.trim().lines().count() > 1 {
+        format!("{}…", line.chars().take(80).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+/// The last lines of `text` (what explains a failure).
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+/// Runs `step` on every host, at most `bound` at a time; returns each host's result in
+/// the order given.
+pub async fn on_all<'a, H, T, F, Fut>(hosts: &'a [H], bound: usize, step: F) -> Vec<(IpAddr, T)>
+where
+    H: AsRef<dyn Host + 'a> + 'a,
+    F: Fn(&'a dyn Host) -> Fut,
+    Fut: Future<Output = T> + 'a,
+{
+    let mut results: Vec<(usize, IpAddr, T)> = futures::stream::iter(hosts.iter().enumerate())
+        .map(|(i, h)| {
+            let host = h.as_ref();
+            let fut = step(host);
+            async move { (i, host.ip(), fut.await) }
+        })
+        .buffer_unordered(bound.max(1))
+        .collect()
+        .await;
+    results.sort_by_key(|(i, _, _)| *i);
+    results.into_iter().map(|(_, ip, r)| (ip, r)).collect()
+}

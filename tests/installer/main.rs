@@ -1,0 +1,4 @@
+//! The installer against real hosts: sshd test hosts on loopback addresses, each with
+//! its own mount namespace (`harness/hosts.rs`).
+
+mod hosts;
