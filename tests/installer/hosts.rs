@@ -29,17 +29,23 @@ fn root_login(host: &TestHost) -> Login {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn commands_run_on_every_host_over_one_connection_each_in_its_own_files() {
-    let test_hosts: Vec<TestHost> = (0..3).map(|_| TestHost::start()).collect();
-    let state = tempfile::tempdir().unwrap();
+/// Connects to each test host as root with the test key.
+pub async fn connect_all(test_hosts: &[TestHost], state: &std::path::Path) -> Vec<Arc<dyn Host>> {
     let mut hosts: Vec<Arc<dyn Host>> = Vec::new();
-    for h in &test_hosts {
-        let c = SshHost::connect(h.ip, &root_login(h), &options(state.path()))
+    for h in test_hosts {
+        let c = SshHost::connect(h.ip, &root_login(h), &options(state))
             .await
             .unwrap();
         hosts.push(Arc::new(c));
     }
+    hosts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_run_on_every_host_over_one_connection_each_in_its_own_files() {
+    let test_hosts: Vec<TestHost> = (0..3).map(|_| TestHost::start()).collect();
+    let state = tempfile::tempdir().unwrap();
+    let hosts = connect_all(&test_hosts, state.path()).await;
 
     // Each host writes its address into its own /var/lib/sealer.
     let wrote = on_all(&hosts, 2, |h| async move {
@@ -72,7 +78,7 @@ async fn commands_run_on_every_host_over_one_connection_each_in_its_own_files() 
     let out = host
         .run_with_input(
             "cat > /var/lib/sealer/in && sha256sum /var/lib/sealer/in",
-            Some(&data),
+            &data,
         )
         .await
         .unwrap();

@@ -1,4 +1,5 @@
 //! The installer against real hosts: sshd test hosts on loopback addresses, each with
 //! its own mount namespace (`harness/hosts.rs`).
 
+mod distribute;
 mod hosts;

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::process::Stdio;
 
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncRead;
 
 use super::{Host, HostError, Output};
 
@@ -25,10 +25,10 @@ impl Host for LocalHost {
         self.ip
     }
 
-    async fn run_with_input(
+    async fn run_streaming(
         &self,
         script: &str,
-        input: Option<&[u8]>,
+        input: Option<&mut (dyn AsyncRead + Send + Unpin)>,
     ) -> Result<Output, HostError> {
         let io = |context: &str| HostError::io(self.ip, context);
         let mut child = tokio::process::Command::new("sh")
@@ -44,7 +44,9 @@ impl Host for LocalHost {
             .spawn()
             .map_err(io("starting sh"))?;
         if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin.write_all(data).await.map_err(io("writing stdin"))?;
+            tokio::io::copy(data, &mut stdin)
+                .await
+                .map_err(io("writing stdin"))?;
         }
         let out = child.wait_with_output().await.map_err(io("running sh"))?;
         Ok(Output {

@@ -7,9 +7,11 @@ pub mod ssh;
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use tokio::io::AsyncRead;
 
 /// What a command printed and how it ended.
 #[derive(Debug, Clone)]
@@ -71,13 +73,22 @@ pub trait Host: Send + Sync {
     /// The host as the Clusterfile names it.
     fn ip(&self) -> IpAddr;
 
-    /// Runs `script` with `sh -c`, feeding it `input` on stdin.
-    async fn run_with_input(&self, script: &str, input: Option<&[u8]>)
-    -> Result<Output, HostError>;
+    /// Runs `script` with `sh -c`, streaming `input` (if any) to its stdin.
+    async fn run_streaming(
+        &self,
+        script: &str,
+        input: Option<&mut (dyn AsyncRead + Send + Unpin)>,
+    ) -> Result<Output, HostError>;
 
     /// Runs `script` with `sh -c`.
     async fn run(&self, script: &str) -> Result<Output, HostError> {
-        self.run_with_input(script, None).await
+        self.run_streaming(script, None).await
+    }
+
+    /// Runs `script` with `sh -c`, with `input` on stdin.
+    async fn run_with_input(&self, script: &str, input: &[u8]) -> Result<Output, HostError> {
+        let mut reader = input;
+        self.run_streaming(script, Some(&mut reader)).await
     }
 
     /// Runs `script`; a non-zero exit is an error naming the host, the command and what
@@ -116,9 +127,12 @@ fn tail(text: &str) -> String {
 
 /// Runs `step` on every host, at most `bound` at a time; returns each host's result in
 /// the order given.
-pub async fn on_all<'a, H, T, F, Fut>(hosts: &'a [H], bound: usize, step: F) -> Vec<(IpAddr, T)>
+pub async fn on_all<'a, T, F, Fut>(
+    hosts: &'a [Arc<dyn Host>],
+    bound: usize,
+    step: F,
+) -> Vec<(IpAddr, T)>
 where
-    H: AsRef<dyn Host + 'a> + 'a,
     F: Fn(&'a dyn Host) -> Fut,
     Fut: Future<Output = T> + 'a,
 {

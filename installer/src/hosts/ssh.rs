@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use openssh::{KnownHosts, Session, SessionBuilder};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::{Host, HostError, Output};
 use crate::clusterfile::{Auth, Login};
@@ -227,10 +227,10 @@ impl Host for SshHost {
         self.ip
     }
 
-    async fn run_with_input(
+    async fn run_streaming(
         &self,
         script: &str,
-        input: Option<&[u8]>,
+        input: Option<&mut (dyn AsyncRead + Send + Unpin)>,
     ) -> Result<Output, HostError> {
         let host = self.ip.to_string();
         let lost = |e: openssh::Error| HostError::Unreachable {
@@ -250,14 +250,9 @@ impl Host for SshHost {
             .stderr(openssh::Stdio::piped());
         let mut child = command.spawn().await.map_err(lost)?;
         if let (Some(data), Some(mut stdin)) = (input, child.stdin().take()) {
-            stdin
-                .write_all(data)
+            tokio::io::copy(data, &mut stdin)
                 .await
-                .map_err(|source| HostError::Io {
-                    host: host.clone(),
-                    context: "sending input".into(),
-                    source,
-                })?;
+                .map_err(HostError::io(self.ip, "sending input"))?;
             stdin.shutdown().await.ok();
         }
         let out = child.wait_with_output().await.map_err(lost)?;
