@@ -137,6 +137,18 @@ enum Command {
     },
     /// Forget a registry login.
     Logout { registry: String },
+    /// Put a CloudImage on hosts: files laid out, the registry started with its container
+    /// images, every host's runtime pulling through it, the launch commands run.
+    /// Safe to run again: each step continues where it stopped.
+    Run(RunArgs),
+    /// Lay out image layers (BLOB=MEDIATYPE, in order) in a new folder; `sealer run`
+    /// uses it on hosts.
+    #[command(hide = true)]
+    UnpackLayers {
+        dir: PathBuf,
+        #[arg(required = true)]
+        layers: Vec<String>,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -217,6 +229,36 @@ enum ImagesCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The CloudImage (in the local store); taken from the Clusterfile with -f.
+    image: Option<String>,
+    /// The Clusterfile.
+    #[arg(long, short = 'f', value_name = "FILE", conflicts_with_all = ["masters", "nodes"])]
+    clusterfile: Option<PathBuf>,
+    /// Master hosts, comma-separated (the short form without a Clusterfile).
+    #[arg(long, short, value_delimiter = ',', value_name = "IP,...")]
+    masters: Vec<std::net::IpAddr>,
+    /// Node hosts, comma-separated.
+    #[arg(long, short, value_delimiter = ',', value_name = "IP,...")]
+    nodes: Vec<std::net::IpAddr>,
+    /// SSH user. [default: root]
+    #[arg(long, short)]
+    user: Option<String>,
+    /// SSH password.
+    #[arg(long, short = 'p')]
+    passwd: Option<String>,
+    /// SSH private key file.
+    #[arg(long)]
+    pk: Option<PathBuf>,
+    /// SSH port. [default: 22]
+    #[arg(long)]
+    port: Option<u16>,
+    /// Environment for the launch commands, KEY=VALUE (repeatable).
+    #[arg(long, short)]
+    env: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -514,6 +556,76 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("not logged in to {host}");
             }
             println!("Removed the login to {host}");
+        }
+        Command::Run(a) => {
+            use sealer_installer::clusterfile::{self, EnvVar, ShortForm};
+            let cluster = match &a.clusterfile {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let mut c = clusterfile::parse(&text, &path.display().to_string())?;
+                    if let Some(i) = &a.image {
+                        c.image = i.clone();
+                    }
+                    c
+                }
+                None => ShortForm {
+                    image: a
+                        .image
+                        .clone()
+                        .context("give an image, or a Clusterfile with -f")?,
+                    masters: a.masters.clone(),
+                    nodes: a.nodes.clone(),
+                    user: a.user.clone(),
+                    passwd: a.passwd.clone(),
+                    pk: a.pk.clone(),
+                    port: a.port,
+                    env: a
+                        .env
+                        .iter()
+                        .map(|e| EnvVar::parse(e).map_err(anyhow::Error::msg))
+                        .collect::<anyhow::Result<_>>()?,
+                    ..ShortForm::default()
+                }
+                .into_cluster()?,
+            };
+            let sealer_bin = std::env::current_exe()?;
+            let registry_bin = sealer_bin.with_file_name("sealer-registry");
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/root"));
+            let env = sealer_installer::run::Environment {
+                store: open()?,
+                sealer_bin,
+                registry_bin,
+                state_dir: home.join(".sealer"),
+                ssh: sealer_installer::hosts::ssh::default_options(&home),
+                jobs: g.jobs.max(1),
+            };
+            let r = sealer_installer::run::run(&env, &cluster, progress.as_ref()).await?;
+            eprintln!(
+                "{} on {} host(s): {} blob(s) sent ({}), {} loaded into the registry{}",
+                cluster.image,
+                r.hosts,
+                r.blobs_sent,
+                human_size(r.bytes_sent),
+                r.registry_blobs_loaded,
+                if r.launched { ", launched" } else { "" }
+            );
+        }
+        Command::UnpackLayers { dir, layers } => {
+            std::fs::create_dir_all(&dir)?;
+            for l in &layers {
+                let (blob, media_type) = l
+                    .split_once('=')
+                    .with_context(|| format!("{l:?}: expected BLOB=MEDIATYPE"))?;
+                sealer_builder::build::rootfs::unpack_layer(
+                    std::path::Path::new(blob),
+                    media_type,
+                    &dir,
+                )
+                .with_context(|| format!("unpacking {blob}"))?;
+            }
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sealer", &mut std::io::stdout());

@@ -7,3 +7,4 @@
 pub mod clusterfile;
 pub mod distribute;
 pub mod hosts;
+pub mod run;

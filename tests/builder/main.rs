@@ -13,31 +13,6 @@ use std::process::{Command, Output};
 
 use sealer_e2e::*;
 
-pub fn examples() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
-}
-
-/// Every image `examples/` names, as the local upstream holds them (`docker.io`'s under
-/// `library/`).
-pub const EXAMPLE_IMAGES: [&str; 6] = [
-    "library/alpine:3.19",
-    "library/busybox:1.36",
-    "library/httpd:2.4.58",
-    "library/nginx:1.25",
-    "prometheus/apache-exporter:v1.0.3",
-    "pause:3.9",
-];
-
-/// A `docker-registry` standing in for docker.io, quay.io and registry.k8s.io, holding
-/// the example's images.
-pub fn example_upstream() -> DockerRegistry {
-    let up = DockerRegistry::start(UpstreamOptions::default());
-    for image in EXAMPLE_IMAGES {
-        skopeo_push(&up.host, image, None);
-    }
-    up
-}
-
 /// `examples/` built as `example.com/shop:1.0` in a new store, its images taken from a
 /// new upstream (kept running for the caller); returns the upstream, the store and the
 /// digest.
@@ -50,14 +25,6 @@ pub fn built_example() -> (DockerRegistry, Sealer, String) {
         &upstream_flags(&up.host),
     );
     (up, sealer, digest)
-}
-
-/// `--upstream` flags sending the example's registries to `host`.
-pub fn upstream_flags(host: &str) -> Vec<String> {
-    ["docker.io", "quay.io", "registry.k8s.io"]
-        .iter()
-        .flat_map(|r| ["--upstream".to_string(), format!("{r}=http://{host}")])
-        .collect()
 }
 
 /// `sealer` on a store of its own, with its own docker config.json.

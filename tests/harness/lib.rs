@@ -3,6 +3,7 @@
 
 pub mod content;
 pub mod daemons;
+pub mod examples;
 pub mod hosts;
 pub mod http;
 pub mod server;
@@ -11,6 +12,7 @@ pub mod upstream;
 
 pub use content::*;
 pub use daemons::*;
+pub use examples::*;
 pub use hosts::*;
 pub use http::*;
 pub use server::*;

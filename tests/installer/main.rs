@@ -3,3 +3,4 @@
 
 mod distribute;
 mod hosts;
+mod run;

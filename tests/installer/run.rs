@@ -1,0 +1,111 @@
+//! `sealer run` onto two test hosts with no route to any upstream: the image's files on
+//! both, the registry on the master serving the carried images, both hosts' containerd
+//! pointed at it, the launch command run on master0; a second run sends nothing.
+
+use std::path::Path;
+use std::process::Command;
+
+use sealer_e2e::*;
+
+fn sealer(root: &Path, args: &[&str]) -> String {
+    let out = Command::new(binary("sealer"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env("HOME", root.parent().unwrap())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "sealer {args:?} failed:\n{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    {
+        // The example CloudImage, built from a local upstream that then goes away.
+        let up = example_upstream();
+        let mut args = vec!["build", "-q", "-t", "example.com/shop:1.0"];
+        let flags = upstream_flags(&up.host);
+        args.extend(flags.iter().map(String::as_str));
+        args.push(examples().to_str().unwrap());
+        sealer(&store, &args);
+    }
+
+    let master = TestHost::start();
+    let node = TestHost::start();
+    let clusterfile = work.path().join("Clusterfile");
+    std::fs::write(
+        &clusterfile,
+        format!(
+            "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {{name: shop}}\nspec:\n  \
+             image: example.com/shop:1.0\n  cmd: [\"echo launched with $Mode > /var/lib/sealer/launched\"]\n  \
+             env: [Mode=test]\n  ssh: {{pk: {key}}}\n  hosts:\n  \
+             - {{ips: [{m}], roles: [master], ssh: {{port: {mp}}}}}\n  \
+             - {{ips: [{n}], roles: [node], ssh: {{port: {np}}}}}\n  \
+             registry: {{localRegistry: {{insecure: true}}}}\n",
+            key = test_key().display(),
+            m = master.ip,
+            mp = master.port,
+            n = node.ip,
+            np = node.port,
+        ),
+    )
+    .unwrap();
+    let out = sealer(&store, &["run", "-q", "-f", clusterfile.to_str().unwrap()]);
+    assert!(
+        out.contains("on 2 host(s)") && out.contains("launched"),
+        "{out}"
+    );
+
+    let ssh = |host: &TestHost, script: &str| -> String {
+        run(Command::new("ssh")
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+            .arg("-i")
+            .arg(test_key())
+            .arg("-p")
+            .arg(host.port.to_string())
+            .arg(format!("root@{}", host.ip))
+            .arg(script))
+    };
+    for host in [&master, &node] {
+        // The image's files, the registry's name, the runtime's mirror.
+        let files = ssh(host, "ls /var/lib/sealer/data/shop/rootfs/manifests");
+        assert!(files.contains("app.yaml"), "{files}");
+        let hosts = ssh(host, "grep sea.hub /etc/hosts");
+        assert!(
+            hosts.starts_with(&format!("{} sea.hub", master.ip)),
+            "{hosts}"
+        );
+        let toml = ssh(host, "cat /etc/containerd/certs.d/docker.io/hosts.toml");
+        assert!(toml.contains("http://sea.hub:5000"), "{toml}");
+    }
+    assert_eq!(
+        ssh(&master, "cat /var/lib/sealer/launched").trim(),
+        "launched with test"
+    );
+    assert!(
+        ssh(&node, "ls /var/lib/sealer")
+            .lines()
+            .all(|l| l != "launched")
+    );
+    // The registry on the master serves the carried images by their names.
+    let resp = client()
+        .get(format!("http://{}:5000/v2/library/nginx/manifests/1.25?ns=docker.io", master.ip))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json,application/vnd.docker.distribution.manifest.v2+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Nothing changed: nothing is sent, nothing launched again.
+    let again = sealer(&store, &["run", "-q", "-f", clusterfile.to_str().unwrap()]);
+    assert!(again.contains("0 blob(s) sent (0 B)"), "{again}");
+}
