@@ -105,6 +105,32 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 
+    // containerd on the node pulls a carried image through the cluster's registry, with
+    // no route to docker.io.
+    require("containerd");
+    require("ctr");
+    let pulled = ssh(
+        &node,
+        "set -e\nmkdir -p /run/sealer/ctd\ncat > /run/sealer/ctd/config.toml <<EOF\n\
+         version = 2\nroot = \"/var/lib/sealer/ctd\"\nstate = \"/run/sealer/ctd/state\"\n\
+         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"/run/sealer/ctd/sock\"\n\
+         [ttrpc]\n  address = \"/run/sealer/ctd/sock.ttrpc\"\n[debug]\n  address = \"/run/sealer/ctd/debug.sock\"\n\
+         [metrics]\n  address = \"\"\nEOF\n\
+         setsid containerd --config /run/sealer/ctd/config.toml > /run/sealer/ctd/log 2>&1 < /dev/null &\n\
+         for i in $(seq 100); do ctr --address /run/sealer/ctd/sock version > /dev/null 2>&1 && break; sleep 0.1; done\n\
+         ctr --address /run/sealer/ctd/sock images pull --hosts-dir /etc/containerd/certs.d docker.io/library/nginx:1.25 > /dev/null\n\
+         ctr --address /run/sealer/ctd/sock images ls -q",
+    );
+    assert!(pulled.contains("docker.io/library/nginx:1.25"), "{pulled}");
+    let log = ssh(&master, "cat /var/log/sealer/registry.log");
+    assert!(
+        log.lines().any(
+            |l| l.contains("/v2/library/nginx/manifests/1.25?ns=docker.io")
+                && l.contains("status=200")
+        ),
+        "the pull went through the cluster registry:\n{log}"
+    );
+
     // Nothing changed: nothing is sent, nothing launched again.
     let again = sealer(&store, &["run", "-q", "-f", clusterfile.to_str().unwrap()]);
     assert!(again.contains("0 blob(s) sent (0 B)"), "{again}");
