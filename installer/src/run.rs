@@ -63,7 +63,14 @@ fn all_ok<T>(step: &str, results: Vec<(IpAddr, anyhow::Result<T>)>) -> anyhow::R
     for (ip, r) in results {
         match r {
             Ok(v) => ok.push(v),
-            Err(e) => failed.push(format!("  {ip}: {e:#}")),
+            Err(e) => {
+                let text = format!("{e:#}");
+                if text.contains(&format!("host {ip}")) {
+                    failed.push(format!("  {text}"));
+                } else {
+                    failed.push(format!("  host {ip}: {text}"));
+                }
+            }
         }
     }
     if failed.is_empty() {

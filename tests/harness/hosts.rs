@@ -94,19 +94,27 @@ impl TestHost {
             };
             let port = listener.local_addr().unwrap().port();
             drop(listener);
-            return TestHost::launch(&sshd, ip, port);
+            return TestHost::launch(&sshd, ip, port, None);
         }
     }
 
-    fn launch(sshd: &Path, ip: IpAddr, port: u16) -> TestHost {
+    /// sshd on `ip:port` in a new namespace, with `host_key` (a new one when `None`).
+    fn launch(sshd: &Path, ip: IpAddr, port: u16, host_key: Option<&Path>) -> TestHost {
         let dir = tempfile::Builder::new()
             .prefix("sealer-test-host")
             .tempdir_in("/tmp")
             .unwrap();
         let d = dir.path();
-        run(Command::new(require("ssh-keygen"))
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(d.join("host_key")));
+        match host_key {
+            Some(key) => {
+                std::fs::copy(key, d.join("host_key")).unwrap();
+            }
+            None => {
+                run(Command::new(require("ssh-keygen"))
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(d.join("host_key")));
+            }
+        }
         std::fs::copy(test_key().with_extension("pub"), d.join("authorized_keys")).unwrap();
         let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
         std::fs::write(d.join("hosts"), hosts).unwrap();
@@ -152,6 +160,19 @@ impl TestHost {
             std::thread::sleep(Duration::from_millis(20));
         }
         host
+    }
+
+    /// Starts the host again after [`Self::stop`], on the same address, port and host
+    /// key, with its private folders empty (as a machine whose disk was lost).
+    pub fn restart(&mut self) {
+        self.stop();
+        let fresh = TestHost::launch(
+            &require("sshd"),
+            self.ip,
+            self.port,
+            Some(&self.dir.path().join("host_key")),
+        );
+        *self = fresh;
     }
 
     /// What sshd logged.

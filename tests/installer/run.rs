@@ -24,23 +24,19 @@ fn sealer(root: &Path, args: &[&str]) -> String {
     text
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
-    let work = tempfile::tempdir().unwrap();
-    let store = work.path().join("store");
-    {
-        // The example CloudImage, built from a local upstream that then goes away.
-        let up = example_upstream();
-        let mut args = vec!["build", "-q", "-t", "example.com/shop:1.0"];
-        let flags = upstream_flags(&up.host);
-        args.extend(flags.iter().map(String::as_str));
-        args.push(examples().to_str().unwrap());
-        sealer(&store, &args);
-    }
+/// The example CloudImage built into `store`, from a local upstream that then goes away.
+fn build_example(store: &Path) {
+    let up = example_upstream();
+    let mut args = vec!["build", "-q", "-t", "example.com/shop:1.0"];
+    let flags = upstream_flags(&up.host);
+    args.extend(flags.iter().map(String::as_str));
+    args.push(examples().to_str().unwrap());
+    sealer(store, &args);
+}
 
-    let master = TestHost::start();
-    let node = TestHost::start();
-    let clusterfile = work.path().join("Clusterfile");
+/// A Clusterfile for the example on `master` and `node`, written into `dir`.
+fn write_clusterfile(dir: &Path, master: &TestHost, node: &TestHost) -> std::path::PathBuf {
+    let clusterfile = dir.join("Clusterfile");
     std::fs::write(
         &clusterfile,
         format!(
@@ -58,23 +54,35 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
         ),
     )
     .unwrap();
+    clusterfile
+}
+
+fn ssh(host: &TestHost, script: &str) -> String {
+    run(Command::new("ssh")
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .arg("-i")
+        .arg(test_key())
+        .arg("-p")
+        .arg(host.port.to_string())
+        .arg(format!("root@{}", host.ip))
+        .arg(script))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build_example(&store);
+    let master = TestHost::start();
+    let node = TestHost::start();
+    let clusterfile = write_clusterfile(work.path(), &master, &node);
     let out = sealer(&store, &["run", "-q", "-f", clusterfile.to_str().unwrap()]);
     assert!(
         out.contains("on 2 host(s)") && out.contains("launched"),
         "{out}"
     );
 
-    let ssh = |host: &TestHost, script: &str| -> String {
-        run(Command::new("ssh")
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
-            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
-            .arg("-i")
-            .arg(test_key())
-            .arg("-p")
-            .arg(host.port.to_string())
-            .arg(format!("root@{}", host.ip))
-            .arg(script))
-    };
     for host in [&master, &node] {
         // The image's files, the registry's name, the runtime's mirror.
         let files = ssh(host, "ls /var/lib/sealer/data/shop/rootfs/manifests");
@@ -134,4 +142,71 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
     // Nothing changed: nothing is sent, nothing launched again.
     let again = sealer(&store, &["run", "-q", "-f", clusterfile.to_str().unwrap()]);
     assert!(again.contains("0 blob(s) sent (0 B)"), "{again}");
+}
+
+#[test]
+fn a_host_lost_mid_run_is_named_and_a_rerun_finishes_without_resending() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build_example(&store);
+    let master = TestHost::start();
+    let mut node = TestHost::start();
+    let clusterfile = write_clusterfile(work.path(), &master, &node);
+
+    // The node goes away once sealer is sending it files (its second command).
+    let child = Command::new(binary("sealer"))
+        .arg("--root")
+        .arg(&store)
+        .args(["run", "-q", "-f"])
+        .arg(&clusterfile)
+        .env("HOME", work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while node.logins() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sealer never logged in"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    node.stop();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{}:", node.ip)) && err.contains("run again"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&format!("{}:", master.ip)),
+        "only the lost host is named: {err}"
+    );
+
+    let blobs_on = |host: &TestHost| -> usize {
+        ssh(host, "ls /var/lib/sealer/blobs/sha256 2>/dev/null | wc -l")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let master_had = blobs_on(&master);
+
+    // Back (its disk lost): a re-run finishes, and what the master got is not sent again.
+    node.restart();
+    let again = sealer(&store, &["run", "-q", "-f", clusterfile.to_str().unwrap()]);
+    let per_host = blobs_on(&master);
+    assert_eq!(blobs_on(&node), per_host);
+    let expected = 2 * per_host - master_had;
+    assert!(
+        again.contains(&format!(" {expected} blob(s) sent")),
+        "{per_host} per host, the master had {master_had}: {again}"
+    );
+    let files = ssh(&node, "ls /var/lib/sealer/data/shop/rootfs/manifests");
+    assert!(files.contains("app.yaml"), "{files}");
+    assert_eq!(
+        ssh(&master, "cat /var/lib/sealer/launched").trim(),
+        "launched with test"
+    );
 }

@@ -29,7 +29,7 @@ impl Output {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("host {host}: cannot connect: {detail}")]
+    #[error("host {host}: unreachable: {detail}")]
     Unreachable { host: String, detail: String },
     #[error("host {host}: login refused for {user}: {detail}")]
     Auth {

@@ -200,6 +200,17 @@ fn classify(host: &str, user: &str, said: &str) -> HostError {
             ),
         };
     }
+    if said.contains("Host key verification failed")
+        || said.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+    {
+        return HostError::Setup {
+            host: host.to_string(),
+            detail: format!(
+                "its SSH host key is not the one recorded ({detail}); if the machine was \
+                 reinstalled, remove its line from sealer's known_hosts file"
+            ),
+        };
+    }
     HostError::Unreachable {
         host: host.to_string(),
         detail,
