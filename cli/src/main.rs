@@ -141,6 +141,19 @@ enum Command {
     /// images, every host's runtime pulling through it, the launch commands run.
     /// Safe to run again: each step continues where it stopped.
     Run(RunArgs),
+    /// Take a cluster off its hosts: the registry stopped, runtime configuration
+    /// restored, sealer's files removed.
+    Delete {
+        /// Everything (removing single hosts is not available yet).
+        #[arg(long, short)]
+        all: bool,
+        /// The Clusterfile; else the one `sealer run -f` saved for --cluster.
+        #[arg(long, short = 'f', value_name = "FILE")]
+        clusterfile: Option<PathBuf>,
+        /// The cluster's name (metadata.name). [default: default]
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
+    },
     /// Lay out image layers (BLOB=MEDIATYPE, in order) in a new folder; `sealer run`
     /// uses it on hosts.
     #[command(hide = true)]
@@ -259,6 +272,30 @@ struct RunArgs {
     /// Environment for the launch commands, KEY=VALUE (repeatable).
     #[arg(long, short)]
     env: Vec<String>,
+}
+
+/// What the installer needs from this machine: the store, this binary and
+/// `sealer-registry` beside it (sent to hosts), and `~/.sealer`.
+fn installer_env(store: Store, jobs: usize) -> anyhow::Result<sealer_installer::run::Environment> {
+    let sealer_bin = std::env::current_exe()?;
+    let registry_bin = sealer_bin.with_file_name("sealer-registry");
+    if !registry_bin.is_file() {
+        bail!(
+            "{} is missing: sealer run sends it to the registry hosts",
+            registry_bin.display()
+        );
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    Ok(sealer_installer::run::Environment {
+        store,
+        sealer_bin,
+        registry_bin,
+        state_dir: home.join(".sealer"),
+        ssh: sealer_installer::hosts::ssh::default_options(&home),
+        jobs: jobs.max(1),
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -597,20 +634,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 .into_cluster()?,
             };
-            let sealer_bin = std::env::current_exe()?;
-            let registry_bin = sealer_bin.with_file_name("sealer-registry");
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/root"));
-            let env = sealer_installer::run::Environment {
-                store: open()?,
-                sealer_bin,
-                registry_bin,
-                state_dir: home.join(".sealer"),
-                ssh: sealer_installer::hosts::ssh::default_options(&home),
-                jobs: g.jobs.max(1),
-            };
+            let env = installer_env(open()?, g.jobs)?;
             let r = sealer_installer::run::run(&env, &cluster, progress.as_ref()).await?;
+            if let Some(path) = &a.clusterfile {
+                // Kept for `sealer delete --cluster NAME`.
+                let dir = env.state_dir.join(&cluster.name);
+                std::fs::create_dir_all(&dir)?;
+                std::fs::copy(path, dir.join("Clusterfile"))?;
+            }
             eprintln!(
                 "{} on {} host(s): {} blob(s) sent ({}), {} loaded into the registry{}",
                 cluster.image,
@@ -620,6 +651,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 r.registry_blobs_loaded,
                 if r.launched { ", launched" } else { "" }
             );
+        }
+        Command::Delete {
+            all,
+            clusterfile,
+            cluster,
+        } => {
+            if !all {
+                bail!("give --all: removing single hosts (-m/-n) is not available yet");
+            }
+            let env = installer_env(open()?, g.jobs)?;
+            let path = match clusterfile {
+                Some(p) => p,
+                None => env
+                    .state_dir
+                    .join(cluster.as_deref().unwrap_or("default"))
+                    .join("Clusterfile"),
+            };
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "cannot read {} (give the Clusterfile with -f)",
+                    path.display()
+                )
+            })?;
+            let c = sealer_installer::clusterfile::parse(&text, &path.display().to_string())?;
+            sealer_installer::delete::delete_all(&env, &c, progress.as_ref()).await?;
+            eprintln!("{} removed from {} host(s)", c.name, c.hosts.len());
         }
         Command::UnpackLayers { dir, layers } => {
             std::fs::create_dir_all(&dir)?;

@@ -5,6 +5,7 @@
 //! - [`distribute`]: files sent to hosts content-addressed, verified, never twice.
 
 pub mod clusterfile;
+pub mod delete;
 pub mod distribute;
 pub mod hosts;
 pub mod run;

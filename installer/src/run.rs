@@ -29,10 +29,15 @@ use crate::distribute::{self, Blob, quote};
 use crate::hosts::ssh::{SshHost, SshOptions};
 use crate::hosts::{Host, on_all};
 
-/// Where things live on a host.
-pub const HOST_DIR: &str = "/var/lib/sealer";
+/// What `sealer run` keeps on a host: blobs, binaries, the registry's store. Apart from
+/// the default local store (`/var/lib/sealer/registry`), so a host that is also the
+/// machine running sealer keeps both.
+pub const HOST_DIR: &str = "/var/lib/sealer/cluster";
+/// The runtime configuration files `sealer run` wrote on a host, one per line (`sealer
+/// delete` restores or removes them).
+pub const MIRROR_FILES: &str = "/var/lib/sealer/cluster/mirror-files";
 /// The registry's store on a registry host.
-pub const HOST_REGISTRY_ROOT: &str = "/var/lib/sealer/registry";
+pub const HOST_REGISTRY_ROOT: &str = "/var/lib/sealer/cluster/registry";
 
 /// What `sealer run` needs besides the Clusterfile.
 pub struct Environment {
@@ -84,9 +89,31 @@ fn all_ok<T>(step: &str, results: Vec<(IpAddr, anyhow::Result<T>)>) -> anyhow::R
     }
 }
 
+/// Connects to every host of `cluster` in parallel; fails naming each host it cannot
+/// reach or log in to.
+pub(crate) async fn connect_all(
+    env: &Environment,
+    cluster: &Cluster,
+    progress: &dyn Progress,
+) -> anyhow::Result<Vec<Arc<dyn Host>>> {
+    let task = progress.task("connecting", cluster.hosts.len() as u64);
+    let connected = futures::future::join_all(cluster.hosts.iter().map(|h| async {
+        let r = SshHost::connect(h.ip, &h.login, &env.ssh).await;
+        task.advance(1);
+        (
+            h.ip,
+            r.map(|s| Arc::new(s) as Arc<dyn Host>)
+                .map_err(anyhow::Error::from),
+        )
+    }))
+    .await;
+    task.finish("connected");
+    all_ok("connecting", connected)
+}
+
 /// Runs the script `script` makes for each host on every host; fails naming each host
 /// where it failed.
-async fn check_on_all(
+pub(crate) async fn check_on_all(
     step: &str,
     hosts: &[Arc<dyn Host>],
     jobs: usize,
@@ -141,19 +168,7 @@ pub async fn run(
     };
 
     // 1. Connect.
-    let task = progress.task("connecting", cluster.hosts.len() as u64);
-    let connected = futures::future::join_all(cluster.hosts.iter().map(|h| async {
-        let r = SshHost::connect(h.ip, &h.login, &env.ssh).await;
-        task.advance(1);
-        (
-            h.ip,
-            r.map(|s| Arc::new(s) as Arc<dyn Host>)
-                .map_err(anyhow::Error::from),
-        )
-    }))
-    .await;
-    task.finish("connected");
-    let hosts = all_ok("connecting", connected)?;
+    let hosts = connect_all(env, cluster, progress).await?;
     let data_root = cluster.data_root.join(&cluster.name);
     let blob_root = Path::new(HOST_DIR);
 
@@ -287,7 +302,8 @@ pub async fn run(
         host.check(&start).await?;
     }
 
-    // 5. Every host finds the registry and pulls through it.
+    // 5. Every host finds the registry and pulls through it. Files written by an earlier
+    // run are removed first, so `--write` backs up only what was there before sealer.
     let upstreams: BTreeSet<String> = info["containerImages"]
         .as_array()
         .into_iter()
@@ -313,7 +329,10 @@ pub async fn run(
         format!(
             "set -e\n{{ grep -v ' # sealer-registry$' /etc/hosts || true; echo '{registry_ip} {domain} # sealer-registry'; }} > /etc/hosts.sealer\n\
              cat /etc/hosts.sealer > /etc/hosts\nrm -f /etc/hosts.sealer\n\
-             {HOST_DIR}/bin/sealer-registry mirror-config --for {runtime} --registry http://{domain}:{port}{upstream_flags} --write {dir} > /dev/null"
+             if [ -f {MIRROR_FILES} ]; then while read -r f; do [ -e \"$f.sealer-backup\" ] || rm -f \"$f\"; done < {MIRROR_FILES}; fi\n\
+             {HOST_DIR}/bin/sealer-registry mirror-config --for {runtime} --registry http://{domain}:{port}{upstream_flags} --write {dir} > {MIRROR_FILES}.new\n\
+             sed -n 's/^wrote //p' {MIRROR_FILES}.new >> {MIRROR_FILES}\nrm {MIRROR_FILES}.new\n\
+             sort -u -o {MIRROR_FILES} {MIRROR_FILES}"
         )
     };
     check_on_all("pointing the hosts at the registry", &hosts, env.jobs, wire).await?;
@@ -424,7 +443,7 @@ fn shell_word(s: &str) -> String {
 }
 
 /// Keeps the Clusterfile of the cluster under `~/.sealer/<cluster>/`.
-fn save_state(state_dir: &Path, cluster: &Cluster) -> anyhow::Result<()> {
+pub(crate) fn save_state(state_dir: &Path, cluster: &Cluster) -> anyhow::Result<()> {
     let dir = state_dir.join(&cluster.name);
     std::fs::create_dir_all(&dir)?;
     let hosts: Vec<String> = cluster.hosts.iter().map(|h| h.ip.to_string()).collect();

@@ -41,7 +41,7 @@ fn write_clusterfile(dir: &Path, master: &TestHost, node: &TestHost) -> std::pat
         &clusterfile,
         format!(
             "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {{name: shop}}\nspec:\n  \
-             image: example.com/shop:1.0\n  cmd: [\"echo launched with $Mode > /var/lib/sealer/launched\"]\n  \
+             image: example.com/shop:1.0\n  cmd: [\"echo launched with $Mode > launched\"]\n  \
              env: [Mode=test]\n  ssh: {{pk: {key}}}\n  hosts:\n  \
              - {{ips: [{m}], roles: [master], ssh: {{port: {mp}}}}}\n  \
              - {{ips: [{n}], roles: [node], ssh: {{port: {np}}}}}\n  \
@@ -77,6 +77,11 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
     let master = TestHost::start();
     let node = TestHost::start();
     let clusterfile = write_clusterfile(work.path(), &master, &node);
+    // The node had a mirror configuration of its own.
+    ssh(
+        &node,
+        "mkdir -p /etc/containerd/certs.d/docker.io && echo '# theirs' > /etc/containerd/certs.d/docker.io/hosts.toml",
+    );
     let out = sealer(&store, &["run", "-q", "-f", clusterfile.to_str().unwrap()]);
     assert!(
         out.contains("on 2 host(s)") && out.contains("launched"),
@@ -96,7 +101,7 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
         assert!(toml.contains("http://sea.hub:5000"), "{toml}");
     }
     assert_eq!(
-        ssh(&master, "cat /var/lib/sealer/launched").trim(),
+        ssh(&master, "cat /var/lib/sealer/data/shop/rootfs/launched").trim(),
         "launched with test"
     );
     assert!(
@@ -124,7 +129,7 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
          disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"/run/sealer/ctd/sock\"\n\
          [ttrpc]\n  address = \"/run/sealer/ctd/sock.ttrpc\"\n[debug]\n  address = \"/run/sealer/ctd/debug.sock\"\n\
          [metrics]\n  address = \"\"\nEOF\n\
-         setsid containerd --config /run/sealer/ctd/config.toml > /run/sealer/ctd/log 2>&1 < /dev/null &\n\
+         setsid containerd --config /run/sealer/ctd/config.toml > /run/sealer/ctd/log 2>&1 < /dev/null &\necho $! > /run/sealer/ctd/pid\n\
          for i in $(seq 100); do ctr --address /run/sealer/ctd/sock version > /dev/null 2>&1 && break; sleep 0.1; done\n\
          ctr --address /run/sealer/ctd/sock images pull --hosts-dir /etc/containerd/certs.d docker.io/library/nginx:1.25 > /dev/null\n\
          ctr --address /run/sealer/ctd/sock images ls -q",
@@ -141,7 +146,40 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
 
     // Nothing changed: nothing is sent, nothing launched again.
     let again = sealer(&store, &["run", "-q", "-f", clusterfile.to_str().unwrap()]);
-    assert!(again.contains("0 blob(s) sent (0 B)"), "{again}");
+    assert!(
+        again.contains("0 blob(s) sent (0 B)") && !again.contains("launched"),
+        "{again}"
+    );
+
+    // delete --all: hosts as they were. (The test's own containerd goes first.)
+    ssh(
+        &node,
+        "kill $(cat /run/sealer/ctd/pid); sleep 0.5; umount -R /var/lib/sealer/ctd 2>/dev/null; rm -rf /var/lib/sealer/ctd /run/sealer/ctd",
+    );
+    let registry_pid = ssh(&master, "cat /run/sealer/registry.pid");
+    let out = sealer(&store, &["delete", "--all", "--cluster", "shop"]);
+    assert!(out.contains("shop removed from 2 host(s)"), "{out}");
+    for host in [&master, &node] {
+        assert_eq!(ssh(host, "ls -A /var/lib/sealer /etc/containerd /run/sealer | grep -v '^/' | grep -v '^$' || true").trim(), "certs.d".repeat(usize::from(host.ip == node.ip)), "{} {}", host.ip, ssh(host, "find /etc/containerd"));
+        assert!(!ssh(host, "cat /etc/hosts").contains("sea.hub"));
+    }
+    assert_eq!(
+        ssh(&node, "cat /etc/containerd/certs.d/docker.io/hosts.toml").trim(),
+        "# theirs"
+    );
+    assert_eq!(
+        ssh(&node, "ls -A /etc/containerd/certs.d").trim(),
+        "docker.io"
+    );
+    let alive = ssh(
+        &master,
+        &format!(
+            "kill -0 {} 2>/dev/null && echo alive || echo gone",
+            registry_pid.trim()
+        ),
+    );
+    assert_eq!(alive.trim(), "gone");
+    assert!(!work.path().join(".sealer/shop").exists());
 }
 
 #[test]
@@ -186,10 +224,13 @@ fn a_host_lost_mid_run_is_named_and_a_rerun_finishes_without_resending() {
     );
 
     let blobs_on = |host: &TestHost| -> usize {
-        ssh(host, "ls /var/lib/sealer/blobs/sha256 2>/dev/null | wc -l")
-            .trim()
-            .parse()
-            .unwrap()
+        ssh(
+            host,
+            "ls /var/lib/sealer/cluster/blobs/sha256 2>/dev/null | wc -l",
+        )
+        .trim()
+        .parse()
+        .unwrap()
     };
     let master_had = blobs_on(&master);
 
@@ -206,7 +247,7 @@ fn a_host_lost_mid_run_is_named_and_a_rerun_finishes_without_resending() {
     let files = ssh(&node, "ls /var/lib/sealer/data/shop/rootfs/manifests");
     assert!(files.contains("app.yaml"), "{files}");
     assert_eq!(
-        ssh(&master, "cat /var/lib/sealer/launched").trim(),
+        ssh(&master, "cat /var/lib/sealer/data/shop/rootfs/launched").trim(),
         "launched with test"
     );
 }
