@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use sealer_registry::oci::Digest;
 
-use crate::hosts::{Host, HostError, on_all};
+use crate::hosts::{Host, HostError, on_all, sh_quote};
 
 /// A file to send, known by its digest.
 #[derive(Debug, Clone)]
@@ -118,5 +118,5 @@ pub async fn to_hosts<'a>(
 
 /// `path` quoted for `sh`.
 pub fn quote(path: &Path) -> String {
-    format!("'{}'", path.to_string_lossy().replace('\'', r"'\''"))
+    sh_quote(&path.to_string_lossy())
 }

@@ -27,7 +27,7 @@ use sealer_registry::oci::Digest;
 use crate::clusterfile::{Cluster, Registry, RuntimeType};
 use crate::distribute::{self, Blob, quote};
 use crate::hosts::ssh::{SshHost, SshOptions};
-use crate::hosts::{Host, on_all};
+use crate::hosts::{Host, on_all, sh_quote};
 
 /// What `sealer run` keeps on a host: blobs, binaries, the registry's store. Apart from
 /// the default local store (`/var/lib/sealer/registry`), so a host that is also the
@@ -218,20 +218,20 @@ pub async fn run(
         "set -e\nif [ \"$(cat {dir}/.sealer-layers 2>/dev/null)\" = \"$(printf '%s' {stamp})\" ]; then exit 0; fi\n\
          rm -rf {dir}.new\n{HOST_DIR}/bin/sealer unpack-layers {dir}.new",
         dir = quote(&rootfs),
-        stamp = shell_word(&stamp),
+        stamp = sh_quote(&stamp),
     );
     for (blob, media_type) in &layers {
         unpack.push_str(&format!(
             " {}={}",
             quote(&distribute::blob_path(blob_root, &blob.digest)),
-            shell_word(media_type)
+            sh_quote(media_type)
         ));
     }
     unpack.push_str(&format!(
         "\nprintf '%s' {stamp} > {dir}.new/.sealer-layers\nrm -rf {dir}.old\n\
          [ ! -e {dir} ] || mv {dir} {dir}.old\nmv {dir}.new {dir}\nrm -rf {dir}.old",
         dir = quote(&rootfs),
-        stamp = shell_word(&stamp),
+        stamp = sh_quote(&stamp),
     ));
     check_on_all("laying out the image's files", &hosts, env.jobs, |_| {
         unpack.clone()
@@ -320,7 +320,7 @@ pub async fn run(
         };
         let mut upstream_flags = String::new();
         for u in &upstreams {
-            upstream_flags.push_str(&format!(" --upstream {}", shell_word(u)));
+            upstream_flags.push_str(&format!(" --upstream {}", sh_quote(u)));
         }
         let (runtime, dir) = match cluster.runtime {
             RuntimeType::Containerd => ("containerd", "/etc/containerd/certs.d"),
@@ -360,7 +360,7 @@ pub async fn run(
             dir = quote(&rootfs)
         );
         for e in &cluster.env {
-            script.push_str(&format!("export {}={}\n", e.key, shell_word(&e.value)));
+            script.push_str(&format!("export {}={}\n", e.key, sh_quote(&e.value)));
         }
         for c in &commands {
             script.push_str(c);
@@ -435,11 +435,6 @@ fn file_blob(path: &Path) -> anyhow::Result<Blob> {
         path: path.to_path_buf(),
         size,
     })
-}
-
-/// `s` quoted for `sh`.
-fn shell_word(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// Keeps the Clusterfile of the cluster under `~/.sealer/<cluster>/`.

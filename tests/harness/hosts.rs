@@ -175,6 +175,20 @@ impl TestHost {
         *self = fresh;
     }
 
+    /// Runs `script` on the host as root with the system's `ssh` (as an operator
+    /// would), panicking with its output if it fails; returns stdout.
+    pub fn ssh(&self, script: &str) -> String {
+        run(Command::new(require("ssh"))
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+            .arg("-i")
+            .arg(test_key())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg(format!("root@{}", self.ip))
+            .arg(script))
+    }
+
     /// What sshd logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()

@@ -57,18 +57,6 @@ fn write_clusterfile(dir: &Path, master: &TestHost, node: &TestHost) -> std::pat
     clusterfile
 }
 
-fn ssh(host: &TestHost, script: &str) -> String {
-    run(Command::new("ssh")
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
-        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
-        .arg("-i")
-        .arg(test_key())
-        .arg("-p")
-        .arg(host.port.to_string())
-        .arg(format!("root@{}", host.ip))
-        .arg(script))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
     let work = tempfile::tempdir().unwrap();
@@ -78,9 +66,7 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
     let node = TestHost::start();
     let clusterfile = write_clusterfile(work.path(), &master, &node);
     // The node had a mirror configuration of its own.
-    ssh(
-        &node,
-        "mkdir -p /etc/containerd/certs.d/docker.io && echo '# theirs' > /etc/containerd/certs.d/docker.io/hosts.toml",
+    node.ssh("mkdir -p /etc/containerd/certs.d/docker.io && echo '# theirs' > /etc/containerd/certs.d/docker.io/hosts.toml",
     );
     let out = sealer(&store, &["run", "-q", "-f", clusterfile.to_str().unwrap()]);
     assert!(
@@ -90,22 +76,25 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
 
     for host in [&master, &node] {
         // The image's files, the registry's name, the runtime's mirror.
-        let files = ssh(host, "ls /var/lib/sealer/data/shop/rootfs/manifests");
+        let files = host.ssh("ls /var/lib/sealer/data/shop/rootfs/manifests");
         assert!(files.contains("app.yaml"), "{files}");
-        let hosts = ssh(host, "grep sea.hub /etc/hosts");
+        let hosts = host.ssh("grep sea.hub /etc/hosts");
         assert!(
             hosts.starts_with(&format!("{} sea.hub", master.ip)),
             "{hosts}"
         );
-        let toml = ssh(host, "cat /etc/containerd/certs.d/docker.io/hosts.toml");
+        let toml = host.ssh("cat /etc/containerd/certs.d/docker.io/hosts.toml");
         assert!(toml.contains("http://sea.hub:5000"), "{toml}");
     }
     assert_eq!(
-        ssh(&master, "cat /var/lib/sealer/data/shop/rootfs/launched").trim(),
+        master
+            .ssh("cat /var/lib/sealer/data/shop/rootfs/launched")
+            .trim(),
         "launched with test"
     );
+    // Only on master0.
     assert!(
-        ssh(&node, "ls /var/lib/sealer")
+        node.ssh("ls /var/lib/sealer/data/shop/rootfs")
             .lines()
             .all(|l| l != "launched")
     );
@@ -122,9 +111,7 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
     // no route to docker.io.
     require("containerd");
     require("ctr");
-    let pulled = ssh(
-        &node,
-        "set -e\nmkdir -p /run/sealer/ctd\ncat > /run/sealer/ctd/config.toml <<EOF\n\
+    let pulled = node.ssh("set -e\nmkdir -p /run/sealer/ctd\ncat > /run/sealer/ctd/config.toml <<EOF\n\
          version = 2\nroot = \"/var/lib/sealer/ctd\"\nstate = \"/run/sealer/ctd/state\"\n\
          disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"/run/sealer/ctd/sock\"\n\
          [ttrpc]\n  address = \"/run/sealer/ctd/sock.ttrpc\"\n[debug]\n  address = \"/run/sealer/ctd/debug.sock\"\n\
@@ -135,7 +122,7 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
          ctr --address /run/sealer/ctd/sock images ls -q",
     );
     assert!(pulled.contains("docker.io/library/nginx:1.25"), "{pulled}");
-    let log = ssh(&master, "cat /var/log/sealer/registry.log");
+    let log = master.ssh("cat /var/log/sealer/registry.log");
     assert!(
         log.lines().any(
             |l| l.contains("/v2/library/nginx/manifests/1.25?ns=docker.io")
@@ -152,32 +139,28 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
     );
 
     // delete --all: hosts as they were. (The test's own containerd goes first.)
-    ssh(
-        &node,
-        "kill $(cat /run/sealer/ctd/pid); sleep 0.5; umount -R /var/lib/sealer/ctd 2>/dev/null; rm -rf /var/lib/sealer/ctd /run/sealer/ctd",
+    node.ssh("kill $(cat /run/sealer/ctd/pid); sleep 0.5; umount -R /var/lib/sealer/ctd 2>/dev/null; rm -rf /var/lib/sealer/ctd /run/sealer/ctd",
     );
-    let registry_pid = ssh(&master, "cat /run/sealer/registry.pid");
+    let registry_pid = master.ssh("cat /run/sealer/registry.pid");
     let out = sealer(&store, &["delete", "--all", "--cluster", "shop"]);
     assert!(out.contains("shop removed from 2 host(s)"), "{out}");
     for host in [&master, &node] {
-        assert_eq!(ssh(host, "ls -A /var/lib/sealer /etc/containerd /run/sealer | grep -v '^/' | grep -v '^$' || true").trim(), "certs.d".repeat(usize::from(host.ip == node.ip)), "{} {}", host.ip, ssh(host, "find /etc/containerd"));
-        assert!(!ssh(host, "cat /etc/hosts").contains("sea.hub"));
+        assert_eq!(host.ssh("ls -A /var/lib/sealer /etc/containerd /run/sealer | grep -v '^/' | grep -v '^$' || true").trim(), "certs.d".repeat(usize::from(host.ip == node.ip)), "{} {}", host.ip, host.ssh("find /etc/containerd"));
+        assert!(!host.ssh("cat /etc/hosts").contains("sea.hub"));
     }
     assert_eq!(
-        ssh(&node, "cat /etc/containerd/certs.d/docker.io/hosts.toml").trim(),
+        node.ssh("cat /etc/containerd/certs.d/docker.io/hosts.toml")
+            .trim(),
         "# theirs"
     );
     assert_eq!(
-        ssh(&node, "ls -A /etc/containerd/certs.d").trim(),
+        node.ssh("ls -A /etc/containerd/certs.d").trim(),
         "docker.io"
     );
-    let alive = ssh(
-        &master,
-        &format!(
-            "kill -0 {} 2>/dev/null && echo alive || echo gone",
-            registry_pid.trim()
-        ),
-    );
+    let alive = master.ssh(&format!(
+        "kill -0 {} 2>/dev/null && echo alive || echo gone",
+        registry_pid.trim()
+    ));
     assert_eq!(alive.trim(), "gone");
     assert!(!work.path().join(".sealer/shop").exists());
 }
@@ -224,13 +207,10 @@ fn a_host_lost_mid_run_is_named_and_a_rerun_finishes_without_resending() {
     );
 
     let blobs_on = |host: &TestHost| -> usize {
-        ssh(
-            host,
-            "ls /var/lib/sealer/cluster/blobs/sha256 2>/dev/null | wc -l",
-        )
-        .trim()
-        .parse()
-        .unwrap()
+        host.ssh("ls /var/lib/sealer/cluster/blobs/sha256 2>/dev/null | wc -l")
+            .trim()
+            .parse()
+            .unwrap()
     };
     let master_had = blobs_on(&master);
 
@@ -244,10 +224,12 @@ fn a_host_lost_mid_run_is_named_and_a_rerun_finishes_without_resending() {
         again.contains(&format!(" {expected} blob(s) sent")),
         "{per_host} per host, the master had {master_had}: {again}"
     );
-    let files = ssh(&node, "ls /var/lib/sealer/data/shop/rootfs/manifests");
+    let files = node.ssh("ls /var/lib/sealer/data/shop/rootfs/manifests");
     assert!(files.contains("app.yaml"), "{files}");
     assert_eq!(
-        ssh(&master, "cat /var/lib/sealer/data/shop/rootfs/launched").trim(),
+        master
+            .ssh("cat /var/lib/sealer/data/shop/rootfs/launched")
+            .trim(),
         "launched with test"
     );
 }

@@ -110,6 +110,11 @@ pub trait Host: Send + Sync {
     }
 }
 
+/// `s` quoted as one word for `sh`.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 fn first_line(script: &str) -> String {
     let line = script.trim().lines().next().unwrap_or("");
     if line.len() > 80 || script.trim().lines().count() > 1 {
