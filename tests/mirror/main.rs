@@ -52,6 +52,26 @@ pub fn stored_blob(reg: &Registry, digest: &str) -> bool {
         .exists()
 }
 
+/// Waits until the mirror has linked a fetched blob into the local repository `repo`
+/// (after committing it): from then on requests for it are cache hits.
+pub async fn becomes_linked(reg: &Registry, repo: &str, digest: &str) -> bool {
+    let hex = digest.trim_start_matches("sha256:");
+    let link = reg
+        .root
+        .join("repositories")
+        .join(repo)
+        .join("_layers/sha256")
+        .join(hex);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if link.exists() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// The mirror commits a fetched blob once its digest is verified, which may trail the
 /// last byte sent to the client by a moment.
 pub async fn becomes_stored(reg: &Registry, digest: &str) -> bool {
