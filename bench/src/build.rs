@@ -32,7 +32,7 @@ const LAYER: usize = 4 * MIB;
 
 /// Runs a command to completion; returns its wall time and peak RSS (KiB), as GNU
 /// `time` reports it (a child forked from this process would start with our RSS).
-fn measured(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
+pub(crate) fn measured(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
     let report = tempfile::NamedTempFile::new()?;
     let mut timed = Command::new("/usr/bin/time");
     timed
@@ -56,7 +56,12 @@ fn measured(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
 
 /// The context: half incompressible files, half text-like, plus a Kubefile and an
 /// imageList naming the images.
-fn make_context(dir: &Path, mib: usize, images: usize, base: &Bytes) -> anyhow::Result<()> {
+pub(crate) fn make_context(
+    dir: &Path,
+    mib: usize,
+    images: usize,
+    base: &Bytes,
+) -> anyhow::Result<()> {
     let files = dir.join("files");
     std::fs::create_dir_all(&files)?;
     let per_file = 64 * MIB;

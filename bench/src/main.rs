@@ -5,6 +5,7 @@
 mod build;
 mod bundle;
 mod mirror;
+mod run;
 mod servers;
 mod workloads;
 
@@ -54,6 +55,8 @@ enum Mode {
     Build(build::BuildArgs),
     /// `sealer save`/`load` against `tar` of the same blobs and skopeo's oci-archive.
     Bundle(bundle::BundleArgs),
+    /// `sealer run` onto test hosts against `scp` to one host after another.
+    Run(run::RunArgs),
 }
 
 /// One figure of one run.
@@ -234,6 +237,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::Mirror(m)) => return mirror::run(&args, m, &base_buf).await,
         Some(Mode::Build(b)) => return build::run(&args, b, &base_buf).await,
         Some(Mode::Bundle(b)) => return bundle::run(&args, b, &base_buf).await,
+        Some(Mode::Run(r)) => return run::run(&args, r, &base_buf).await,
         _ => {}
     }
     let mut results: BTreeMap<&'static str, Vec<Figures>> = BTreeMap::new();

@@ -87,12 +87,70 @@ pub fn display_repo(repo: &RepoName) -> String {
     }
 }
 
-/// `sealer inspect`: the CloudImage as JSON.
+/// `sealer inspect`: what a stored image is and carries. Serialised as `sealer inspect`
+/// prints it; the installer reads it typed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inspected {
+    pub name: String,
+    pub digest: Digest,
+    pub media_type: String,
+    pub cloud_image: bool,
+    /// One per rootfs manifest (CloudImages only).
+    pub platforms: Vec<PlatformFiles>,
+    pub container_images: Vec<CarriedImage>,
+    pub annotations: Option<serde_json::Value>,
+}
+
+/// A CloudImage's files for one platform.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformFiles {
+    pub platform: Option<String>,
+    pub manifest: Digest,
+    pub layers: Vec<Layer>,
+    pub env: Option<serde_json::Value>,
+    pub labels: Option<serde_json::Value>,
+    pub extension: Option<ImageExtension>,
+    /// `LAUNCH`/`CMDS` as commands, in order.
+    pub launch_commands: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Layer {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// A container image a CloudImage carries.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CarriedImage {
+    /// The reference it was built from, e.g. `docker.io/library/nginx:1.25`.
+    pub image: Option<String>,
+    pub digest: Digest,
+    pub media_type: String,
+    pub present: bool,
+    pub app_name: Option<String>,
+}
+
+impl Inspected {
+    /// The files for `linux/amd64`, else the first platform's.
+    pub fn files(&self) -> Option<&PlatformFiles> {
+        self.platforms
+            .iter()
+            .find(|p| p.platform.as_deref() == Some("linux/amd64"))
+            .or_else(|| self.platforms.first())
+    }
+}
+
 pub async fn inspect(
     store: &Store,
     repo: &RepoName,
     top: &StoredManifest,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<Inspected> {
     let c = children(&top.media_type, &top.body)?;
     let index: serde_json::Value = serde_json::from_slice(&top.body)?;
     let mut platforms = Vec::new();
@@ -124,30 +182,44 @@ pub async fn inspect(
                     }
                     cmds
                 });
-                platforms.push(serde_json::json!({
-                    "platform": m.platform.as_ref().map(|(os, arch, v)| match v {
+                let layers = manifest
+                    .layers()
+                    .iter()
+                    .map(|l| {
+                        Ok(Layer {
+                            digest: l.digest().to_string().parse()?,
+                            size: l.size(),
+                            media_type: l.media_type().to_string(),
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                platforms.push(PlatformFiles {
+                    platform: m.platform.as_ref().map(|(os, arch, v)| match v {
                         Some(v) => format!("{os}/{arch}/{v}"),
                         None => format!("{os}/{arch}"),
                     }),
-                    "manifest": m.digest.to_string(),
-                    "layers": manifest.layers().iter().map(|l| serde_json::json!({
-                        "digest": l.digest().to_string(),
-                        "size": l.size(),
-                        "mediaType": l.media_type().to_string(),
-                    })).collect::<Vec<_>>(),
-                    "env": config.as_ref().and_then(|c| c.pointer("/config/Env")).cloned(),
-                    "labels": config.as_ref().and_then(|c| c.pointer("/config/Labels")).cloned(),
-                    "extension": ext,
-                    "launchCommands": launch,
-                }));
+                    manifest: m.digest.clone(),
+                    layers,
+                    env: config
+                        .as_ref()
+                        .and_then(|c| c.pointer("/config/Env"))
+                        .cloned(),
+                    labels: config
+                        .as_ref()
+                        .and_then(|c| c.pointer("/config/Labels"))
+                        .cloned(),
+                    extension: ext,
+                    launch_commands: launch,
+                });
             }
             Some(ROLE_CONTAINER_IMAGE) => {
-                images.push(serde_json::json!({
-                    "image": m.annotations.get(ANNOTATION_REFERENCE),
-                    "digest": m.digest.to_string(),
-                    "mediaType": m.media_type,
-                    "present": store.manifest(repo, &m.digest).await?.is_some(),
-                }));
+                images.push(CarriedImage {
+                    image: m.annotations.get(ANNOTATION_REFERENCE).cloned(),
+                    digest: m.digest.clone(),
+                    media_type: m.media_type.clone(),
+                    present: store.manifest(repo, &m.digest).await?.is_some(),
+                    app_name: None,
+                });
             }
             _ => {}
         }
@@ -163,18 +235,18 @@ pub async fn inspect(
     let apps: BTreeMap<String, Option<String>> =
         listed.into_iter().map(|c| (c.image, c.app_name)).collect();
     for i in &mut images {
-        let app = i["image"]
-            .as_str()
+        i.app_name = i
+            .image
+            .as_ref()
             .and_then(|r| apps.get(r).cloned().flatten());
-        i["appName"] = serde_json::json!(app);
     }
-    Ok(serde_json::json!({
-        "name": display_repo(repo),
-        "digest": top.digest.to_string(),
-        "mediaType": top.media_type,
-        "cloudImage": !platforms.is_empty(),
-        "platforms": platforms,
-        "containerImages": images,
-        "annotations": index.get("annotations"),
-    }))
+    Ok(Inspected {
+        name: display_repo(repo),
+        digest: top.digest.clone(),
+        media_type: top.media_type.clone(),
+        cloud_image: !platforms.is_empty(),
+        platforms,
+        container_images: images,
+        annotations: index.get("annotations").cloned(),
+    })
 }

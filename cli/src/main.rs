@@ -141,13 +141,44 @@ enum Command {
     /// images, every host's runtime pulling through it, the launch commands run.
     /// Safe to run again: each step continues where it stopped.
     Run(RunArgs),
-    /// Take a cluster off its hosts: the registry stopped, runtime configuration
-    /// restored, sealer's files removed.
+    /// Show what it takes to go from the cluster as last applied to the Clusterfile
+    /// (hosts added, removed, kept; the steps), then do it.
+    Apply {
+        /// The Clusterfile.
+        #[arg(long, short = 'f', value_name = "FILE")]
+        clusterfile: PathBuf,
+        /// Show the plan only.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Add hosts to a cluster run from this machine.
+    ScaleUp {
+        /// The cluster's name (metadata.name). [default: default]
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
+        /// Masters to add, comma-separated.
+        #[arg(long, short, value_delimiter = ',', value_name = "IP,...")]
+        masters: Vec<std::net::IpAddr>,
+        /// Nodes to add, comma-separated.
+        #[arg(long, short, value_delimiter = ',', value_name = "IP,...")]
+        nodes: Vec<std::net::IpAddr>,
+        /// How to log in to the new hosts. [default: the cluster's]
+        #[command(flatten)]
+        ssh: SshFlags,
+    },
+    /// Take hosts (-m/-n) or the whole cluster (--all) off: the registry stopped, runtime
+    /// configuration restored, sealer's files removed.
     Delete {
-        /// Everything (removing single hosts is not available yet).
-        #[arg(long, short)]
+        /// The whole cluster.
+        #[arg(long, short, conflicts_with_all = ["masters", "nodes"])]
         all: bool,
-        /// The Clusterfile; else the one `sealer run -f` saved for --cluster.
+        /// Masters to remove, comma-separated.
+        #[arg(long, short, value_delimiter = ',', value_name = "IP,...")]
+        masters: Vec<std::net::IpAddr>,
+        /// Nodes to remove, comma-separated.
+        #[arg(long, short, value_delimiter = ',', value_name = "IP,...")]
+        nodes: Vec<std::net::IpAddr>,
+        /// The Clusterfile (with --all); else the cluster's state from `sealer run`.
         #[arg(long, short = 'f', value_name = "FILE")]
         clusterfile: Option<PathBuf>,
         /// The cluster's name (metadata.name). [default: default]
@@ -159,6 +190,9 @@ enum Command {
     #[command(hide = true)]
     UnpackLayers {
         dir: PathBuf,
+        /// Config documents (JSON) to apply to the files after the layers.
+        #[arg(long, value_name = "FILE")]
+        configs: Option<PathBuf>,
         #[arg(required = true)]
         layers: Vec<String>,
     },
@@ -244,6 +278,23 @@ enum ImagesCommand {
     },
 }
 
+/// How to log in to hosts given on the command line.
+#[derive(Debug, Clone, Args)]
+struct SshFlags {
+    /// SSH user. [default: root]
+    #[arg(long, short)]
+    user: Option<String>,
+    /// SSH password.
+    #[arg(long, short = 'p')]
+    passwd: Option<String>,
+    /// SSH private key file.
+    #[arg(long)]
+    pk: Option<PathBuf>,
+    /// SSH port. [default: 22]
+    #[arg(long)]
+    port: Option<u16>,
+}
+
 #[derive(Debug, Args)]
 struct RunArgs {
     /// The CloudImage (in the local store); taken from the Clusterfile with -f.
@@ -257,21 +308,30 @@ struct RunArgs {
     /// Node hosts, comma-separated.
     #[arg(long, short, value_delimiter = ',', value_name = "IP,...")]
     nodes: Vec<std::net::IpAddr>,
-    /// SSH user. [default: root]
-    #[arg(long, short)]
-    user: Option<String>,
-    /// SSH password.
-    #[arg(long, short = 'p')]
-    passwd: Option<String>,
-    /// SSH private key file.
-    #[arg(long)]
-    pk: Option<PathBuf>,
-    /// SSH port. [default: 22]
-    #[arg(long)]
-    port: Option<u16>,
+    #[command(flatten)]
+    ssh: SshFlags,
     /// Environment for the launch commands, KEY=VALUE (repeatable).
     #[arg(long, short)]
     env: Vec<String>,
+    /// Load this bundle (`sealer save`; repeat for split parts) into the local store
+    /// first; its image is run when no image is named.
+    #[arg(long = "bundle", value_name = "FILE")]
+    bundle: Vec<PathBuf>,
+}
+
+fn print_report(
+    cluster: &sealer_installer::clusterfile::Cluster,
+    r: &sealer_installer::run::Report,
+) {
+    eprintln!(
+        "{} on {} host(s): {} blob(s) sent ({}), {} loaded into the registry{}",
+        cluster.image,
+        r.hosts,
+        r.blobs_sent,
+        human_size(r.bytes_sent),
+        r.registry_blobs_loaded,
+        if r.launched { ", launched" } else { "" }
+    );
 }
 
 /// What the installer needs from this machine: the store, this binary and
@@ -602,8 +662,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("Removed the login to {host}");
         }
-        Command::Run(a) => {
+        Command::Run(mut a) => {
             use sealer_installer::clusterfile::{self, EnvVar, ShortForm};
+            if !a.bundle.is_empty() {
+                let store = open()?;
+                let r = bundle::load(&store, &a.bundle, progress.as_ref()).await?;
+                if a.image.is_none() && a.clusterfile.is_none() {
+                    match r.images.as_slice() {
+                        [(name, _)] => a.image = Some(name.to_string()),
+                        _ => bail!(
+                            "the bundle holds {} images: name the one to run",
+                            r.images.len()
+                        ),
+                    }
+                }
+            }
             let cluster = match &a.clusterfile {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
@@ -621,10 +694,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .context("give an image, or a Clusterfile with -f")?,
                     masters: a.masters.clone(),
                     nodes: a.nodes.clone(),
-                    user: a.user.clone(),
-                    passwd: a.passwd.clone(),
-                    pk: a.pk.clone(),
-                    port: a.port,
+                    user: a.ssh.user.clone(),
+                    passwd: a.ssh.passwd.clone(),
+                    pk: a.ssh.pk.clone(),
+                    port: a.ssh.port,
                     env: a
                         .env
                         .iter()
@@ -635,50 +708,101 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into_cluster()?,
             };
             let env = installer_env(open()?, g.jobs)?;
-            let r = sealer_installer::run::run(&env, &cluster, progress.as_ref()).await?;
-            if let Some(path) = &a.clusterfile {
-                // Kept for `sealer delete --cluster NAME`.
-                let dir = env.state_dir.join(&cluster.name);
-                std::fs::create_dir_all(&dir)?;
-                std::fs::copy(path, dir.join("Clusterfile"))?;
+            let r = sealer_installer::run::run(
+                &env,
+                &cluster,
+                sealer_installer::run::Occasion::Install,
+                progress.as_ref(),
+            )
+            .await?;
+            print_report(&cluster, &r);
+        }
+        Command::Apply {
+            clusterfile,
+            dry_run,
+        } => {
+            use sealer_installer::{apply, clusterfile, state};
+            let text = std::fs::read_to_string(&clusterfile)
+                .with_context(|| format!("cannot read {}", clusterfile.display()))?;
+            let wanted = clusterfile::parse(&text, &clusterfile.display().to_string())?;
+            let env = installer_env(open()?, g.jobs)?;
+            let before = state::load(&env.state_dir, &wanted.name)?;
+            let plan = apply::plan(before.as_ref(), &wanted);
+            if !g.quiet || dry_run {
+                print!("{plan}");
             }
-            eprintln!(
-                "{} on {} host(s): {} blob(s) sent ({}), {} loaded into the registry{}",
-                cluster.image,
-                r.hosts,
-                r.blobs_sent,
-                human_size(r.bytes_sent),
-                r.registry_blobs_loaded,
-                if r.launched { ", launched" } else { "" }
-            );
+            if dry_run {
+                return Ok(());
+            }
+            let r = apply::apply(&env, before.as_ref(), &wanted, progress.as_ref()).await?;
+            print_report(&wanted, &r);
+        }
+        Command::ScaleUp {
+            cluster,
+            masters,
+            nodes,
+            ssh,
+        } => {
+            use sealer_installer::{apply, state};
+            if masters.is_empty() && nodes.is_empty() {
+                bail!("give the hosts to add with -m and/or -n");
+            }
+            let env = installer_env(open()?, g.jobs)?;
+            let before = state::require(&env.state_dir, cluster.as_deref().unwrap_or("default"))?;
+            let ssh = sealer_installer::clusterfile::Ssh {
+                user: ssh.user,
+                passwd: ssh.passwd,
+                pk: ssh.pk,
+                port: ssh.port,
+                ..Default::default()
+            };
+            let wanted = apply::with_hosts(&before, &masters, &nodes, &ssh)?;
+            if !g.quiet {
+                print!("{}", apply::plan(Some(&before), &wanted));
+            }
+            let r = apply::apply(&env, Some(&before), &wanted, progress.as_ref()).await?;
+            print_report(&wanted, &r);
         }
         Command::Delete {
             all,
+            masters,
+            nodes,
             clusterfile,
             cluster,
         } => {
-            if !all {
-                bail!("give --all: removing single hosts (-m/-n) is not available yet");
-            }
+            use sealer_installer::{apply, state};
             let env = installer_env(open()?, g.jobs)?;
-            let path = match clusterfile {
-                Some(p) => p,
-                None => env
-                    .state_dir
-                    .join(cluster.as_deref().unwrap_or("default"))
-                    .join("Clusterfile"),
+            let name = cluster.as_deref().unwrap_or("default");
+            if !all {
+                if masters.is_empty() && nodes.is_empty() {
+                    bail!("give the hosts to remove with -m/-n, or --all for the whole cluster");
+                }
+                let before = state::require(&env.state_dir, name)?;
+                let remove: Vec<_> = masters.iter().chain(&nodes).copied().collect();
+                let wanted = apply::without_hosts(&before, &remove)?;
+                if !g.quiet {
+                    print!("{}", apply::plan(Some(&before), &wanted));
+                }
+                apply::apply(&env, Some(&before), &wanted, progress.as_ref()).await?;
+                eprintln!("{} host(s) removed from {}", remove.len(), before.name);
+                return Ok(());
+            }
+            let c = match clusterfile {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    sealer_installer::clusterfile::parse(&text, &path.display().to_string())?
+                }
+                None => state::require(&env.state_dir, name)?,
             };
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "cannot read {} (give the Clusterfile with -f)",
-                    path.display()
-                )
-            })?;
-            let c = sealer_installer::clusterfile::parse(&text, &path.display().to_string())?;
             sealer_installer::delete::delete_all(&env, &c, progress.as_ref()).await?;
             eprintln!("{} removed from {} host(s)", c.name, c.hosts.len());
         }
-        Command::UnpackLayers { dir, layers } => {
+        Command::UnpackLayers {
+            dir,
+            configs,
+            layers,
+        } => {
             std::fs::create_dir_all(&dir)?;
             for l in &layers {
                 let (blob, media_type) = l
@@ -690,6 +814,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     &dir,
                 )
                 .with_context(|| format!("unpacking {blob}"))?;
+            }
+            if let Some(file) = configs {
+                let text = std::fs::read(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let specs: Vec<sealer_installer::clusterfile::ConfigSpec> =
+                    serde_json::from_slice(&text).context("the Config documents")?;
+                sealer_installer::configs::apply(&dir, &specs)?;
             }
         }
         Command::Completions { shell } => {

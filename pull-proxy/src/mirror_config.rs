@@ -5,8 +5,12 @@
 //!   trying this registry first (pull and resolve) and the upstream after;
 //! - docker: `daemon.json` with `registry-mirrors` (Docker Hub only, by Docker's design)
 //!   and `insecure-registries` for a plain-HTTP registry;
-//! - podman, CRI-O, buildah, skopeo: `registries.conf` with a mirror per upstream, at a
-//!   location carrying the upstream's name as a path (`<registry>/docker.io`).
+//! - podman, CRI-O, buildah, skopeo: a `registries.conf.d` drop-in with a mirror per
+//!   upstream, at a location carrying the upstream's name as a path (`<registry>/docker.io`).
+//!
+//! Several registries (one per registry host) are listed in order, each tried when the
+//! one before fails. With an https registry and a CA, docker and podman get the CA as
+//! `certs.d/<registry>/ca.crt`; containerd's host blocks name the CA file.
 
 use std::path::{Path, PathBuf};
 
@@ -31,12 +35,33 @@ pub struct File {
 
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// This registry as hosts reach it, e.g. `http://10.0.0.1:5000`.
-    pub registry: Url,
+    /// The registries as hosts reach them, e.g. `http://10.0.0.1:5000`, tried in order.
+    pub registries: Vec<Url>,
     /// The upstream registry hosts to mirror.
     pub upstreams: Vec<String>,
-    /// CA certificate file hosts use to trust the registry (https only).
-    pub ca: Option<PathBuf>,
+    /// CA certificate hosts use to trust the registries (https only).
+    pub ca: Option<Ca>,
+}
+
+/// A CA certificate: where containerd finds it, and its PEM text for docker and podman.
+#[derive(Debug, Clone)]
+pub struct Ca {
+    pub path: PathBuf,
+    pub pem: String,
+}
+
+impl Ca {
+    pub fn read(path: &Path) -> anyhow::Result<Ca> {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            bail!("{} is not a PEM certificate", path.display());
+        }
+        Ok(Ca {
+            path: path.to_path_buf(),
+            pem,
+        })
+    }
 }
 
 /// `host[:port]` of the registry URL.
@@ -56,27 +81,56 @@ fn upstream_server(host: &str) -> String {
     }
 }
 
+/// `certs.d/<registry>/ca.crt` for each https registry, when a CA is given.
+fn ca_files(req: &Request) -> anyhow::Result<Vec<File>> {
+    let Some(ca) = &req.ca else {
+        return Ok(Vec::new());
+    };
+    let mut files = Vec::new();
+    for r in req.registries.iter().filter(|r| r.scheme() == "https") {
+        files.push(File {
+            path: Path::new("certs.d").join(authority(r)?).join("ca.crt"),
+            content: ca.pem.clone(),
+        });
+    }
+    Ok(files)
+}
+
 pub fn generate(runtime: Runtime, req: &Request) -> anyhow::Result<Vec<File>> {
-    if !matches!(req.registry.scheme(), "http" | "https") {
+    if req.registries.is_empty() {
+        bail!("give at least one --registry");
+    }
+    if req
+        .registries
+        .iter()
+        .any(|r| !matches!(r.scheme(), "http" | "https"))
+    {
         bail!("--registry must be an http:// or https:// URL");
     }
-    let registry = req.registry.as_str().trim_end_matches('/');
-    let insecure = req.registry.scheme() == "http";
-    let authority = authority(&req.registry)?;
+    let urls: Vec<&str> = req
+        .registries
+        .iter()
+        .map(|r| r.as_str().trim_end_matches('/'))
+        .collect();
+    let listed = urls.join(", ");
     match runtime {
         Runtime::Containerd => {
-            let mut host_block =
-                format!("[host.\"{registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n");
-            if let Some(ca) = &req.ca {
-                host_block.push_str(&format!("  ca = \"{}\"\n", ca.display()));
+            let mut host_blocks = String::new();
+            for url in &urls {
+                host_blocks.push_str(&format!(
+                    "\n[host.\"{url}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+                ));
+                if let Some(ca) = req.ca.as_ref().filter(|_| url.starts_with("https:")) {
+                    host_blocks.push_str(&format!("  ca = \"{}\"\n", ca.path.display()));
+                }
             }
             let mut files = Vec::new();
             for host in &req.upstreams {
                 files.push(File {
                     path: Path::new(host).join("hosts.toml"),
                     content: format!(
-                        "# {host} through the sealer registry at {registry}; upstream when it lacks an image\n\
-                         server = \"{}\"\n\n{host_block}",
+                        "# {host} through the sealer registry at {listed}; upstream when it lacks an image\n\
+                         server = \"{}\"\n{host_blocks}",
                         upstream_server(host)
                     ),
                 });
@@ -84,25 +138,33 @@ pub fn generate(runtime: Runtime, req: &Request) -> anyhow::Result<Vec<File>> {
             files.push(File {
                 path: Path::new("_default").join("hosts.toml"),
                 content: format!(
-                    "# any other registry through the sealer registry at {registry}; the registry itself when it lacks an image\n\n{host_block}"
+                    "# any other registry through the sealer registry at {listed}; the registry itself when it lacks an image\n{host_blocks}"
                 ),
             });
             Ok(files)
         }
         Runtime::Docker => {
-            let mut daemon = serde_json::json!({ "registry-mirrors": [registry] });
-            if insecure {
-                daemon["insecure-registries"] = serde_json::json!([authority]);
+            let mut daemon = serde_json::json!({ "registry-mirrors": urls });
+            let insecure: Vec<String> = req
+                .registries
+                .iter()
+                .filter(|r| r.scheme() == "http")
+                .map(authority)
+                .collect::<anyhow::Result<_>>()?;
+            if !insecure.is_empty() {
+                daemon["insecure-registries"] = serde_json::json!(insecure);
             }
             if !req.upstreams.iter().any(|h| h == DOCKER_HUB) {
                 tracing::warn!(
                     "docker mirrors only docker.io; other upstreams need their own registry names"
                 );
             }
-            Ok(vec![File {
+            let mut files = vec![File {
                 path: PathBuf::from("daemon.json"),
                 content: serde_json::to_string_pretty(&daemon)? + "\n",
-            }])
+            }];
+            files.extend(ca_files(req)?);
+            Ok(files)
         }
         Runtime::Podman => {
             let mut out = String::from(
@@ -118,13 +180,22 @@ pub fn generate(runtime: Runtime, req: &Request) -> anyhow::Result<Vec<File>> {
                     host.as_str()
                 };
                 out.push_str(&format!(
-                    "\n[[registry]]\nprefix = \"{host}\"\nlocation = \"{location}\"\n\n[[registry.mirror]]\nlocation = \"{authority}/{host}\"\ninsecure = {insecure}\n"
+                    "\n[[registry]]\nprefix = \"{host}\"\nlocation = \"{location}\"\n"
                 ));
+                for r in &req.registries {
+                    out.push_str(&format!(
+                        "\n[[registry.mirror]]\nlocation = \"{}/{host}\"\ninsecure = {}\n",
+                        authority(r)?,
+                        r.scheme() == "http"
+                    ));
+                }
             }
-            Ok(vec![File {
-                path: PathBuf::from("registries.conf"),
+            let mut files = vec![File {
+                path: Path::new("registries.conf.d").join("sealer.conf"),
                 content: out,
-            }])
+            }];
+            files.extend(ca_files(req)?);
+            Ok(files)
         }
     }
 }
@@ -194,7 +265,7 @@ mod tests {
 
     fn req(registry: &str) -> Request {
         Request {
-            registry: Url::parse(registry).unwrap(),
+            registries: vec![Url::parse(registry).unwrap()],
             upstreams: vec!["docker.io".into(), "quay.io".into()],
             ca: None,
         }
@@ -224,13 +295,22 @@ mod tests {
         let default: toml::Value = toml::from_str(&files[2].content).unwrap();
         assert!(default.get("server").is_none());
         let mut with_ca = req("https://sea.hub:5000");
-        with_ca.ca = Some("/etc/sealer/ca.crt".into());
+        with_ca
+            .registries
+            .push(Url::parse("https://10.0.0.2:5000").unwrap());
+        with_ca.ca = Some(Ca {
+            path: "/etc/sealer/ca.crt".into(),
+            pem: "-----BEGIN CERTIFICATE-----\n".into(),
+        });
         let files = generate(Runtime::Containerd, &with_ca).unwrap();
         let v: toml::Value = toml::from_str(&files[1].content).unwrap();
-        assert_eq!(
-            v["host"]["https://sea.hub:5000"]["ca"].as_str(),
-            Some("/etc/sealer/ca.crt")
-        );
+        for r in ["https://sea.hub:5000", "https://10.0.0.2:5000"] {
+            assert_eq!(v["host"][r]["ca"].as_str(), Some("/etc/sealer/ca.crt"));
+        }
+        // Both registries, in the order given: containerd tries the second when the
+        // first fails.
+        let first = files[1].content.find("sea.hub").unwrap();
+        assert!(files[1].content[first..].contains("10.0.0.2"));
     }
 
     #[test]
@@ -239,8 +319,17 @@ mod tests {
         let d: serde_json::Value = serde_json::from_str(&files[0].content).unwrap();
         assert_eq!(d["registry-mirrors"][0], "http://10.0.0.1:5000");
         assert_eq!(d["insecure-registries"][0], "10.0.0.1:5000");
-        let tls = generate(Runtime::Docker, &req("https://sea.hub")).unwrap();
-        assert!(!tls[0].content.contains("insecure"));
+        let mut tls = req("https://sea.hub");
+        tls.ca = Some(Ca {
+            path: "/x/ca.crt".into(),
+            pem: "PEM".into(),
+        });
+        let files = generate(Runtime::Docker, &tls).unwrap();
+        assert!(!files[0].content.contains("insecure"));
+        assert_eq!(files[1].path, Path::new("certs.d/sea.hub/ca.crt"));
+        assert_eq!(files[1].content, "PEM");
+        let files = generate(Runtime::Podman, &tls).unwrap();
+        assert_eq!(files[1].path, Path::new("certs.d/sea.hub/ca.crt"));
 
         let files = generate(Runtime::Podman, &req("http://10.0.0.1:5000")).unwrap();
         let c: toml::Value = toml::from_str(&files[0].content).unwrap();

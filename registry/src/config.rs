@@ -31,6 +31,24 @@ pub struct ServeArgs {
     #[arg(long = "bundle", value_name = "FILE")]
     pub bundles: Vec<PathBuf>,
 
+    /// Serve HTTPS with this certificate chain (PEM); re-read when the file changes.
+    #[arg(
+        long,
+        env = "SEALER_REGISTRY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "SEALER_REGISTRY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
     /// TOML configuration file; flags and environment variables override its values.
     #[arg(long, short = 'c', env = "SEALER_REGISTRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -75,6 +93,7 @@ pub struct FileConfig {
     pub bundles: Vec<PathBuf>,
     #[serde(default)]
     pub log: LogSection,
+    pub tls: Option<TlsSection>,
     #[serde(default)]
     pub uploads: UploadSection,
     #[serde(default)]
@@ -87,6 +106,14 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<Duration>,
     /// The pull-through mirror's table, read by `sealer-pull-proxy`.
     pub mirror: Option<toml::Value>,
+}
+
+/// `[tls]`: serve HTTPS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +177,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// The config file's `[mirror]` table, for the pull-through mirror to read.
     pub mirror: Option<toml::Value>,
+    /// Serve HTTPS: (certificate chain, key) PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Settings {
@@ -214,6 +243,10 @@ impl Settings {
                 .or(file.shutdown_timeout)
                 .unwrap_or(Duration::from_secs(30)),
             mirror: file.mirror,
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                _ => file.tls.map(|t| (t.cert, t.key)),
+            },
         })
     }
 }

@@ -13,3 +13,4 @@ pub mod routes;
 pub mod server;
 pub mod services;
 pub mod storage;
+pub mod tls;

@@ -100,30 +100,47 @@ pub async fn serve(
         metrics: Arc::new(metrics),
     });
 
+    // Certificates are checked before the port is taken, so a bad file fails the start.
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+        None => None,
+    };
     let listener = TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
     let local = listener.local_addr()?;
     // One plain line on stdout, for people and for scripts waiting for readiness.
     let serving = describe(&settings);
-    println!("sealer-registry listening on http://{local} ({serving})");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("sealer-registry listening on {scheme}://{local} ({serving})");
     tracing::info!(addr = %local, serving, resumable_uploads = resumable, "serving");
 
     let expiry = tokio::spawn(expire_uploads(app.clone(), settings.options.upload_expiry));
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let notify = shutdown.clone();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(
-        listener,
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let stopping = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
         notify.notify_waiters();
-    });
+    };
+    let server: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>> =
+        match tls {
+            Some(config) => Box::pin(crate::tls::serve(listener, config, router(app), stopping)),
+            None => {
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                Box::pin(async move {
+                    axum::serve(
+                        listener,
+                        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(stopping)
+                    .await
+                    .map_err(anyhow::Error::from)
+                })
+            }
+        };
 
     let timeout = settings.shutdown_timeout;
     tokio::select! {

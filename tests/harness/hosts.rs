@@ -76,11 +76,23 @@ pub struct TestHost {
     pub port: u16,
     child: Option<Child>,
     pub dir: tempfile::TempDir,
+    /// Where `/var/lib/sealer` lives when not in memory.
+    disk: Option<PathBuf>,
 }
 
 impl TestHost {
     /// A new host on the next free loopback address.
     pub fn start() -> TestHost {
+        TestHost::start_with(None)
+    }
+
+    /// A new host whose `/var/lib/sealer` is a fresh folder under `disk` instead of
+    /// memory (for benchmarks moving gigabytes).
+    pub fn start_on_disk(disk: &Path) -> TestHost {
+        TestHost::start_with(Some(disk))
+    }
+
+    fn start_with(disk: Option<&Path>) -> TestHost {
         static NEXT: AtomicU8 = AtomicU8::new(2);
         let sshd = require("sshd");
         require("unshare");
@@ -94,12 +106,19 @@ impl TestHost {
             };
             let port = listener.local_addr().unwrap().port();
             drop(listener);
-            return TestHost::launch(&sshd, ip, port, None);
+            let disk = disk.map(|d| d.join(format!("host-{ip}")));
+            return TestHost::launch(&sshd, ip, port, None, disk);
         }
     }
 
     /// sshd on `ip:port` in a new namespace, with `host_key` (a new one when `None`).
-    fn launch(sshd: &Path, ip: IpAddr, port: u16, host_key: Option<&Path>) -> TestHost {
+    fn launch(
+        sshd: &Path,
+        ip: IpAddr,
+        port: u16,
+        host_key: Option<&Path>,
+        disk: Option<PathBuf>,
+    ) -> TestHost {
         let dir = tempfile::Builder::new()
             .prefix("sealer-test-host")
             .tempdir_in("/tmp")
@@ -129,8 +148,14 @@ impl TestHost {
             ),
         )
         .unwrap();
+        let mut on_disk = String::new();
+        if let Some(disk) = &disk {
+            let _ = std::fs::remove_dir_all(disk);
+            std::fs::create_dir_all(disk).unwrap();
+            on_disk = format!("mount --bind {} /var/lib/sealer\n", disk.display());
+        }
         let script = format!(
-            "set -e\nfor d in {dirs}; do mkdir -p \"$d\"; mount -t tmpfs tmpfs \"$d\"; done\n\
+            "set -e\nfor d in {dirs}; do mkdir -p \"$d\"; mount -t tmpfs tmpfs \"$d\"; done\n{on_disk}\
              mount --bind {dir}/hosts /etc/hosts\nmkdir -p /run/sshd\n\
              exec {sshd} -D -e -f {dir}/sshd_config",
             dirs = PRIVATE_DIRS.join(" "),
@@ -149,6 +174,7 @@ impl TestHost {
             port,
             child: Some(child),
             dir,
+            disk,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect((ip, port)).is_err() {
@@ -171,6 +197,7 @@ impl TestHost {
             self.ip,
             self.port,
             Some(&self.dir.path().join("host_key")),
+            self.disk.clone(),
         );
         *self = fresh;
     }
@@ -226,5 +253,8 @@ impl TestHost {
 impl Drop for TestHost {
     fn drop(&mut self) {
         self.stop();
+        if let Some(disk) = &self.disk {
+            let _ = std::fs::remove_dir_all(disk);
+        }
     }
 }

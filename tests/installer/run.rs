@@ -24,6 +24,18 @@ fn sealer(root: &Path, args: &[&str]) -> String {
     text
 }
 
+fn sealer_fails(root: &Path, args: &[&str]) -> String {
+    let out = Command::new(binary("sealer"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env("HOME", root.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "sealer {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The example CloudImage built into `store`, from a local upstream that then goes away.
 fn build_example(store: &Path) {
     let up = example_upstream();
@@ -34,7 +46,8 @@ fn build_example(store: &Path) {
     sealer(store, &args);
 }
 
-/// A Clusterfile for the example on `master` and `node`, written into `dir`.
+/// A Clusterfile for the example on `master` and `node` (registry over plain HTTP),
+/// written into `dir`.
 fn write_clusterfile(dir: &Path, master: &TestHost, node: &TestHost) -> std::path::PathBuf {
     let clusterfile = dir.join("Clusterfile");
     std::fs::write(
@@ -55,6 +68,76 @@ fn write_clusterfile(dir: &Path, master: &TestHost, node: &TestHost) -> std::pat
     )
     .unwrap();
     clusterfile
+}
+
+/// The example on two masters (a TLS registry on each, `ha`) and a node, with hooks and
+/// a Config document.
+fn write_ha_clusterfile(
+    dir: &Path,
+    m1: &TestHost,
+    m2: &TestHost,
+    n1: &TestHost,
+) -> std::path::PathBuf {
+    let clusterfile = dir.join("Clusterfile");
+    let host = |h: &TestHost, role: &str| {
+        format!(
+            "  - {{ips: [{}], roles: [{role}], ssh: {{port: {}}}}}\n",
+            h.ip, h.port
+        )
+    };
+    std::fs::write(
+        &clusterfile,
+        format!(
+            "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {{name: shop}}\nspec:\n  \
+             image: example.com/shop:1.0\n  cmd: [\"echo launched with $Mode > launched\"]\n  \
+             env: [Mode=test]\n  ssh: {{pk: {key}}}\n  hosts:\n{m1}{m2}{n1}  \
+             registry:\n    localRegistry: {{domain: sea.hub, port: 5000, ha: true}}\n\
+             ---\napiVersion: sealer.io/v1\nkind: Config\nmetadata: {{name: env}}\n\
+             spec: {{path: etc/cluster.env, data: \"REPLICAS=3\\n\"}}\n\
+             ---\napiVersion: sealer.io/v1\nkind: Plugin\nmetadata: {{name: before}}\n\
+             spec: {{type: SHELL, action: pre-install, data: \"echo \\\"$Mode $(ls manifests 2>/dev/null | wc -l)\\\" > /var/lib/sealer/hook-pre-install\"}}\n\
+             ---\napiVersion: sealer.io/v1\nkind: Plugin\nmetadata: {{name: nodes}}\n\
+             spec: {{type: SHELL, action: post-init-host, scope: node, data: \"cat etc/cluster.env > /var/lib/sealer/hook-post-init\"}}\n\
+             ---\napiVersion: sealer.io/v1\nkind: Plugin\nmetadata: {{name: tidy}}\n\
+             spec: {{type: SHELL, action: pre-clean-host, data: \"rm -f /var/lib/sealer/hook-*\"}}\n",
+            key = test_key().display(),
+            m1 = host(m1, "master"),
+            m2 = host(m2, "master"),
+            n1 = host(n1, "node"),
+        ),
+    )
+    .unwrap();
+    clusterfile
+}
+
+/// Starts containerd on `host` (its state under /var/lib/sealer/ctd and /run/sealer/ctd)
+/// and pulls `image` with the mirror configuration sealer wrote; returns `ctr images ls`.
+fn containerd_pull(host: &TestHost, image: &str) -> String {
+    require("containerd");
+    require("ctr");
+    host.ssh(&format!(
+        "set -e\nif ! ctr --address /run/sealer/ctd/sock version > /dev/null 2>&1; then\n\
+         mkdir -p /run/sealer/ctd\ncat > /run/sealer/ctd/config.toml <<EOF\n\
+         version = 2\nroot = \"/var/lib/sealer/ctd\"\nstate = \"/run/sealer/ctd/state\"\n\
+         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"/run/sealer/ctd/sock\"\n\
+         [ttrpc]\n  address = \"/run/sealer/ctd/sock.ttrpc\"\n[debug]\n  address = \"/run/sealer/ctd/debug.sock\"\n\
+         [metrics]\n  address = \"\"\nEOF\n\
+         setsid containerd --config /run/sealer/ctd/config.toml > /run/sealer/ctd/log 2>&1 < /dev/null &\necho $! > /run/sealer/ctd/pid\n\
+         for i in $(seq 100); do ctr --address /run/sealer/ctd/sock version > /dev/null 2>&1 && break; sleep 0.1; done\nfi\n\
+         ctr --address /run/sealer/ctd/sock images pull --hosts-dir /etc/containerd/certs.d {image} > /dev/null\n\
+         ctr --address /run/sealer/ctd/sock images ls -q",
+    ))
+}
+
+fn stop_containerd(host: &TestHost) {
+    host.ssh("kill $(cat /run/sealer/ctd/pid); sleep 0.5; umount -R /var/lib/sealer/ctd 2>/dev/null; rm -rf /var/lib/sealer/ctd /run/sealer/ctd");
+}
+
+fn blobs_on(host: &TestHost) -> usize {
+    host.ssh("ls /var/lib/sealer/cluster/blobs/sha256 2>/dev/null | wc -l")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,18 +192,7 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
 
     // containerd on the node pulls a carried image through the cluster's registry, with
     // no route to docker.io.
-    require("containerd");
-    require("ctr");
-    let pulled = node.ssh("set -e\nmkdir -p /run/sealer/ctd\ncat > /run/sealer/ctd/config.toml <<EOF\n\
-         version = 2\nroot = \"/var/lib/sealer/ctd\"\nstate = \"/run/sealer/ctd/state\"\n\
-         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"/run/sealer/ctd/sock\"\n\
-         [ttrpc]\n  address = \"/run/sealer/ctd/sock.ttrpc\"\n[debug]\n  address = \"/run/sealer/ctd/debug.sock\"\n\
-         [metrics]\n  address = \"\"\nEOF\n\
-         setsid containerd --config /run/sealer/ctd/config.toml > /run/sealer/ctd/log 2>&1 < /dev/null &\necho $! > /run/sealer/ctd/pid\n\
-         for i in $(seq 100); do ctr --address /run/sealer/ctd/sock version > /dev/null 2>&1 && break; sleep 0.1; done\n\
-         ctr --address /run/sealer/ctd/sock images pull --hosts-dir /etc/containerd/certs.d docker.io/library/nginx:1.25 > /dev/null\n\
-         ctr --address /run/sealer/ctd/sock images ls -q",
-    );
+    let pulled = containerd_pull(&node, "docker.io/library/nginx:1.25");
     assert!(pulled.contains("docker.io/library/nginx:1.25"), "{pulled}");
     let log = master.ssh("cat /var/log/sealer/registry.log");
     assert!(
@@ -139,13 +211,12 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
     );
 
     // delete --all: hosts as they were. (The test's own containerd goes first.)
-    node.ssh("kill $(cat /run/sealer/ctd/pid); sleep 0.5; umount -R /var/lib/sealer/ctd 2>/dev/null; rm -rf /var/lib/sealer/ctd /run/sealer/ctd",
-    );
+    stop_containerd(&node);
     let registry_pid = master.ssh("cat /run/sealer/registry.pid");
     let out = sealer(&store, &["delete", "--all", "--cluster", "shop"]);
     assert!(out.contains("shop removed from 2 host(s)"), "{out}");
     for host in [&master, &node] {
-        assert_eq!(host.ssh("ls -A /var/lib/sealer /etc/containerd /run/sealer | grep -v '^/' | grep -v '^$' || true").trim(), "certs.d".repeat(usize::from(host.ip == node.ip)), "{} {}", host.ip, host.ssh("find /etc/containerd"));
+        assert_eq!(host.ssh("ls -A /var/lib/sealer /etc/containerd /etc/containers /run/sealer | grep -v '^/' | grep -v '^$' || true").trim(), "certs.d".repeat(usize::from(host.ip == node.ip)), "{} {}", host.ip, host.ssh("find /etc/containerd /etc/containers"));
         assert!(!host.ssh("cat /etc/hosts").contains("sea.hub"));
     }
     assert_eq!(
@@ -163,6 +234,204 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
     ));
     assert_eq!(alive.trim(), "gone");
     assert!(!work.path().join(".sealer/shop").exists());
+}
+
+/// Two masters with a TLS registry each (`ha`), a node, hooks and a Config; containerd
+/// pulls over TLS and keeps pulling with the first registry down; `scale-up` adds a
+/// node and `delete -n` takes it off again; `delete --all` leaves nothing behind.
+#[test]
+fn ha_tls_registries_hooks_scale_up_and_delete_of_a_node() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build_example(&store);
+    let (m1, m2, n1) = (TestHost::start(), TestHost::start(), TestHost::start());
+    let clusterfile = write_ha_clusterfile(work.path(), &m1, &m2, &n1);
+    let file = clusterfile.to_str().unwrap();
+
+    // apply shows the plan, then carries it out.
+    let plan = sealer(&store, &["apply", "--dry-run", "-f", file]);
+    assert!(
+        plan.contains("add:") && plan.contains(&n1.ip.to_string()),
+        "{plan}"
+    );
+    assert!(
+        !work.path().join(".sealer/shop/Clusterfile").exists(),
+        "a dry run changes nothing"
+    );
+    let out = sealer(&store, &["apply", "-q", "-f", file]);
+    assert!(
+        out.contains("on 3 host(s)") && out.contains("launched"),
+        "{out}"
+    );
+
+    // Hooks: pre-install on master0 before the files were laid out; post-init-host on
+    // the node only, after the Config document was written into the files.
+    assert_eq!(
+        m1.ssh("cat /var/lib/sealer/hook-pre-install").trim(),
+        "test 0"
+    );
+    assert!(
+        m2.ssh("ls /var/lib/sealer/hook-pre-install 2>&1 || true")
+            .contains("No such file"),
+        "pre-install runs on master0 only"
+    );
+    assert_eq!(
+        n1.ssh("cat /var/lib/sealer/hook-post-init").trim(),
+        "REPLICAS=3"
+    );
+    assert!(
+        m1.ssh("ls /var/lib/sealer")
+            .lines()
+            .all(|l| l != "hook-post-init")
+    );
+
+    // Each master serves over TLS under its own name; each host trusts the CA.
+    for (host, near) in [(&m1, &m1), (&m2, &m2), (&n1, &m1)] {
+        let line = host.ssh("grep sea.hub /etc/hosts");
+        assert!(line.starts_with(&format!("{} sea.hub", near.ip)), "{line}");
+        let v2 = host.ssh("curl -sS --cacert /var/lib/sealer/cluster/pki/ca.crt https://sea.hub:5000/v2/ -o /dev/null -w '%{http_code}'");
+        assert_eq!(v2, "200");
+    }
+    let toml = n1.ssh("cat /etc/containerd/certs.d/docker.io/hosts.toml");
+    assert!(
+        toml.contains("https://sea.hub:5000") && toml.contains(&format!("https://{}:5000", m2.ip)),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("ca = \"/var/lib/sealer/cluster/pki/ca.crt\""),
+        "{toml}"
+    );
+    let podman =
+        n1.ssh("cat /etc/containers/registries.conf.d/sealer.conf; ls /etc/containers/certs.d");
+    assert!(
+        podman.contains("location = \"sea.hub:5000/docker.io\"")
+            && podman.contains(&format!("{}:5000", m2.ip)),
+        "{podman}"
+    );
+
+    // containerd on the node pulls through the first registry, then through the second
+    // while the first is down.
+    let pulled = containerd_pull(&n1, "docker.io/library/nginx:1.25");
+    assert!(pulled.contains("docker.io/library/nginx:1.25"), "{pulled}");
+    m1.ssh("kill $(cat /run/sealer/registry.pid)");
+    let pulled = containerd_pull(&n1, "docker.io/library/busybox:1.36");
+    assert!(
+        pulled.contains("docker.io/library/busybox:1.36"),
+        "{pulled}"
+    );
+    let log = m2.ssh("cat /var/log/sealer/registry.log");
+    assert!(
+        log.lines().any(
+            |l| l.contains("/v2/library/busybox/manifests/1.36?ns=docker.io")
+                && l.contains("status=200")
+        ),
+        "the second registry served the pull:\n{log}"
+    );
+    stop_containerd(&n1);
+
+    // A re-run brings the stopped registry back and sends nothing.
+    let again = sealer(&store, &["run", "-q", "-f", file]);
+    assert!(
+        again.contains("0 blob(s) sent (0 B)") && !again.contains("launched"),
+        "{again}"
+    );
+    let v2 = m1.ssh("curl -sS --cacert /var/lib/sealer/cluster/pki/ca.crt https://sea.hub:5000/v2/ -o /dev/null -w '%{http_code}'");
+    assert_eq!(v2, "200");
+
+    // scale-up: the new node gets everything, the others nothing.
+    let n2 = TestHost::start();
+    let state = work.path().join(".sealer/shop/Clusterfile");
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(text.contains("Mode=test"));
+    let per_host = blobs_on(&n1);
+    let out = sealer(
+        &store,
+        &[
+            "scale-up",
+            "-q",
+            "--cluster",
+            "shop",
+            "-n",
+            &n2.ip.to_string(),
+            "--port",
+            &n2.port.to_string(),
+        ],
+    );
+    assert!(
+        out.contains(&format!(" {per_host} blob(s) sent")),
+        "only the new node was sent anything: {out}"
+    );
+    assert_eq!(
+        n2.ssh("cat /var/lib/sealer/hook-post-init").trim(),
+        "REPLICAS=3"
+    );
+    assert!(
+        n2.ssh("cat /etc/containerd/certs.d/docker.io/hosts.toml")
+            .contains("https://sea.hub:5000")
+    );
+    assert!(
+        std::fs::read_to_string(&state)
+            .unwrap()
+            .contains(&n2.ip.to_string())
+    );
+
+    // delete -n: the node is as it was, the others keep running.
+    let out = sealer(
+        &store,
+        &[
+            "delete",
+            "-q",
+            "--cluster",
+            "shop",
+            "-n",
+            &n2.ip.to_string(),
+        ],
+    );
+    assert!(out.contains("1 host(s) removed from shop"), "{out}");
+    assert_eq!(n2.ssh("ls -A /var/lib/sealer /etc/containerd /etc/containers /run/sealer | grep -v '^/' | grep -v '^$' || true").trim(), "");
+    assert!(!n2.ssh("cat /etc/hosts").contains("sea.hub"));
+    assert!(
+        !std::fs::read_to_string(&state)
+            .unwrap()
+            .contains(&n2.ip.to_string())
+    );
+    assert!(
+        n1.ssh("ls /var/lib/sealer/data/shop/rootfs")
+            .contains("manifests")
+    );
+    let err = sealer_fails(
+        &store,
+        &[
+            "delete",
+            "-q",
+            "--cluster",
+            "shop",
+            "-m",
+            &m1.ip.to_string(),
+        ],
+    );
+    assert!(err.contains("master0"), "{err}");
+
+    // delete --all: nothing left on any host, no registry running.
+    let pids: Vec<String> = [&m1, &m2]
+        .iter()
+        .map(|h| h.ssh("cat /run/sealer/registry.pid").trim().to_string())
+        .collect();
+    let out = sealer(&store, &["delete", "--all", "--cluster", "shop"]);
+    assert!(out.contains("shop removed from 3 host(s)"), "{out}");
+    for host in [&m1, &m2, &n1] {
+        assert_eq!(host.ssh("ls -A /var/lib/sealer /etc/containerd /etc/containers /run/sealer | grep -v '^/' | grep -v '^$' || true").trim(), "", "{}", host.ip);
+        assert!(!host.ssh("cat /etc/hosts").contains("sea.hub"));
+    }
+    for pid in pids {
+        assert_eq!(
+            m1.ssh(&format!(
+                "kill -0 {pid} 2>/dev/null && echo alive || echo gone"
+            ))
+            .trim(),
+            "gone"
+        );
+    }
 }
 
 #[test]
@@ -206,12 +475,6 @@ fn a_host_lost_mid_run_is_named_and_a_rerun_finishes_without_resending() {
         "only the lost host is named: {err}"
     );
 
-    let blobs_on = |host: &TestHost| -> usize {
-        host.ssh("ls /var/lib/sealer/cluster/blobs/sha256 2>/dev/null | wc -l")
-            .trim()
-            .parse()
-            .unwrap()
-    };
     let master_had = blobs_on(&master);
 
     // Back (its disk lost): a re-run finishes, and what the master got is not sent again.

@@ -1,6 +1,6 @@
 //! Stock clients pulling through the mirror with the files `sealer-registry
 //! mirror-config` generates: containerd (`docker.io` and `_default` hosts.toml), dockerd
-//! (`registry-mirrors`) and podman (`registries.conf` mirror with a path).
+//! (`registry-mirrors`) and podman (a `registries.conf.d` drop-in mirror with a path).
 
 use std::process::Command;
 
@@ -127,7 +127,7 @@ async fn podman_pulls_through_a_mirror_location_with_a_path() {
         &["docker.io", "example.org"],
         config.path(),
     );
-    let conf = config.path().join("registries.conf");
+    let conf = config.path().join("registries.conf.d/sealer.conf");
 
     let store = tempfile::tempdir().unwrap();
     for image in ["docker.io/library/app:1", "example.org/team/app:7"] {

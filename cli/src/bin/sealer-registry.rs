@@ -35,13 +35,19 @@ enum Command {
         /// The runtime to configure.
         #[arg(long = "for", value_enum)]
         runtime: Runtime,
-        /// This registry as the hosts reach it, e.g. http://10.0.0.1:5000.
-        #[arg(long, default_value = "http://127.0.0.1:5000")]
-        registry: url::Url,
+        /// This registry as the hosts reach it, e.g. http://10.0.0.1:5000; repeat it for
+        /// several registry hosts, tried in order.
+        #[arg(
+            long = "registry",
+            value_name = "URL",
+            default_value = "http://127.0.0.1:5000"
+        )]
+        registries: Vec<url::Url>,
         /// A registry to mirror (repeatable). [default: docker.io]
         #[arg(long = "upstream", value_name = "HOST")]
         upstreams: Vec<String>,
-        /// CA certificate the hosts use to trust an https registry (containerd `ca`).
+        /// CA certificate the hosts use to trust an https registry: named in containerd's
+        /// hosts.toml, copied to certs.d/<registry>/ca.crt for docker and podman.
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
         /// Write the files under DIR (e.g. /etc/containerd/certs.d, /etc/docker,
@@ -49,6 +55,23 @@ enum Command {
         /// `*.sealer-backup`, and an existing daemon.json keeps its other settings.
         #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,
+    },
+    /// Create a CA and a server certificate for the registry (sites with no public CA).
+    /// An existing ca.crt/ca.key in DIR is kept and signs the new certificate, so hosts
+    /// that trust it need nothing new.
+    Cert {
+        /// A DNS name the registry is reached by, e.g. sea.hub (repeatable).
+        #[arg(long = "domain", value_name = "NAME")]
+        domains: Vec<String>,
+        /// An IP address the registry is reached by (repeatable).
+        #[arg(long = "ip", value_name = "ADDR")]
+        ips: Vec<std::net::IpAddr>,
+        /// Where to write ca.crt, ca.key, tls.crt and tls.key.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Days the server certificate is valid.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
     },
     /// Print a shell completion script.
     Completions {
@@ -95,7 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::MirrorConfig {
             runtime,
-            registry,
+            registries,
             upstreams,
             ca,
             write,
@@ -108,9 +131,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let files = mirror_config::generate(
                 runtime,
                 &mirror_config::Request {
-                    registry,
+                    registries,
                     upstreams,
-                    ca,
+                    ca: ca.as_deref().map(mirror_config::Ca::read).transpose()?,
                 },
             )?;
             match write {
@@ -125,6 +148,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
+            Ok(())
+        }
+        Command::Cert {
+            domains,
+            ips,
+            out,
+            days,
+        } => {
+            let issued = sealer_registry::tls::issue(&out, &domains, &ips, days)?;
+            println!(
+                "{} {}",
+                if issued.new_ca { "created" } else { "kept" },
+                issued.ca_cert.display()
+            );
+            println!(
+                "wrote {} and {}",
+                issued.cert.display(),
+                issued.key.display()
+            );
+            println!(
+                "serve with: sealer-registry serve --tls-cert {} --tls-key {}",
+                issued.cert.display(),
+                issued.key.display()
+            );
             Ok(())
         }
         Command::Completions { shell } => {

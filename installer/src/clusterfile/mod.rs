@@ -102,6 +102,56 @@ struct Probe {
     kind: Option<String>,
 }
 
+/// The documents of a Clusterfile, in the order sealer writes them back: the Cluster,
+/// then every Config, then every Plugin.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Documents {
+    pub cluster: ClusterDoc,
+    pub configs: Vec<ConfigDoc>,
+    pub plugins: Vec<PluginDoc>,
+}
+
+impl Documents {
+    /// The documents as a multi-document YAML Clusterfile that [`parse`] reads back.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut push = |text: Result<String, serde_saphyr::ser::Error>| {
+            if !out.is_empty() {
+                out.push_str("---\n");
+            }
+            out.push_str(&text.expect("the model serialises"));
+        };
+        push(serde_saphyr::to_string(&self.cluster));
+        for c in &self.configs {
+            push(serde_saphyr::to_string(c));
+        }
+        for p in &self.plugins {
+            push(serde_saphyr::to_string(p));
+        }
+        out
+    }
+
+    /// Checks the documents (after a change) into a [`Cluster`]; errors name `file`.
+    pub fn resolve(&self, file: &str) -> Result<Cluster, ClusterfileError> {
+        let configs = self.configs.iter().cloned().enumerate();
+        let plugins = self.plugins.iter().cloned().enumerate();
+        let n = self.configs.len();
+        validate::cluster(
+            self.cluster.clone(),
+            configs.map(|(i, c)| (i + 2, c)).collect(),
+            plugins.map(|(i, p)| (i + 2 + n, p)).collect(),
+        )
+        .map_err(|v| ClusterfileError {
+            file: file.to_string(),
+            document: v.document.unwrap_or(1),
+            kind: Some(v.kind.to_string()),
+            line: None,
+            field: Some(v.field),
+            message: v.message,
+        })
+    }
+}
+
 /// Reads `text` (the contents of `file`) into a checked [`Cluster`].
 pub fn parse(text: &str, file: &str) -> Result<Cluster, ClusterfileError> {
     let error = |document: usize, kind: Option<&str>, field: Option<&str>, message: String| {

@@ -214,3 +214,22 @@ fn the_short_form_is_a_cluster_too() {
     .unwrap_err();
     assert_eq!(e.field.as_deref(), Some("-m/--masters"), "{e}");
 }
+
+#[test]
+fn the_documents_render_to_a_clusterfile_that_reads_back_the_same() {
+    let c = parse(FULL, "Clusterfile").unwrap();
+    let text = c.source.render();
+    let again = parse(&text, "state").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(again, c);
+
+    // A host added to the documents is a host of the resolved cluster.
+    let mut docs = c.source.clone();
+    docs.cluster.spec.hosts.push(HostGroup {
+        ips: vec!["10.0.0.99".parse().unwrap()],
+        roles: vec!["node".into()],
+        ..Default::default()
+    });
+    let grown = docs.resolve("state").unwrap();
+    assert_eq!(grown.hosts.len(), c.hosts.len() + 1);
+    assert!(grown.host("10.0.0.99".parse().unwrap()).is_some());
+}

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use super::Documents;
 use super::model::*;
 
 /// A Clusterfile, checked and resolved.
@@ -24,6 +25,9 @@ pub struct Cluster {
     pub host_aliases: Vec<HostAlias>,
     pub configs: Vec<ConfigSpec>,
     pub plugins: Vec<Plugin>,
+    /// The documents as read: what `sealer run` keeps as the cluster's state, and what
+    /// `scale-up` and `delete -n` change.
+    pub source: Documents,
 }
 
 impl Cluster {
@@ -36,6 +40,16 @@ impl Cluster {
         self.masters()
             .next()
             .expect("validated: at least one master")
+    }
+
+    /// `<dataRoot>/<name>`: the cluster's folder on every host.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_root.join(&self.name)
+    }
+
+    /// Where the image's files are laid out on every host.
+    pub fn rootfs(&self) -> PathBuf {
+        self.data_dir().join("rootfs")
     }
 
     pub fn host(&self, ip: IpAddr) -> Option<&Host> {
@@ -182,6 +196,11 @@ pub(super) fn cluster(
     configs: Vec<(usize, ConfigDoc)>,
     plugins: Vec<(usize, PluginDoc)>,
 ) -> Result<Cluster, Invalid> {
+    let source = Documents {
+        cluster: doc.clone(),
+        configs: configs.iter().map(|(_, c)| c.clone()).collect(),
+        plugins: plugins.iter().map(|(_, p)| p.clone()).collect(),
+    };
     let spec = doc.spec;
     let name = if doc.metadata.name.is_empty() {
         "default".to_string()
@@ -383,6 +402,7 @@ pub(super) fn cluster(
         host_aliases: spec.host_aliases,
         configs: checked_configs,
         plugins: checked_plugins,
+        source,
     })
 }
 

@@ -1,0 +1,147 @@
+//! The steps `sealer run` takes on hosts, one module each. Every step first asks each
+//! host what it already has, so a step that ran before does nothing again.
+
+pub mod clean;
+pub mod files;
+pub mod hooks;
+pub mod registry;
+pub mod tools;
+pub mod wiring;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::bail;
+use sealer_builder::progress::Progress;
+
+use crate::clusterfile;
+use crate::hosts::ssh::SshHost;
+use crate::hosts::{Host, HostError, on_all, sh_quote};
+use crate::run::Environment;
+
+/// What `sealer run` keeps on a host: blobs, binaries, certificates, the registry's
+/// store. Apart from the default local store (`/var/lib/sealer/registry`), so a host that
+/// is also the machine running sealer keeps both.
+pub const HOST_DIR: &str = "/var/lib/sealer/cluster";
+/// The runtime configuration files `sealer run` wrote on a host, one per line (`sealer
+/// delete` restores or removes them).
+pub const MIRROR_FILES: &str = "/var/lib/sealer/cluster/mirror-files";
+/// The registry's store on a registry host.
+pub const HOST_REGISTRY_ROOT: &str = "/var/lib/sealer/cluster/registry";
+/// The registry's CA (every host), certificate and key (registry hosts).
+pub const HOST_PKI: &str = "/var/lib/sealer/cluster/pki";
+/// Marks the lines sealer adds to `/etc/hosts`.
+pub const HOSTS_MARK: &str = " # sealer";
+
+/// Turns each host's result into one error naming every host that failed.
+pub fn all_ok<T>(step: &str, results: Vec<(IpAddr, anyhow::Result<T>)>) -> anyhow::Result<Vec<T>> {
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for (ip, r) in results {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => {
+                let text = format!("{e:#}");
+                if text.contains(&format!("host {ip}")) {
+                    failed.push(format!("  {text}"));
+                } else {
+                    failed.push(format!("  host {ip}: {text}"));
+                }
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(ok)
+    } else {
+        bail!(
+            "{step} failed on {} host(s); run again to continue:\n{}",
+            failed.len(),
+            failed.join("\n")
+        )
+    }
+}
+
+/// Connects to `hosts` in parallel; fails naming each host it cannot reach or log in to.
+pub async fn connect(
+    env: &Environment,
+    hosts: &[&clusterfile::Host],
+    progress: &dyn Progress,
+) -> anyhow::Result<Vec<Arc<dyn Host>>> {
+    let task = progress.task("connecting", hosts.len() as u64);
+    let connected = futures::future::join_all(hosts.iter().map(|h| async {
+        let r = SshHost::connect(h.ip, &h.login, &env.ssh).await;
+        task.advance(1);
+        (
+            h.ip,
+            r.map(|s| Arc::new(s) as Arc<dyn Host>)
+                .map_err(anyhow::Error::from),
+        )
+    }))
+    .await;
+    task.finish("connected");
+    all_ok("connecting", connected)
+}
+
+/// Runs the script `script` makes for each host on every host; fails naming each host
+/// where it failed.
+pub async fn check_on_all(
+    step: &str,
+    hosts: &[Arc<dyn Host>],
+    jobs: usize,
+    script: impl Fn(&dyn Host) -> String,
+) -> anyhow::Result<()> {
+    let results = on_all(hosts, jobs, |h| {
+        let text = script(h);
+        async move { h.check(&text).await.map_err(anyhow::Error::from) }
+    })
+    .await;
+    all_ok(step, results).map(|_| ())
+}
+
+/// A small file to put on a host at `path`, mode `mode` (certificates, keys).
+pub struct SmallFile {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+}
+
+/// Puts on `host` each of `files` it does not hold with the same content (one command
+/// asks, then only what differs is sent); each file is replaced by rename.
+pub async fn put_files(host: &dyn Host, files: &[SmallFile]) -> Result<usize, HostError> {
+    let mut ask = String::new();
+    for f in files {
+        let digest = sealer_registry::oci::Digest::sha256_of(&f.content);
+        let hex = digest.hex();
+        ask.push_str(&format!(
+            "[ \"$(sha256sum < {p} 2>/dev/null | cut -c1-64)\" = {hex} ] || echo {p}\n",
+            p = sh_quote(&f.path)
+        ));
+    }
+    let out = host.check(&ask).await?;
+    let differ: Vec<&str> = out.lines().collect();
+    let mut sent = 0;
+    for f in files.iter().filter(|f| differ.contains(&f.path.as_str())) {
+        let dir = Path::new(&f.path)
+            .parent()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "/".into());
+        let script = format!(
+            "set -e\numask 077\nmkdir -p {dir}\ncat > {p}.new\nchmod {mode:o} {p}.new\nmv {p}.new {p}",
+            dir = sh_quote(&dir),
+            p = sh_quote(&f.path),
+            mode = f.mode,
+        );
+        let out = host.run_with_input(&script, &f.content).await?;
+        if !out.success() {
+            return Err(HostError::Failed {
+                host: host.ip().to_string(),
+                command: format!("writing {}", f.path),
+                code: out.code.map(|c| c.to_string()).unwrap_or_default(),
+                stderr: out.stderr.trim().to_string(),
+            });
+        }
+        sent += 1;
+    }
+    Ok(sent)
+}

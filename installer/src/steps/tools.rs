@@ -1,0 +1,96 @@
+//! Step 2: `sealer` and `sealer-registry` on every host, in `HOST_DIR/bin`.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::{HOST_DIR, check_on_all};
+use crate::distribute::{self, Blob, quote};
+use crate::hosts::Host;
+use crate::run::{Environment, Report};
+
+pub async fn install(
+    env: &Environment,
+    hosts: &[Arc<dyn Host>],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let tools = vec![
+        binary_blob(&env.state_dir, &env.sealer_bin)?,
+        binary_blob(&env.state_dir, &env.registry_bin)?,
+    ];
+    let root = Path::new(HOST_DIR);
+    let sent = distribute::to_hosts(hosts, root, &tools, env.jobs).await;
+    report.count("sending sealer's binaries", sent)?;
+    let install = format!(
+        "set -e\nmkdir -p {HOST_DIR}/bin\n\
+         cmp -s {s} {HOST_DIR}/bin/sealer || install -m 0755 {s} {HOST_DIR}/bin/sealer\n\
+         cmp -s {r} {HOST_DIR}/bin/sealer-registry || install -m 0755 {r} {HOST_DIR}/bin/sealer-registry",
+        s = quote(&distribute::blob_path(root, &tools[0].digest)),
+        r = quote(&distribute::blob_path(root, &tools[1].digest)),
+    );
+    check_on_all("installing sealer's binaries", hosts, env.jobs, |_| {
+        install.clone()
+    })
+    .await
+}
+
+/// A binary's digest as last hashed, valid while its size, inode and time are the same.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Known {
+    size: u64,
+    inode: u64,
+    mtime_ns: i128,
+    digest: String,
+}
+
+/// `path` as a blob; its digest is remembered in `state_dir/binaries.json` by stat data,
+/// so a re-run does not hash the binaries again.
+fn binary_blob(state_dir: &Path, path: &Path) -> anyhow::Result<Blob> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let stat = |digest: String| Known {
+        size: meta.len(),
+        inode: meta.ino(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        digest,
+    };
+    let cache_file = state_dir.join("binaries.json");
+    let mut cache: BTreeMap<PathBuf, Known> = std::fs::read(&cache_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if let Some(k) = cache.get(path)
+        && *k == stat(k.digest.clone())
+        && let Ok(digest) = k.digest.parse()
+    {
+        return Ok(Blob {
+            digest,
+            path: path.to_path_buf(),
+            size: meta.len(),
+        });
+    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = sealer_registry::oci::Algorithm::Sha256.hasher();
+    hasher.update_from(file)?;
+    let digest = hasher.finish();
+    cache.insert(path.to_path_buf(), stat(digest.to_string()));
+    // A cache that cannot be written only costs the hashing next time.
+    if std::fs::create_dir_all(state_dir).is_ok() {
+        if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(state_dir) {
+            use std::io::Write;
+            if tmp.write_all(&serde_json::to_vec_pretty(&cache)?).is_ok() {
+                let _ = tmp.persist(&cache_file);
+            }
+        }
+    }
+    Ok(Blob {
+        digest,
+        path: path.to_path_buf(),
+        size: meta.len(),
+    })
+}
