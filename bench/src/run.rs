@@ -73,8 +73,10 @@ fn scp_all(hosts: &[TestHost], files: &[PathBuf]) -> anyhow::Result<Duration> {
     let t = Instant::now();
     for h in hosts {
         let mut c = Command::new("scp");
+        // -O: the scp protocol (the test hosts' sshd has no sftp subsystem).
         c.args([
             "-q",
+            "-O",
             "-o",
             "BatchMode=yes",
             "-o",

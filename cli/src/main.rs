@@ -51,6 +51,9 @@ struct Global {
     /// Blobs transferred at once.
     #[arg(long, default_value_t = 4, global = true)]
     jobs: usize,
+    /// Hosts worked on at once (run, apply, scale-up, delete).
+    #[arg(long, default_value_t = 16, global = true, value_name = "N")]
+    parallel_hosts: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -707,7 +710,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 .into_cluster()?,
             };
-            let env = installer_env(open()?, g.jobs)?;
+            let env = installer_env(open()?, g.parallel_hosts)?;
             let r = sealer_installer::run::run(
                 &env,
                 &cluster,
@@ -725,7 +728,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&clusterfile)
                 .with_context(|| format!("cannot read {}", clusterfile.display()))?;
             let wanted = clusterfile::parse(&text, &clusterfile.display().to_string())?;
-            let env = installer_env(open()?, g.jobs)?;
+            let env = installer_env(open()?, g.parallel_hosts)?;
             let before = state::load(&env.state_dir, &wanted.name)?;
             let plan = apply::plan(before.as_ref(), &wanted);
             if !g.quiet || dry_run {
@@ -747,7 +750,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if masters.is_empty() && nodes.is_empty() {
                 bail!("give the hosts to add with -m and/or -n");
             }
-            let env = installer_env(open()?, g.jobs)?;
+            let env = installer_env(open()?, g.parallel_hosts)?;
             let before = state::require(&env.state_dir, cluster.as_deref().unwrap_or("default"))?;
             let ssh = sealer_installer::clusterfile::Ssh {
                 user: ssh.user,
@@ -771,7 +774,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster,
         } => {
             use sealer_installer::{apply, state};
-            let env = installer_env(open()?, g.jobs)?;
+            let env = installer_env(open()?, g.parallel_hosts)?;
             let name = cluster.as_deref().unwrap_or("default");
             if !all {
                 if masters.is_empty() && nodes.is_empty() {

@@ -337,4 +337,23 @@ mod tests {
         );
         assert!(issue(other.path(), &[], &[], 1).is_err());
     }
+
+    #[test]
+    fn a_renewed_certificate_is_served_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = issue(dir.path(), &["a.example".into()], &[], 30).unwrap();
+        let cert = ReloadingCert::open(&first.cert, &first.key).unwrap();
+        let before = cert.current().cert[0].clone();
+        // A half-written file keeps the old certificate.
+        std::fs::write(&first.cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        std::thread::sleep(RELOAD_CHECK + Duration::from_millis(100));
+        assert_eq!(cert.current().cert[0], before);
+        issue(dir.path(), &["b.example".into()], &[], 30).unwrap();
+        std::thread::sleep(RELOAD_CHECK + Duration::from_millis(100));
+        assert_ne!(
+            cert.current().cert[0],
+            before,
+            "the new certificate is served"
+        );
+    }
 }

@@ -25,13 +25,18 @@ pub async fn install(
     let root = Path::new(HOST_DIR);
     let sent = distribute::to_hosts(hosts, root, &tools, env.jobs).await;
     report.count("sending sealer's binaries", sent)?;
-    let install = format!(
-        "set -e\nmkdir -p {HOST_DIR}/bin\n\
-         cmp -s {s} {HOST_DIR}/bin/sealer || install -m 0755 {s} {HOST_DIR}/bin/sealer\n\
-         cmp -s {r} {HOST_DIR}/bin/sealer-registry || install -m 0755 {r} {HOST_DIR}/bin/sealer-registry",
-        s = quote(&distribute::blob_path(root, &tools[0].digest)),
-        r = quote(&distribute::blob_path(root, &tools[1].digest)),
-    );
+    // Each installed binary is stamped with its digest, so an unchanged one costs a
+    // `cat` rather than a comparison of two large files.
+    let mut install = format!("set -e\nmkdir -p {HOST_DIR}/bin\n");
+    for (blob, name) in tools.iter().zip(["sealer", "sealer-registry"]) {
+        install.push_str(&format!(
+            "if [ \"$(cat {HOST_DIR}/bin/.{name}.digest 2>/dev/null)\" != {d} ]; then \
+             install -m 0755 {src} {HOST_DIR}/bin/{name}.new && mv {HOST_DIR}/bin/{name}.new {HOST_DIR}/bin/{name} && \
+             echo {d} > {HOST_DIR}/bin/.{name}.digest; fi\n",
+            d = blob.digest,
+            src = quote(&distribute::blob_path(root, &blob.digest)),
+        ));
+    }
     check_on_all("installing sealer's binaries", hosts, env.jobs, |_| {
         install.clone()
     })
