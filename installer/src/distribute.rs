@@ -58,20 +58,23 @@ pub async fn missing<'b>(
         .collect())
 }
 
-/// Sends one blob: streamed to a temporary name next to its place, checked with the
-/// host's `sha256sum`/`sha512sum`, then renamed.
+/// Sends one blob: streamed to a temporary name next to its place while the host's
+/// `sha256sum`/`sha512sum` hashes the same stream (so checking costs no second read and
+/// overlaps the transfer), then renamed once the digest matches.
 pub async fn send(host: &dyn Host, root: &Path, blob: &Blob) -> Result<(), HostError> {
     let target = blob_path(root, &blob.digest);
     let dir = target.parent().expect("blob paths have a folder");
     let sum = format!("{}sum", blob.digest.algorithm());
     let script = format!(
         "set -e\nmkdir -p {dir}\ntmp=$(mktemp {dir}/.incoming.XXXXXX)\ntrap 'rm -f \"$tmp\"' EXIT\n\
-         cat > \"$tmp\"\n\
-         if ! echo \"{hex}  $tmp\" | {sum} -c --status; then echo \"{digest} arrived damaged\" >&2; exit 1; fi\n\
+         sum=$(tee \"$tmp\" | {sum} | cut -d' ' -f1)\n\
+         if [ \"$sum\" != {hex} ]; then echo \"{digest} arrived damaged\" >&2; exit 1; fi\n\
+         if [ \"$(wc -c < \"$tmp\")\" -ne {size} ]; then echo \"{digest} was not written whole\" >&2; exit 1; fi\n\
          chmod 0644 \"$tmp\"\nmv \"$tmp\" {target}\ntrap - EXIT",
         dir = quote(dir),
         hex = blob.digest.hex(),
         digest = blob.digest,
+        size = blob.size,
         target = quote(&target),
     );
     let mut file = tokio::fs::File::open(&blob.path)

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use crate::tools::{require, run};
 
 /// The folders each test host has to itself.
-pub const PRIVATE_DIRS: [&str; 6] = [
+pub const PRIVATE_DIRS: [&str; 7] = [
     "/var/lib/sealer",
+    "/var/log/sealer",
     "/etc/sealer",
     "/etc/containerd",
     "/etc/docker",
@@ -137,6 +138,15 @@ impl TestHost {
         std::fs::copy(test_key().with_extension("pub"), d.join("authorized_keys")).unwrap();
         let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
         std::fs::write(d.join("hosts"), hosts).unwrap();
+        // sshd runs each command through root's bash, which reads ~/.bashrc; this
+        // machine's starts pyenv (about half a second a command). A host of its own
+        // has its own, plain one.
+        std::fs::write(d.join("bashrc"), "").unwrap();
+        let bashrc = if Path::new("/root/.bashrc").exists() {
+            format!("mount --bind {}/bashrc /root/.bashrc\n", d.display())
+        } else {
+            String::new()
+        };
         std::fs::write(
             d.join("sshd_config"),
             format!(
@@ -155,7 +165,7 @@ impl TestHost {
             on_disk = format!("mount --bind {} /var/lib/sealer\n", disk.display());
         }
         let script = format!(
-            "set -e\nfor d in {dirs}; do mkdir -p \"$d\"; mount -t tmpfs tmpfs \"$d\"; done\n{on_disk}\
+            "set -e\nfor d in {dirs}; do mkdir -p \"$d\"; mount -t tmpfs tmpfs \"$d\"; done\n{on_disk}{bashrc}\
              mount --bind {dir}/hosts /etc/hosts\nmkdir -p /run/sshd\n\
              exec {sshd} -D -e -f {dir}/sshd_config",
             dirs = PRIVATE_DIRS.join(" "),

@@ -28,8 +28,8 @@ fn script(cluster: &Cluster) -> String {
            done < {MIRROR_FILES}\n\
          fi\n\
          if grep -q '{HOSTS_MARK}\\(-registry\\)\\?$' /etc/hosts; then\n\
-           grep -v '{HOSTS_MARK}\\(-registry\\)\\?$' /etc/hosts > /etc/hosts.sealer || true\n\
-           cat /etc/hosts.sealer > /etc/hosts; rm -f /etc/hosts.sealer; fi\n\
+           t=$(mktemp); grep -v '{HOSTS_MARK}\\(-registry\\)\\?$' /etc/hosts > \"$t\" || true\n\
+           cat \"$t\" > /etc/hosts; rm -f \"$t\"; fi\n\
          rm -rf '{data}' {HOST_DIR} /var/log/sealer/registry.log\n\
          for d in '{data_root}' /var/lib/sealer /var/log/sealer /run/sealer; do rmdir \"$d\" 2>/dev/null || true; done\n",
         data = cluster.data_dir().display(),

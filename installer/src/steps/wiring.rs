@@ -69,8 +69,8 @@ pub async fn wire(
         // Files written by an earlier run are removed first, so `--write` backs up only
         // what was there before sealer.
         format!(
-            "set -e\n{{ grep -v '{HOSTS_MARK}\\(-registry\\)\\?$' /etc/hosts || true; printf '%s' {lines}; }} > /etc/hosts.sealer\n\
-             cat /etc/hosts.sealer > /etc/hosts\nrm -f /etc/hosts.sealer\n\
+            "set -e\nt=$(mktemp)\n{{ grep -v '{HOSTS_MARK}\\(-registry\\)\\?$' /etc/hosts || true; printf '%s' {lines}; }} > \"$t\"\n\
+             cat \"$t\" > /etc/hosts\nrm -f \"$t\"\n\
              if [ -f {MIRROR_FILES} ]; then while read -r f; do [ -e \"$f.sealer-backup\" ] || rm -f \"$f\"; done < {MIRROR_FILES}; fi\n\
              : > {MIRROR_FILES}.new\n\
              {HOST_DIR}/bin/sealer-registry mirror-config --for {runtime}{flags} --write {dir} >> {MIRROR_FILES}.new\n\
