@@ -84,16 +84,8 @@ impl fmt::Display for Plan {
                 ips(&self.remove)
             )?;
         }
-        let new = if self.first_run {
-            &self.keep
-        } else {
-            &self.add
-        };
-        let targets = if self.first_run {
-            ips(&self.add)
-        } else {
-            ips(new)
-        };
+        // On a first run every host is added.
+        let targets = ips(&self.add);
         if !targets.is_empty() {
             writeln!(
                 f,
