@@ -329,6 +329,30 @@ fn ha_tls_registries_hooks_scale_up_and_delete_of_a_node() {
     );
     stop_containerd(&n1);
 
+    // podman on the node reads the drop-in and certs.d sealer wrote: over TLS, to the
+    // second registry while the first is still down.
+    require("podman");
+    let pulled = n1.ssh(
+        "set -e\necho '{\"default\":[{\"type\":\"insecureAcceptAnything\"}]}' > /run/sealer/policy.json\n\
+         podman --root /var/lib/sealer/podman --runroot /run/sealer/podman --storage-driver vfs \
+         pull --signature-policy /run/sealer/policy.json --quiet docker.io/library/httpd:2.4.58 > /dev/null\n\
+         podman --root /var/lib/sealer/podman --runroot /run/sealer/podman --storage-driver vfs images --format '{{.Repository}}:{{.Tag}}'\n\
+         podman --root /var/lib/sealer/podman --runroot /run/sealer/podman --storage-driver vfs rmi -a -f > /dev/null 2>&1 || true\n\
+         umount -R /var/lib/sealer/podman 2>/dev/null || true; rm -rf /var/lib/sealer/podman /run/sealer/podman /run/sealer/policy.json",
+    );
+    assert!(
+        pulled.contains("docker.io/library/httpd:2.4.58"),
+        "{pulled}"
+    );
+    let log = m2.ssh("cat /var/log/sealer/registry.log");
+    assert!(
+        log.lines().any(
+            |l| l.contains("/v2/docker.io/library/httpd/manifests/2.4.58")
+                && l.contains("status=200")
+        ),
+        "podman pulled through the second registry by its path-prefixed name:\n{log}"
+    );
+
     // A re-run brings the stopped registry back and sends nothing.
     let again = sealer(&store, &["run", "-q", "-f", file]);
     assert!(

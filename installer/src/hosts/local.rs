@@ -44,9 +44,13 @@ impl Host for LocalHost {
             .spawn()
             .map_err(io("starting sh"))?;
         if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
-            tokio::io::copy(data, &mut stdin)
-                .await
-                .map_err(io("writing stdin"))?;
+            // As over SSH: a command that stops reading is judged by its exit status.
+            match tokio::io::copy(data, &mut stdin).await {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(io("writing stdin")(e));
+                }
+                _ => {}
+            }
         }
         let out = child.wait_with_output().await.map_err(io("running sh"))?;
         Ok(Output {
@@ -54,5 +58,27 @@ impl Host for LocalHost {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_command_that_stops_reading_is_judged_by_its_exit_status() {
+        let host = LocalHost::new("127.0.0.1".parse().unwrap());
+        // More than a pipe holds, so the writer meets the closed pipe.
+        let input = vec![b'x'; 4 << 20];
+        let out = host.run_with_input("exit 0", &input).await.unwrap();
+        assert!(out.success());
+        let out = host
+            .run_with_input("echo nothing to do >&2; exit 3", &input)
+            .await
+            .unwrap();
+        assert_eq!(out.code, Some(3));
+        assert!(out.stderr.contains("nothing to do"));
+        let out = host.run_with_input("wc -c", &input).await.unwrap();
+        assert_eq!(out.stdout.trim(), (4 << 20).to_string());
     }
 }
