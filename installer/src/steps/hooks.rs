@@ -64,7 +64,9 @@ pub async fn run_phase(
                 if !in_scope {
                     continue;
                 }
-                let mut script = String::new();
+                // The hook runs in a subshell; its failure stops the script before the
+                // marker is written.
+                let mut script = String::from("set -e\n");
                 let marker = once.map(|key| {
                     format!(
                         "{HOST_DIR}/hooks/{}.{}.{key}",
@@ -136,4 +138,38 @@ pub async fn launch(
         );
     }
     Ok(out.stdout.lines().any(|l| l == "sealer-launched"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::local::LocalHost;
+
+    #[tokio::test]
+    async fn a_failing_hook_stops_with_the_host_the_hook_and_its_stderr() {
+        let file = "apiVersion: sealer.io/v2\nkind: Cluster\nspec:\n  image: x:1\n  env: [Mode=t]\n  \
+                    hosts: [{ips: [127.0.0.1], roles: [master]}]\n---\napiVersion: sealer.io/v1\n\
+                    kind: Plugin\nmetadata: {name: check}\nspec: {action: pre-install, data: \"echo mode $Mode >&2; exit 4\"}\n";
+        let cluster = crate::clusterfile::parse(file, "Clusterfile").unwrap();
+        let hosts: Vec<Arc<dyn Host>> =
+            vec![Arc::new(LocalHost::new("127.0.0.1".parse().unwrap()))];
+        // Once per key: a failed hook must not be marked as done.
+        let key = format!("test-{}", std::process::id());
+        let err = run_phase(&cluster, &hosts, Phase::PreInstall, Some(&key), 1)
+            .await
+            .unwrap_err();
+        let marker = format!("{HOST_DIR}/hooks/pre-install.check.{key}");
+        let marked = std::path::Path::new(&marker).exists();
+        let _ = std::fs::remove_file(&marker);
+        assert!(!marked, "a failed hook was marked as run");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("the pre-install hook \"check\" failed (exit 4): mode t"),
+            "{text}"
+        );
+        // Other phases have no hooks: nothing runs.
+        run_phase(&cluster, &hosts, Phase::PostInstall, None, 1)
+            .await
+            .unwrap();
+    }
 }
