@@ -133,6 +133,28 @@ fn stop_containerd(host: &TestHost) {
     host.ssh("kill $(cat /run/sealer/ctd/pid); sleep 0.5; umount -R /var/lib/sealer/ctd 2>/dev/null; rm -rf /var/lib/sealer/ctd /run/sealer/ctd");
 }
 
+/// What is left in the folders sealer writes on a host (names, one per line).
+fn leftovers(host: &TestHost) -> String {
+    host.ssh("ls -A /var/lib/sealer /etc/containerd /etc/containers /run/sealer | grep -v '^/' | grep -v '^$' || true")
+        .trim()
+        .to_string()
+}
+
+/// Whether process `pid` runs (the hosts share the machine's process table).
+fn alive(host: &TestHost, pid: &str) -> bool {
+    host.ssh(&format!(
+        "kill -0 {} 2>/dev/null && echo alive || echo gone",
+        pid.trim()
+    ))
+    .trim()
+        == "alive"
+}
+
+/// The status of `GET https://sea.hub:5000/v2/` from `host`, trusting the cluster's CA.
+fn tls_v2_status(host: &TestHost) -> String {
+    host.ssh("curl -sS --cacert /var/lib/sealer/cluster/pki/ca.crt https://sea.hub:5000/v2/ -o /dev/null -w '%{http_code}'")
+}
+
 fn blobs_on(host: &TestHost) -> usize {
     host.ssh("ls /var/lib/sealer/cluster/blobs/sha256 2>/dev/null | wc -l")
         .trim()
@@ -216,7 +238,13 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
     let out = sealer(&store, &["delete", "--all", "--cluster", "shop"]);
     assert!(out.contains("shop removed from 2 host(s)"), "{out}");
     for host in [&master, &node] {
-        assert_eq!(host.ssh("ls -A /var/lib/sealer /etc/containerd /etc/containers /run/sealer | grep -v '^/' | grep -v '^$' || true").trim(), "certs.d".repeat(usize::from(host.ip == node.ip)), "{} {}", host.ip, host.ssh("find /etc/containerd /etc/containers"));
+        assert_eq!(
+            leftovers(host),
+            "certs.d".repeat(usize::from(host.ip == node.ip)),
+            "{} {}",
+            host.ip,
+            host.ssh("find /etc/containerd /etc/containers")
+        );
         assert!(!host.ssh("cat /etc/hosts").contains("sea.hub"));
     }
     assert_eq!(
@@ -228,11 +256,7 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
         node.ssh("ls -A /etc/containerd/certs.d").trim(),
         "docker.io"
     );
-    let alive = master.ssh(&format!(
-        "kill -0 {} 2>/dev/null && echo alive || echo gone",
-        registry_pid.trim()
-    ));
-    assert_eq!(alive.trim(), "gone");
+    assert!(!alive(&master, &registry_pid), "the registry was stopped");
     assert!(!work.path().join(".sealer/shop").exists());
 }
 
@@ -289,7 +313,7 @@ fn ha_tls_registries_hooks_scale_up_and_delete_of_a_node() {
     for (host, near) in [(&m1, &m1), (&m2, &m2), (&n1, &m1)] {
         let line = host.ssh("grep sea.hub /etc/hosts");
         assert!(line.starts_with(&format!("{} sea.hub", near.ip)), "{line}");
-        let v2 = host.ssh("curl -sS --cacert /var/lib/sealer/cluster/pki/ca.crt https://sea.hub:5000/v2/ -o /dev/null -w '%{http_code}'");
+        let v2 = tls_v2_status(host);
         assert_eq!(v2, "200");
     }
     let toml = n1.ssh("cat /etc/containerd/certs.d/docker.io/hosts.toml");
@@ -359,7 +383,7 @@ fn ha_tls_registries_hooks_scale_up_and_delete_of_a_node() {
         again.contains("0 blob(s) sent (0 B)") && !again.contains("launched"),
         "{again}"
     );
-    let v2 = m1.ssh("curl -sS --cacert /var/lib/sealer/cluster/pki/ca.crt https://sea.hub:5000/v2/ -o /dev/null -w '%{http_code}'");
+    let v2 = tls_v2_status(&m1);
     assert_eq!(v2, "200");
 
     // scale-up: the new node gets everything, the others nothing.
@@ -412,7 +436,7 @@ fn ha_tls_registries_hooks_scale_up_and_delete_of_a_node() {
         ],
     );
     assert!(out.contains("1 host(s) removed from shop"), "{out}");
-    assert_eq!(n2.ssh("ls -A /var/lib/sealer /etc/containerd /etc/containers /run/sealer | grep -v '^/' | grep -v '^$' || true").trim(), "");
+    assert_eq!(leftovers(&n2), "");
     assert!(!n2.ssh("cat /etc/hosts").contains("sea.hub"));
     assert!(
         !std::fs::read_to_string(&state)
@@ -444,17 +468,11 @@ fn ha_tls_registries_hooks_scale_up_and_delete_of_a_node() {
     let out = sealer(&store, &["delete", "--all", "--cluster", "shop"]);
     assert!(out.contains("shop removed from 3 host(s)"), "{out}");
     for host in [&m1, &m2, &n1] {
-        assert_eq!(host.ssh("ls -A /var/lib/sealer /etc/containerd /etc/containers /run/sealer | grep -v '^/' | grep -v '^$' || true").trim(), "", "{}", host.ip);
+        assert_eq!(leftovers(host), "", "{}", host.ip);
         assert!(!host.ssh("cat /etc/hosts").contains("sea.hub"));
     }
     for pid in pids {
-        assert_eq!(
-            m1.ssh(&format!(
-                "kill -0 {pid} 2>/dev/null && echo alive || echo gone"
-            ))
-            .trim(),
-            "gone"
-        );
+        assert!(!alive(&m1, &pid), "registry {pid} was stopped");
     }
 }
 
