@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::Deserialize;
 
+use crate::auth::AuthSettings;
 use crate::observability::LogFormat;
 use crate::services::Options;
 
@@ -48,6 +49,20 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+
+    /// Require sign-in: users and bcrypt passwords in this htpasswd file (`htpasswd -B`).
+    /// Clients get tokens at /token (the Docker token flow) or send Basic credentials.
+    #[arg(long, env = "SEALER_REGISTRY_HTPASSWD", value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+
+    /// Who may pull, push and delete which repositories (TOML, see docs/security.md).
+    /// [default: every signed-in user may do everything]
+    #[arg(long, env = "SEALER_REGISTRY_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// Let callers without credentials pull every repository (with --htpasswd).
+    #[arg(long, env = "SEALER_REGISTRY_ANONYMOUS_PULL")]
+    pub anonymous_pull: bool,
 
     /// TOML configuration file; flags and environment variables override its values.
     #[arg(long, short = 'c', env = "SEALER_REGISTRY_CONFIG", value_name = "FILE")]
@@ -94,6 +109,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub log: LogSection,
     pub tls: Option<TlsSection>,
+    pub auth: Option<AuthSection>,
     #[serde(default)]
     pub uploads: UploadSection,
     #[serde(default)]
@@ -114,6 +130,21 @@ pub struct FileConfig {
 pub struct TlsSection {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// `[auth]`: require sign-in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub htpasswd: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
+    pub anonymous_pull: Option<bool>,
+    /// `false`: challenge with Basic instead of sending clients to /token.
+    pub token: Option<bool>,
+    pub service: Option<String>,
+    pub realm: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub token_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +210,8 @@ pub struct Settings {
     pub mirror: Option<toml::Value>,
     /// Serve HTTPS: (certificate chain, key) PEM files.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Require sign-in.
+    pub auth: Option<AuthSettings>,
 }
 
 impl Settings {
@@ -226,6 +259,7 @@ impl Settings {
         if options.max_page_entries == 0 {
             bail!("listing.max_page_entries must be at least 1");
         }
+        let auth = auth_settings(args, file.auth.unwrap_or_default())?;
         Ok(Settings {
             addr,
             root,
@@ -247,8 +281,45 @@ impl Settings {
                 (Some(c), Some(k)) => Some((c.clone(), k.clone())),
                 _ => file.tls.map(|t| (t.cert, t.key)),
             },
+            auth,
         })
     }
+}
+
+/// Flags over `[auth]`. Without an htpasswd file there is no sign-in, and the settings
+/// that only make sense with one are refused rather than ignored.
+fn auth_settings(args: &ServeArgs, file: AuthSection) -> anyhow::Result<Option<AuthSettings>> {
+    let policy = args.policy.clone().or(file.policy);
+    let anonymous_pull = args.anonymous_pull || file.anonymous_pull.unwrap_or(false);
+    let Some(htpasswd) = args.htpasswd.clone().or(file.htpasswd) else {
+        if policy.is_some() || anonymous_pull {
+            bail!("--policy and --anonymous-pull need users: give --htpasswd FILE");
+        }
+        return Ok(None);
+    };
+    let mut settings = AuthSettings::new(htpasswd);
+    settings.policy = policy;
+    settings.anonymous_pull = anonymous_pull;
+    settings.token = file.token.unwrap_or(true);
+    if let Some(service) = file.service {
+        if service.is_empty() || service.contains('"') {
+            bail!("auth.service must be non-empty and have no quote");
+        }
+        settings.service = service;
+    }
+    if let Some(realm) = file.realm {
+        if !(realm.starts_with("https://") || realm.starts_with("http://")) || realm.contains('"') {
+            bail!("auth.realm must be an http(s) URL, e.g. https://sea.hub:5000/token");
+        }
+        settings.realm = Some(realm);
+    }
+    if let Some(ttl) = file.token_ttl {
+        if ttl < Duration::from_secs(10) {
+            bail!("auth.token_ttl must be at least 10s");
+        }
+        settings.token_ttl = ttl;
+    }
+    Ok(Some(settings))
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {

@@ -4,6 +4,7 @@
 //! rules) → [`storage`] (the only code that touches disk). [`oci`] holds the validated
 //! wire types every layer shares.
 
+pub mod auth;
 pub mod background;
 pub mod config;
 pub mod error;

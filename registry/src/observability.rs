@@ -148,6 +148,10 @@ impl Default for Metrics {
 #[derive(Clone, Copy, Debug)]
 pub struct RouteTag(pub RouteKind);
 
+/// The user a response was for (`-` for anonymous), for the access log.
+#[derive(Debug, Clone)]
+pub struct CallerTag(pub String);
+
 /// What is known about a request when its response ends.
 struct Finished {
     metrics: Arc<Metrics>,
@@ -159,6 +163,7 @@ struct Finished {
     status: u16,
     route: RouteKind,
     remote: Option<SocketAddr>,
+    user: Option<String>,
     user_agent: Option<HeaderValue>,
 }
 
@@ -192,6 +197,7 @@ impl Drop for Finished {
             uri = %self.uri,
             status = self.status,
             route,
+            user = %self.user.as_deref().unwrap_or("-"),
             bytes_in = self.received.load(Ordering::Relaxed),
             bytes_out = self.sent,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
@@ -274,6 +280,10 @@ pub async fn observe(
         .extensions()
         .get::<RouteTag>()
         .map_or(RouteKind::Other, |t| t.0);
+    let user = response
+        .extensions()
+        .get::<CallerTag>()
+        .map(|c| c.0.clone());
     let mut done = Finished {
         metrics,
         received,
@@ -284,6 +294,7 @@ pub async fn observe(
         status: response.status().as_u16(),
         route,
         remote,
+        user,
         user_agent,
     };
     response.map(|inner| {

@@ -8,6 +8,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
+use crate::auth::Auth;
 use crate::config::Settings;
 use crate::observability::Metrics;
 use crate::routes::{App, router};
@@ -95,16 +96,32 @@ pub async fn serve(
     }
     let registry = Registry::new(storage, settings.options.clone(), mirror);
     let resumable = registry.uploads.recover().await?;
-    let app = Arc::new(App {
-        registry,
-        metrics: Arc::new(metrics),
-    });
-
-    // Certificates are checked before the port is taken, so a bad file fails the start.
+    // Certificates and users are checked before the port is taken, so a bad file fails
+    // the start.
     let tls = match &settings.tls {
         Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
         None => None,
     };
+    let auth = match &settings.auth {
+        Some(a) => {
+            let auth = Auth::open(a.clone())?;
+            tracing::info!(
+                users = auth.users(),
+                policy = a.policy.as_ref().map(|p| p.display().to_string()),
+                anonymous_pull = a.anonymous_pull,
+                token = a.token,
+                "sign-in required"
+            );
+            Some(Arc::new(auth))
+        }
+        None => None,
+    };
+    let app = Arc::new(App {
+        registry,
+        metrics: Arc::new(metrics),
+        auth,
+        tls: tls.is_some(),
+    });
     let listener = TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.addr))?;

@@ -20,18 +20,6 @@ fn skopeo_push(reg: &Registry, dest: &str, v2s2: bool) {
     run(&mut cmd);
 }
 
-/// podman or buildah on a private image store (vfs: works in any sandbox).
-fn containers_tool(program: &str, store: &std::path::Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(require(program));
-    cmd.arg("--root")
-        .arg(store.join("root"))
-        .arg("--runroot")
-        .arg(store.join("run"))
-        .args(["--storage-driver", "vfs"])
-        .args(args);
-    cmd
-}
-
 async fn manifest_digest(reg: &Registry, repo: &str, reference: &str) -> String {
     let resp = client()
         .head(reg.url(&format!("/v2/{repo}/manifests/{reference}")))

@@ -17,6 +17,24 @@ pub fn client() -> Client {
         .unwrap()
 }
 
+/// A client that sends `user:password` (Basic) with every request.
+pub fn client_as(user: &str, password: &str) -> Client {
+    use base64::Engine;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Basic {token}").parse().unwrap(),
+    );
+    Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// Asserts `resp` is the spec's JSON error with `status` and `code`; returns the body.
 pub async fn assert_error(resp: Response, status: u16, code: &str) -> Value {
     let got = resp.status();
@@ -57,7 +75,8 @@ pub fn header_opt(resp: &Response, name: &str) -> Option<String> {
 /// Monolithic push (`POST ?digest=`); returns the digest.
 pub async fn push_blob(reg: &Registry, repo: &str, data: &[u8]) -> String {
     let digest = sha256(data);
-    let resp = client()
+    let resp = reg
+        .client()
         .post(reg.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
         .body(data.to_vec())
         .send()
@@ -74,7 +93,7 @@ pub async fn put_manifest(
     media_type: &str,
     body: &[u8],
 ) -> Response {
-    client()
+    reg.client()
         .put(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header("content-type", media_type)
         .body(body.to_vec())
@@ -149,7 +168,7 @@ pub async fn push_image_as(
 
 /// `GET` of a registry path, accepting any media type.
 pub async fn get(reg: &Registry, path: impl AsRef<str>) -> Response {
-    client()
+    reg.client()
         .get(reg.url(path.as_ref()))
         .header("accept", "*/*")
         .send()
@@ -158,7 +177,7 @@ pub async fn get(reg: &Registry, path: impl AsRef<str>) -> Response {
 }
 
 pub async fn head(reg: &Registry, path: impl AsRef<str>) -> Response {
-    client()
+    reg.client()
         .head(reg.url(path.as_ref()))
         .header("accept", "*/*")
         .send()
@@ -167,7 +186,7 @@ pub async fn head(reg: &Registry, path: impl AsRef<str>) -> Response {
 }
 
 pub async fn delete(reg: &Registry, path: impl AsRef<str>) -> Response {
-    client()
+    reg.client()
         .delete(reg.url(path.as_ref()))
         .send()
         .await

@@ -40,6 +40,10 @@ pub struct Registry {
     child: Option<Child>,
     /// `127.0.0.1:PORT`
     pub host: String,
+    /// `http` or `https`, as the registry announced.
+    pub scheme: String,
+    /// User and password the HTTP helpers sign in with (Basic), if any.
+    pub login: Option<(String, String)>,
     pub root: PathBuf,
     pub log: PathBuf,
     args: Vec<String>,
@@ -74,6 +78,8 @@ impl Registry {
         let mut r = Registry {
             child: None,
             host: String::new(),
+            scheme: "http".into(),
+            login: None,
             root: tmp.path().join("no-store"),
             log: tmp.path().join("registry.log"),
             args,
@@ -91,6 +97,8 @@ impl Registry {
         let mut r = Registry {
             child: None,
             host: String::new(),
+            scheme: "http".into(),
+            login: None,
             root: root.to_path_buf(),
             log,
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -129,21 +137,29 @@ impl Registry {
             let _ = tx.send(line);
         });
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let host = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
                 panic!("sealer-registry did not start: {line:?}\n--- log ---\n{log}")
-            })
-            .to_string();
-        self.host = host;
+            });
+        let (scheme, host) = url.split_once("://").expect("a URL");
+        self.scheme = scheme.to_string();
+        self.host = host.to_string();
         self.child = Some(child);
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.host, path)
+        format!("{}://{}{}", self.scheme, self.host, path)
+    }
+
+    /// An HTTP client that signs in as [`Registry::login`], if set.
+    pub fn client(&self) -> reqwest::Client {
+        let Some((user, password)) = &self.login else {
+            return crate::http::client();
+        };
+        crate::http::client_as(user, password)
     }
 
     pub fn pid(&self) -> u32 {

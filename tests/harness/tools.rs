@@ -72,3 +72,15 @@ pub fn skopeo_push(registry_host: &str, dest: &str, creds: Option<&str>) {
         .arg(format!("docker://{registry_host}/{dest}"));
     run(&mut cmd);
 }
+
+/// podman or buildah on a private image store (vfs: works in any sandbox).
+pub fn containers_tool(program: &str, store: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(require(program));
+    cmd.arg("--root")
+        .arg(store.join("root"))
+        .arg("--runroot")
+        .arg(store.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args);
+    cmd
+}

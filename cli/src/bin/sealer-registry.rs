@@ -25,7 +25,7 @@ enum Command {
     /// Serve the registry (no configuration needed: 127.0.0.1:5000 on the default store).
     Serve {
         #[command(flatten)]
-        registry: ServeArgs,
+        registry: Box<ServeArgs>,
         #[command(flatten)]
         mirror: MirrorArgs,
     },

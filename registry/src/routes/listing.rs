@@ -72,7 +72,13 @@ pub async fn tags(ctx: Ctx, name: &str) -> Result<Response> {
 
 pub async fn catalog(ctx: Ctx) -> Result<Response> {
     let (n, last) = paging(&ctx.query)?;
-    let page = ctx.app.registry.listing.catalog(n, last.as_deref()).await?;
+    let visible = ctx.visible();
+    let page = ctx
+        .app
+        .registry
+        .listing
+        .catalog(n, last.as_deref(), visible)
+        .await?;
     let body = serde_json::to_vec(&json!({ "repositories": &page.entries }))
         .map_err(RegistryError::internal)?;
     let mut response = json_response(StatusCode::OK, body);

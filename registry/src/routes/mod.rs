@@ -6,6 +6,7 @@
 pub mod headers;
 pub mod path;
 
+mod auth;
 mod blobs;
 mod listing;
 mod manifests;
@@ -27,8 +28,9 @@ use futures::{Stream, TryStreamExt};
 
 use self::headers::{OCI_NAMESPACE, Query};
 use self::path::{Route, RouteKind};
+use crate::auth::{Action, Auth, Caller};
 use crate::error::{ErrorCode, RegistryError, Result};
-use crate::observability::{Metrics, RouteTag, observe};
+use crate::observability::{CallerTag, Metrics, RouteTag, observe};
 use crate::oci::RepoName;
 use crate::services::{Lookup, Registry, namespace};
 
@@ -36,6 +38,10 @@ use crate::services::{Lookup, Registry, namespace};
 pub struct App {
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
+    /// Users, policy and tokens; `None` serves everyone everything.
+    pub auth: Option<Arc<Auth>>,
+    /// Whether the registry serves HTTPS (the scheme of token realms).
+    pub tls: bool,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -44,6 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
+        .route("/token", any(auth::token))
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .fallback(not_found)
@@ -57,6 +64,8 @@ pub(crate) struct Ctx {
     pub parts: Parts,
     pub query: Query,
     pub body: Body,
+    /// Who is calling, when the registry checks.
+    pub caller: Option<Caller>,
 }
 
 impl Ctx {
@@ -64,9 +73,34 @@ impl Ctx {
         Ok(RepoName::parse(raw)?)
     }
 
-    /// Where a read of `name` may be answered from (DESIGN contract 3, then the mirror).
+    /// Where a read of `name` may be answered from (DESIGN contract 3, then the mirror),
+    /// leaving out the other local names the caller may not pull.
     pub fn lookup(&self, name: &RepoName) -> Lookup {
-        self.app.registry.lookup(name, self.query.get("ns"))
+        let mut lookup = self.app.registry.lookup(name, self.query.get("ns"));
+        if let (Some(auth), Some(caller)) = (&self.app.auth, &self.caller) {
+            lookup.local.retain(|repo| {
+                repo == name || auth.policy_allows(&caller.principal, repo.as_str(), Action::Pull)
+            });
+        }
+        lookup
+    }
+
+    /// Whether the caller may do `action` to `name` (always, without authentication).
+    pub fn may(&self, name: &RepoName, action: Action) -> bool {
+        match (&self.app.auth, &self.caller) {
+            (Some(auth), Some(caller)) => auth.may(caller, name.as_str(), action),
+            _ => true,
+        }
+    }
+
+    /// Which repositories the caller may see in the catalog.
+    pub fn visible(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let auth = self.app.auth.clone();
+        let caller = self.caller.clone();
+        move |name| match (&auth, &caller) {
+            (Some(auth), Some(caller)) => auth.policy_allows(&caller.principal, name, Action::Pull),
+            _ => true,
+        }
     }
 
     /// Refuses a push to a name that belongs to a mirrored registry.
@@ -96,11 +130,32 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
         .get("ns")
         .map(|ns| headers::value(namespace::canonical_host(ns)));
     let method = parts.method.clone();
+    let refused = |e: RegistryError, user: Option<CallerTag>| {
+        let mut response = e.into_response();
+        response.extensions_mut().insert(RouteTag(kind));
+        if let Some(user) = user {
+            response.extensions_mut().insert(user);
+        }
+        response
+    };
+    let caller = match auth::caller(&app, &parts).await {
+        Ok(caller) => caller,
+        Err(e) => return refused(e, None),
+    };
+    let user = caller
+        .as_ref()
+        .map(|c| CallerTag(c.principal.name().to_string()));
+    if let Some(c) = &caller {
+        if let Err(e) = auth::check(&app, &parts, &route, c) {
+            return refused(e, user);
+        }
+    }
     let ctx = Ctx {
         app,
         parts,
         query,
         body,
+        caller,
     };
     let result = match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => {
@@ -133,6 +188,9 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     };
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(RouteTag(kind));
+    if let Some(user) = user {
+        response.extensions_mut().insert(user);
+    }
     if let Some(ns) = ns {
         response.headers_mut().insert(OCI_NAMESPACE, ns);
     }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::headers::{self, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
 use super::{Ctx, empty};
+use crate::auth::Action;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::{Algorithm, Digest, RepoName};
 use crate::services::uploads::AppendError;
@@ -71,10 +72,11 @@ pub async fn start(ctx: Ctx, name: &str) -> Result<Response> {
     if let Some(mount) = ctx.query.get("mount") {
         let digest: Digest = mount.parse()?;
         // Without `from` there is nothing the caller has shown it may read: no automatic
-        // mount from wherever the blob happens to be. Fall back to an upload.
+        // mount from wherever the blob happens to be. Nor from a repository the caller
+        // may not pull. Either way, fall back to an upload.
         if let Some(from) = ctx.query.get("from") {
             let from = RepoName::parse(from)?;
-            if registry.blobs.mount(&name, &digest, &from).await? {
+            if ctx.may(&from, Action::Pull) && registry.blobs.mount(&name, &digest, &from).await? {
                 return Ok(blob_created(&name, &digest));
             }
         }

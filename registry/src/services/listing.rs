@@ -57,8 +57,15 @@ impl ListingService {
         Err(RegistryError::name_unknown(lookup.name()))
     }
 
-    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page<String>> {
+    /// The repositories `visible` lets through, sorted: the `n` after `last`.
+    pub async fn catalog(
+        &self,
+        n: Option<usize>,
+        last: Option<&str>,
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<Page<String>> {
         let mut repos = self.storage.list_repositories().await?;
+        repos.retain(|r| visible(r));
         repos.sort_unstable();
         Ok(paginate(repos, |r| r.as_str(), last, self.page_size(n)))
     }
