@@ -10,8 +10,10 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::auth::AuthSettings;
+use crate::listen::ConnLimits;
 use crate::observability::LogFormat;
 use crate::services::Options;
+use crate::services::gc::GcPolicy;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5000";
 
@@ -93,9 +95,60 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALER_REGISTRY_STRICT_INDEXES")]
     pub strict_indexes: bool,
 
+    /// Refuse every push and delete (405 UNSUPPORTED), e.g. during maintenance.
+    #[arg(long, env = "SEALER_REGISTRY_READ_ONLY")]
+    pub read_only: bool,
+
+    /// A client must send each request's headers (and finish a TLS handshake) within
+    /// this time, or the connection is closed. [default: 30s]
+    #[arg(long, env = "SEALER_REGISTRY_HEADER_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub header_timeout: Option<Duration>,
+
+    /// A request body that sends nothing for this long fails, freeing the connection.
+    /// [default: 60s]
+    #[arg(long, env = "SEALER_REGISTRY_BODY_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub body_timeout: Option<Duration>,
+
+    /// Largest blob a push may upload, in bytes (413 SIZE_INVALID beyond). [default: none]
+    #[arg(long, env = "SEALER_REGISTRY_MAX_UPLOAD_SIZE", value_name = "BYTES")]
+    pub max_upload_size: Option<u64>,
+
+    /// Collect garbage this often while serving (unreferenced manifests, layer links and
+    /// blobs older than --gc-grace). [default: never]
+    #[arg(long, env = "SEALER_REGISTRY_GC_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub gc_interval: Option<Duration>,
+
+    #[command(flatten)]
+    pub gc: GcArgs,
+
     /// How long in-flight requests may take to finish after SIGINT/SIGTERM. [default: 30s]
     #[arg(long, env = "SEALER_REGISTRY_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Option<Duration>,
+}
+
+/// What garbage collection may remove: shared by `serve` and `gc`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GcArgs {
+    /// Nothing pushed, linked or checked more recently is collected; longer than your
+    /// longest push. [default: 1h]
+    #[arg(long, env = "SEALER_REGISTRY_GC_GRACE", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub gc_grace: Option<Duration>,
+
+    /// Collect untagged manifests older than this (e.g. 7d); they are kept otherwise.
+    #[arg(long, env = "SEALER_REGISTRY_GC_UNTAGGED", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub gc_untagged: Option<Duration>,
+}
+
+impl GcArgs {
+    /// Flags over `[gc]`.
+    pub fn policy(&self, file: &GcSection) -> anyhow::Result<GcPolicy> {
+        let defaults = GcPolicy::default();
+        let grace = self.gc_grace.or(file.grace).unwrap_or(defaults.grace);
+        Ok(GcPolicy {
+            grace,
+            untagged_after: self.gc_untagged.or(file.untagged_after),
+        })
+    }
 }
 
 /// The `--config` file. Every key is optional.
@@ -118,6 +171,11 @@ pub struct FileConfig {
     pub delete: DeleteSection,
     #[serde(default)]
     pub listing: ListingSection,
+    #[serde(default)]
+    pub limits: LimitSection,
+    #[serde(default)]
+    pub gc: GcSection,
+    pub read_only: Option<bool>,
     #[serde(default, with = "humantime_serde_opt")]
     pub shutdown_timeout: Option<Duration>,
     /// The pull-through mirror's table, read by `sealer-pull-proxy`.
@@ -174,6 +232,29 @@ pub struct DeleteSection {
     pub enabled: Option<bool>,
 }
 
+/// `[gc]`: garbage collection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcSection {
+    #[serde(default, with = "humantime_serde_opt")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub grace: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub untagged_after: Option<Duration>,
+}
+
+/// `[limits]`: what slow or greedy clients may take.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSection {
+    #[serde(default, with = "humantime_serde_opt")]
+    pub header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub body_timeout: Option<Duration>,
+    pub max_upload_size: Option<u64>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListingSection {
@@ -212,6 +293,11 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Require sign-in.
     pub auth: Option<AuthSettings>,
+    /// Connection limits.
+    pub limits: ConnLimits,
+    /// Collect garbage this often while serving.
+    pub gc_interval: Option<Duration>,
+    pub gc: GcPolicy,
 }
 
 impl Settings {
@@ -255,11 +341,32 @@ impl Settings {
                 .upload_expiry
                 .or(file.uploads.expire_after)
                 .unwrap_or(defaults.upload_expiry),
+            max_upload_bytes: args.max_upload_size.or(file.limits.max_upload_size),
+            read_only: args.read_only || file.read_only.unwrap_or(false),
         };
+        let conn_defaults = ConnLimits::default();
+        let limits = ConnLimits {
+            header_timeout: args
+                .header_timeout
+                .or(file.limits.header_timeout)
+                .unwrap_or(conn_defaults.header_timeout),
+            body_timeout: args
+                .body_timeout
+                .or(file.limits.body_timeout)
+                .unwrap_or(conn_defaults.body_timeout),
+        };
+        if limits.header_timeout.is_zero() || limits.body_timeout.is_zero() {
+            bail!("limits.header_timeout and limits.body_timeout must be more than 0");
+        }
         if options.max_page_entries == 0 {
             bail!("listing.max_page_entries must be at least 1");
         }
         let auth = auth_settings(args, file.auth.unwrap_or_default())?;
+        let gc = args.gc.policy(&file.gc)?;
+        let gc_interval = args.gc_interval.or(file.gc.interval);
+        if gc_interval.is_some_and(|i| i < Duration::from_secs(1)) {
+            bail!("gc.interval must be at least 1s");
+        }
         Ok(Settings {
             addr,
             root,
@@ -282,6 +389,9 @@ impl Settings {
                 _ => file.tls.map(|t| (t.cert, t.key)),
             },
             auth,
+            limits,
+            gc_interval,
+            gc,
         })
     }
 }

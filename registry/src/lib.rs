@@ -8,6 +8,7 @@ pub mod auth;
 pub mod background;
 pub mod config;
 pub mod error;
+pub mod listen;
 pub mod observability;
 pub mod oci;
 pub mod routes;

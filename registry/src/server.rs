@@ -1,11 +1,9 @@
 //! Running the registry: bind, serve, expire abandoned uploads, shut down gracefully.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::auth::Auth;
@@ -13,6 +11,7 @@ use crate::config::Settings;
 use crate::observability::Metrics;
 use crate::routes::{App, router};
 use crate::services::Registry;
+use crate::services::gc::Collector;
 use crate::services::mirror::Mirror;
 use crate::storage::Storage;
 use crate::storage::bundle::{BundleIndex, BundleStorage};
@@ -87,9 +86,10 @@ fn describe(settings: &Settings) -> String {
 /// the store, so clients resume them after a restart.
 pub async fn serve(
     settings: Settings,
-    storage: Arc<dyn Storage>,
+    opened: OpenedStorage,
     mirror: Option<Arc<dyn Mirror>>,
 ) -> anyhow::Result<()> {
+    let OpenedStorage { storage, store } = opened;
     let mut metrics = Metrics::new();
     if let Some(m) = &mirror {
         m.register_metrics(metrics.registry_mut());
@@ -121,6 +121,7 @@ pub async fn serve(
         metrics: Arc::new(metrics),
         auth,
         tls: tls.is_some(),
+        body_timeout: settings.limits.body_timeout,
     });
     let listener = TcpListener::bind(settings.addr)
         .await
@@ -133,6 +134,13 @@ pub async fn serve(
     tracing::info!(addr = %local, serving, resumable_uploads = resumable, "serving");
 
     let expiry = tokio::spawn(expire_uploads(app.clone(), settings.options.upload_expiry));
+    let collector = match (settings.gc_interval, &store) {
+        (Some(every), Some(store)) => {
+            let gc = Collector::new(store.clone(), app.registry.gate.clone(), settings.gc);
+            Some(tokio::spawn(collect_garbage(gc, every)))
+        }
+        _ => None,
+    };
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let notify = shutdown.clone();
     let stopping = async move {
@@ -140,24 +148,7 @@ pub async fn serve(
         tracing::info!("shutting down: finishing in-flight requests");
         notify.notify_waiters();
     };
-    let server: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>> =
-        match tls {
-            Some(config) => Box::pin(crate::tls::serve(listener, config, router(app), stopping)),
-            None => {
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                Box::pin(async move {
-                    axum::serve(
-                        listener,
-                        router(app).into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(stopping)
-                    .await
-                    .map_err(anyhow::Error::from)
-                })
-            }
-        };
+    let server = crate::listen::serve(listener, tls, router(app), settings.limits, stopping);
 
     let timeout = settings.shutdown_timeout;
     tokio::select! {
@@ -167,6 +158,9 @@ pub async fn serve(
         }
     }
     expiry.abort();
+    if let Some(c) = collector {
+        c.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -181,6 +175,29 @@ async fn expire_uploads(app: Arc<App>, max_age: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired abandoned uploads"),
             Err(e) => tracing::warn!(error = %e, "expiring uploads failed"),
+        }
+    }
+}
+
+async fn collect_garbage(gc: Collector, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // not at start: let clients resume their pushes first
+    loop {
+        tick.tick().await;
+        match gc.run(false).await {
+            Ok(r) if r.manifests + r.layer_links + r.blobs == 0 => {
+                tracing::debug!(seconds = r.seconds, "garbage collection: nothing to remove")
+            }
+            Ok(r) => tracing::info!(
+                manifests = r.manifests,
+                layer_links = r.layer_links,
+                blobs = r.blobs,
+                bytes = r.bytes,
+                seconds = r.seconds,
+                "garbage collected"
+            ),
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! (docker, podman, skopeo, containerd's ctr).
 
 mod clients;
+mod gc;
+mod limits;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

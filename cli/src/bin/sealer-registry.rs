@@ -4,11 +4,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use sealer_pull_proxy::mirror_config::{self, Runtime};
 use sealer_pull_proxy::{MirrorArgs, MirrorConfig, PullThrough};
-use sealer_registry::config::{ServeArgs, Settings};
+use sealer_registry::config::{GcArgs, ServeArgs, Settings};
+use sealer_registry::services::gc::Collector;
 use sealer_registry::services::mirror::Mirror;
+use sealer_registry::storage::fs::FsStorage;
 use sealer_registry::{observability, server};
 
 /// sealer's built-in OCI registry: an OCI distribution v1.1 server over one content store,
@@ -28,6 +31,22 @@ enum Command {
         registry: Box<ServeArgs>,
         #[command(flatten)]
         mirror: MirrorArgs,
+    },
+    /// Collect garbage in a store: untagged manifests past --gc-untagged, layer links
+    /// and blobs nothing uses. Run it with the registry stopped, or use --dry-run (or
+    /// `serve --gc-interval`, which collects while serving).
+    Gc {
+        /// The store. [default: as for serve]
+        #[arg(long, env = "SEALER_REGISTRY_ROOT", value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Report what would be removed and how many bytes; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        gc: GcArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print (or write) the files that point a host's container runtime at this registry
     /// as a mirror.
@@ -102,18 +121,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(async {
-                    let server::OpenedStorage { storage, store } = server::open_storage(&settings)?;
+                    let opened = server::open_storage(&settings)?;
                     let mirror: Option<Arc<dyn Mirror>> = if mirror_config.is_empty() {
                         None
                     } else {
-                        let Some(store) = store else {
+                        let Some(store) = opened.store.clone() else {
                             anyhow::bail!("a pull-through mirror needs a store to fill: give --root as well as --bundle");
                         };
                         let hosts: Vec<_> = mirror_config.upstreams.iter().map(|u| u.host.clone()).collect();
                         tracing::info!(upstreams = ?hosts, offline = mirror_config.offline, "mirroring");
                         Some(Arc::new(PullThrough::new(mirror_config, store)?))
                     };
-                    server::serve(settings, storage, mirror).await
+                    server::serve(settings, opened, mirror).await
                 })
         }
         Command::MirrorConfig {
@@ -172,6 +191,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 issued.cert.display(),
                 issued.key.display()
             );
+            Ok(())
+        }
+        Command::Gc {
+            root,
+            dry_run,
+            gc,
+            json,
+        } => {
+            let root = root.unwrap_or_else(sealer_registry::config::default_root);
+            let policy = gc.policy(&Default::default())?;
+            let report = tokio::runtime::Runtime::new()?.block_on(async {
+                // Shared: a dry run may look at a store the registry is serving.
+                let store = Arc::new(
+                    FsStorage::open_shared(&root)
+                        .with_context(|| format!("cannot open the store at {}", root.display()))?,
+                );
+                let collector = Collector::new(store, Default::default(), policy);
+                anyhow::Ok(collector.run(dry_run).await?)
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                println!(
+                    "{verb} {} untagged manifest(s), {} layer link(s), {} blob(s): {} bytes ({} repositories, {:.2} s)",
+                    report.manifests,
+                    report.layer_links,
+                    report.blobs,
+                    report.bytes,
+                    report.repositories,
+                    report.seconds
+                );
+            }
             Ok(())
         }
         Command::Completions { shell } => {

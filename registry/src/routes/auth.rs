@@ -16,36 +16,9 @@ use serde_json::json;
 use super::path::{Route, RouteKind};
 use super::{App, json_response};
 use crate::auth::token::Scope;
-use crate::auth::{Action, Auth, Caller, Credentials, Refusal};
+use crate::auth::{Auth, Caller, Credentials, Refusal};
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::observability::{CallerTag, RouteTag};
-
-/// What a route asks of the caller.
-enum Need<'a> {
-    Base,
-    Catalog,
-    Repository(&'a str, Action),
-}
-
-fn need<'a>(route: &'a Route, method: &Method) -> Need<'a> {
-    match route {
-        Route::Base => Need::Base,
-        Route::Catalog => Need::Catalog,
-        Route::Manifest { name, .. } if *method == Method::PUT => {
-            Need::Repository(name, Action::Push)
-        }
-        Route::Manifest { name, .. } | Route::Blob { name, .. } if *method == Method::DELETE => {
-            Need::Repository(name, Action::Delete)
-        }
-        Route::UploadStart { name } | Route::Upload { name, .. } => {
-            Need::Repository(name, Action::Push)
-        }
-        Route::Manifest { name, .. }
-        | Route::Blob { name, .. }
-        | Route::Tags { name }
-        | Route::Referrers { name, .. } => Need::Repository(name, Action::Pull),
-    }
-}
 
 /// Who sent a `/v2/` request; `None` when the registry has no authentication.
 pub(crate) async fn caller(app: &App, parts: &Parts) -> Result<Option<Caller>> {
@@ -65,10 +38,10 @@ pub(crate) fn check(app: &App, parts: &Parts, route: &Route, caller: &Caller) ->
     let Some(auth) = &app.auth else {
         return Ok(());
     };
-    match need(route, &parts.method) {
-        Need::Base => auth.check_base(caller),
-        Need::Catalog => auth.check_catalog(caller),
-        Need::Repository(name, action) => auth.check(caller, name, action),
+    match (route, route.action(&parts.method)) {
+        (_, Some((name, action))) => auth.check(caller, name, action),
+        (Route::Catalog, None) => auth.check_catalog(caller),
+        (_, None) => auth.check_base(caller),
     }
     .map_err(|r| refusal(auth, app.tls, parts, r))
 }

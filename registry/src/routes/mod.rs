@@ -42,10 +42,13 @@ pub struct App {
     pub auth: Option<Arc<Auth>>,
     /// Whether the registry serves HTTPS (the scheme of token realms).
     pub tls: bool,
+    /// A request body idle this long fails.
+    pub body_timeout: std::time::Duration,
 }
 
 pub fn router(app: Arc<App>) -> Router {
     let metrics = app.metrics.clone();
+    let body_timeout = app.body_timeout;
     Router::new()
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
@@ -55,6 +58,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(render_metrics))
         .fallback(not_found)
         .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(
+            body_timeout,
+            crate::listen::idle_bodies,
+        ))
         .layer(axum::middleware::from_fn_with_state(metrics, observe))
 }
 
@@ -149,6 +156,18 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
         if let Err(e) = auth::check(&app, &parts, &route, c) {
             return refused(e, user);
         }
+    }
+    if app.registry.options.read_only
+        && matches!(
+            route.action(&method),
+            Some((_, Action::Push | Action::Delete))
+        )
+    {
+        let e = RegistryError::new(
+            ErrorCode::Unsupported,
+            "this registry is read-only: pushes and deletes are refused",
+        );
+        return refused(e, user);
     }
     let ctx = Ctx {
         app,

@@ -5,7 +5,10 @@
 //! before it is the name. Segments are percent-decoded; names, references and digests
 //! are validated later by their own types.
 
+use axum::http::Method;
 use percent_encoding::percent_decode_str;
+
+use crate::auth::Action;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -73,6 +76,23 @@ impl RouteKind {
 }
 
 impl Route {
+    /// The repository a request names and what it does to it (`None` for `/v2/` and the
+    /// catalog): what sign-in, the policy and read-only mode look at.
+    pub fn action(&self, method: &Method) -> Option<(&str, Action)> {
+        Some(match self {
+            Route::Base | Route::Catalog => return None,
+            Route::Manifest { name, .. } if method == Method::PUT => (name, Action::Push),
+            Route::Manifest { name, .. } | Route::Blob { name, .. } if method == Method::DELETE => {
+                (name, Action::Delete)
+            }
+            Route::UploadStart { name } | Route::Upload { name, .. } => (name, Action::Push),
+            Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::Tags { name }
+            | Route::Referrers { name, .. } => (name, Action::Pull),
+        })
+    }
+
     pub fn kind(&self) -> RouteKind {
         match self {
             Route::Base => RouteKind::Base,

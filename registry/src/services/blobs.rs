@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::mirror::{Mirror, MirroredBlob};
-use super::{Lookup, Options};
+use super::{Gate, Lookup, Options};
 use crate::error::{RegistryError, Result};
 use crate::oci::{Digest, RepoName};
 use crate::storage::{ByteRange, ByteStream, Storage};
@@ -12,6 +12,7 @@ pub struct BlobService {
     storage: Arc<dyn Storage>,
     options: Options,
     mirror: Option<Arc<dyn Mirror>>,
+    gate: Gate,
 }
 
 /// Where a requested blob comes from.
@@ -27,11 +28,13 @@ impl BlobService {
         storage: Arc<dyn Storage>,
         options: Options,
         mirror: Option<Arc<dyn Mirror>>,
+        gate: Gate,
     ) -> Self {
         BlobService {
             storage,
             options,
             mirror,
+            gate,
         }
     }
 
@@ -66,6 +69,11 @@ impl BlobService {
     /// name.
     pub async fn stat(&self, lookup: &Lookup, digest: &Digest) -> Result<u64> {
         if let Some(size) = self.local_size(lookup, digest).await? {
+            // Pushers check a blob this way before skipping its upload: restart its grace
+            // period so garbage collection leaves it until their manifest arrives.
+            if let Err(e) = self.storage.touch_link(lookup.name(), digest).await {
+                tracing::debug!(error = %e, "touching a blob link failed");
+            }
             return Ok(size);
         }
         if let (Some(mirror), Some(route)) = (&self.mirror, &lookup.mirror) {
@@ -87,6 +95,7 @@ impl BlobService {
     /// Links `digest` from `from` into `repo`. Only a repository that links the blob can
     /// lend it: a caller naming any other source gets `false` and a normal upload.
     pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
+        let _commit = self.gate.read().await;
         if self.storage.repo_blob_size(from, digest).await?.is_none() {
             return Ok(false);
         }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::json;
 
+use super::Gate;
 use super::mirror::Mirror;
 use super::{Lookup, Options};
 use crate::error::{ErrorCode, RegistryError, Result};
@@ -16,6 +17,7 @@ pub struct ManifestService {
     storage: Arc<dyn Storage>,
     options: Options,
     mirror: Option<Arc<dyn Mirror>>,
+    gate: Gate,
 }
 
 /// What a successful push stored.
@@ -45,11 +47,13 @@ impl ManifestService {
         storage: Arc<dyn Storage>,
         options: Options,
         mirror: Option<Arc<dyn Mirror>>,
+        gate: Gate,
     ) -> Self {
         ManifestService {
             storage,
             options,
             mirror,
+            gate,
         }
     }
 
@@ -174,6 +178,8 @@ impl ManifestService {
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };
         let parsed = manifest::parse(content_type, &body)?;
+        // Checked and stored with no garbage collection in between.
+        let _commit = self.gate.read().await;
         self.check_references(repo, &parsed).await?;
 
         let stored_type = content_type

@@ -2,6 +2,7 @@
 //! applies the spec's rules and talks to [`Storage`].
 
 pub mod blobs;
+pub mod gc;
 pub mod hashing;
 pub mod listing;
 pub mod manifests;
@@ -31,6 +32,10 @@ pub struct Options {
     pub max_page_entries: usize,
     /// Upload sessions untouched for this long are removed.
     pub upload_expiry: Duration,
+    /// Largest blob an upload may grow to, in bytes.
+    pub max_upload_bytes: Option<u64>,
+    /// Refuse every push and delete (maintenance, a replica).
+    pub read_only: bool,
 }
 
 impl Default for Options {
@@ -41,9 +46,16 @@ impl Default for Options {
             strict_indexes: false,
             max_page_entries: 10_000,
             upload_expiry: Duration::from_secs(24 * 3600),
+            max_upload_bytes: None,
+            read_only: false,
         }
     }
 }
+
+/// Held shared by every write that makes content visible (an upload's commit, a mount, a
+/// manifest push) and exclusively by garbage collection, so a collection never sees half
+/// of a push. Reads never take it.
+pub type Gate = Arc<tokio::sync::RwLock<()>>;
 
 /// All services over one store.
 pub struct Registry {
@@ -54,6 +66,7 @@ pub struct Registry {
     pub referrers: referrers::ReferrerService,
     pub options: Options,
     pub mirror: Option<Arc<dyn Mirror>>,
+    pub gate: Gate,
 }
 
 impl Registry {
@@ -62,13 +75,24 @@ impl Registry {
         options: Options,
         mirror: Option<Arc<dyn Mirror>>,
     ) -> Registry {
+        let gate = Gate::default();
         Registry {
-            blobs: blobs::BlobService::new(storage.clone(), options.clone(), mirror.clone()),
-            uploads: uploads::UploadService::new(storage.clone()),
+            blobs: blobs::BlobService::new(
+                storage.clone(),
+                options.clone(),
+                mirror.clone(),
+                gate.clone(),
+            ),
+            uploads: uploads::UploadService::new(
+                storage.clone(),
+                options.max_upload_bytes,
+                gate.clone(),
+            ),
             manifests: manifests::ManifestService::new(
                 storage.clone(),
                 options.clone(),
                 mirror.clone(),
+                gate.clone(),
             ),
             listing: listing::ListingService::new(
                 storage.clone(),
@@ -82,6 +106,7 @@ impl Registry {
             ),
             options,
             mirror,
+            gate,
         }
     }
 

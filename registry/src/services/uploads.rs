@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
+use super::Gate;
 use super::hashing::BackgroundHasher;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
@@ -52,10 +53,16 @@ pub struct UploadService {
     /// Storage is the source of truth; this only caches what was loaded.
     sessions: DashMap<Uuid, Slot>,
     open: AtomicI64,
+    max_blob: Option<u64>,
+    gate: Gate,
 }
 
 /// Errors reading the request body are the client's, not the server's.
 fn body_error(e: io::Error) -> RegistryError {
+    if e.kind() == io::ErrorKind::FileTooLarge {
+        return RegistryError::new(ErrorCode::SizeInvalid, e.to_string())
+            .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+    }
     RegistryError::new(
         ErrorCode::BlobUploadInvalid,
         format!("failed to receive the upload body: {e}"),
@@ -63,11 +70,13 @@ fn body_error(e: io::Error) -> RegistryError {
 }
 
 impl UploadService {
-    pub fn new(storage: Arc<dyn Storage>) -> Self {
+    pub fn new(storage: Arc<dyn Storage>, max_blob: Option<u64>, gate: Gate) -> Self {
         UploadService {
             storage,
             sessions: DashMap::new(),
             open: AtomicI64::new(0),
+            max_blob,
+            gate,
         }
     }
 
@@ -154,6 +163,7 @@ impl UploadService {
             )
             .into());
         }
+        let _commit = self.gate.read().await;
         self.storage
             .commit_upload(id, digest, s.state.offset)
             .await?;
@@ -237,11 +247,16 @@ impl UploadService {
         id: Uuid,
         s: &mut Session,
         range: Option<ChunkRange>,
-        mut body: S,
+        body: S,
     ) -> Result<(), AppendError>
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
+        let mut body = Capped {
+            inner: body,
+            left: self.max_blob.map(|m| m.saturating_sub(s.state.offset)),
+            max: self.max_blob.unwrap_or(u64::MAX),
+        };
         if let Some(r) = range {
             if r.start != s.state.offset || r.end < r.start {
                 return Err(AppendError::OutOfOrder(OutOfOrder {
@@ -392,6 +407,39 @@ impl UploadService {
 
 fn session(guard: &OwnedMutexGuard<Option<Session>>) -> &Session {
     guard.as_ref().expect("locked session is loaded")
+}
+
+/// A body that fails (`FileTooLarge`) once it would take the blob past the maximum
+/// upload size; the chunk is then rolled back like any failed chunk.
+struct Capped<S> {
+    inner: S,
+    /// Bytes the blob may still grow by; `None` is unbounded.
+    left: Option<u64>,
+    max: u64,
+}
+
+impl<S: Stream<Item = io::Result<Bytes>> + Unpin> Stream for Capped<S> {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let item = futures::ready!(std::pin::Pin::new(&mut self.inner).poll_next(cx));
+        if let (Some(Ok(chunk)), Some(left)) = (&item, self.left) {
+            let n = chunk.len() as u64;
+            if n > left {
+                self.left = Some(0);
+                let max = self.max;
+                return std::task::Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::FileTooLarge,
+                    format!("the blob would exceed the maximum upload size of {max} bytes"),
+                ))));
+            }
+            self.left = Some(left - n);
+        }
+        std::task::Poll::Ready(item)
+    }
 }
 
 /// Why a chunk was not accepted.

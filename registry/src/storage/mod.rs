@@ -166,6 +166,11 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Option<ByteStream>>;
     /// Makes a stored blob visible in `repo`. The blob must exist.
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
+    /// Marks a repository's link to a blob as just used (a client checked it before
+    /// skipping an upload), so garbage collection's grace period starts again.
+    async fn touch_link(&self, _repo: &RepoName, _digest: &Digest) -> Result<()> {
+        Ok(())
+    }
     /// Removes `repo`'s link; returns whether there was one.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
 

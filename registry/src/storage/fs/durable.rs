@@ -83,7 +83,9 @@ pub fn publish(src: &Path, dest: &Path) -> io::Result<()> {
 /// Creates an empty marker file (a link) if it is missing, durably.
 pub fn touch(path: &Path) -> io::Result<()> {
     if path.exists() {
-        return Ok(());
+        // A link made again is fresh again: garbage collection's grace period counts
+        // from the last time it was made or looked at.
+        return refresh(path);
     }
     let parent = path.parent().expect("link has a parent");
     ensure_dir(parent)?;
@@ -93,6 +95,15 @@ pub fn touch(path: &Path) -> io::Result<()> {
         .truncate(false)
         .open(path)?;
     sync_dir(parent)
+}
+
+/// Sets a file's modification time to now.
+pub fn refresh(path: &Path) -> io::Result<()> {
+    match fs::File::options().append(true).open(path) {
+        Ok(f) => f.set_modified(std::time::SystemTime::now()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes a file; `Ok(false)` when it did not exist.

@@ -180,6 +180,73 @@ impl FsStorage {
         .await
     }
 
+    /// A repository's links (layers and manifests) with the time each was last made or
+    /// looked at: what garbage collection's grace period is counted from.
+    pub async fn link_entries(&self, repo: &RepoName) -> Result<Vec<LinkEntry>> {
+        let dirs = [
+            (self.layout.repo(repo).join("_layers"), false),
+            (self.layout.manifests_dir(repo).join("revisions"), true),
+        ];
+        blocking(move || {
+            let mut out = Vec::new();
+            for (dir, manifest) in dirs {
+                for alg in list_dir_names(&dir)?.unwrap_or_default() {
+                    for hex in list_dir_names(&dir.join(&alg))?.unwrap_or_default() {
+                        let Ok(digest) = format!("{alg}:{hex}").parse::<Digest>() else {
+                            continue;
+                        };
+                        let path = dir.join(&alg).join(&hex);
+                        let Some(modified) = modified(&path)? else {
+                            continue; // removed while listing
+                        };
+                        out.push(LinkEntry {
+                            digest,
+                            manifest,
+                            modified,
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Every blob file with its size and modification time.
+    pub async fn blob_files(&self) -> Result<Vec<BlobFile>> {
+        let layout = self.layout();
+        let blobs = self.list_blobs().await?;
+        blocking(move || {
+            let mut out = Vec::with_capacity(blobs.len());
+            for (digest, size) in blobs {
+                if let Some(modified) = modified(&layout.blob(&digest))? {
+                    out.push(BlobFile {
+                        digest,
+                        size,
+                        modified,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Removes a blob file unless it changed at or after `cutoff` (a push made it again
+    /// since it was listed); returns whether it went.
+    pub async fn remove_blob_older_than(
+        &self,
+        digest: &Digest,
+        cutoff: SystemTime,
+    ) -> Result<bool> {
+        let blob = self.layout.blob(digest);
+        blocking(move || match modified(&blob)? {
+            Some(t) if t < cutoff => durable::remove(&blob).map_err(ctx("removing", &blob)),
+            _ => Ok(false),
+        })
+        .await
+    }
+
     /// Removes a repository with its links and tags (the blobs stay).
     pub async fn remove_repository(&self, repo: &RepoName) -> Result<()> {
         let tags = self.layout.tags_dir(repo);
@@ -205,6 +272,31 @@ impl FsStorage {
             Ok(())
         })
         .await
+    }
+}
+
+/// A repository's link, as garbage collection sees it.
+#[derive(Debug, Clone)]
+pub struct LinkEntry {
+    pub digest: Digest,
+    /// A manifest revision (else a layer link).
+    pub manifest: bool,
+    pub modified: SystemTime,
+}
+
+/// A blob file, as garbage collection sees it.
+#[derive(Debug, Clone)]
+pub struct BlobFile {
+    pub digest: Digest,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+fn modified(path: &Path) -> Result<Option<SystemTime>> {
+    match fs::metadata(path).and_then(|m| m.modified()) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io(format!("reading {}", path.display()), e)),
     }
 }
 
@@ -324,6 +416,11 @@ impl Storage for FsStorage {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let link = self.layout.layer_link(repo, digest);
         blocking(move || durable::touch(&link).map_err(ctx("linking", &link))).await
+    }
+
+    async fn touch_link(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let link = self.layout.layer_link(repo, digest);
+        blocking(move || durable::refresh(&link).map_err(ctx("touching", &link))).await
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
