@@ -109,6 +109,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALER_REGISTRY_BODY_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub body_timeout: Option<Duration>,
 
+    /// Most bytes of blobs one repository may hold (403 DENIED beyond). [default: none]
+    #[arg(long, env = "SEALER_REGISTRY_REPO_QUOTA", value_name = "BYTES")]
+    pub repo_quota: Option<u64>,
+
     /// Largest blob a push may upload, in bytes (413 SIZE_INVALID beyond). [default: none]
     #[arg(long, env = "SEALER_REGISTRY_MAX_UPLOAD_SIZE", value_name = "BYTES")]
     pub max_upload_size: Option<u64>,
@@ -253,6 +257,7 @@ pub struct LimitSection {
     #[serde(default, with = "humantime_serde_opt")]
     pub body_timeout: Option<Duration>,
     pub max_upload_size: Option<u64>,
+    pub repository_quota: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -343,6 +348,7 @@ impl Settings {
                 .unwrap_or(defaults.upload_expiry),
             max_upload_bytes: args.max_upload_size.or(file.limits.max_upload_size),
             read_only: args.read_only || file.read_only.unwrap_or(false),
+            repo_quota: args.repo_quota.or(file.limits.repository_quota),
         };
         let conn_defaults = ConnLimits::default();
         let limits = ConnLimits {

@@ -190,3 +190,38 @@ async fn a_read_only_registry_serves_pulls_and_refuses_writes() {
     let tags: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(tags["tags"], serde_json::json!(["1"]));
 }
+
+#[tokio::test]
+async fn a_repository_over_its_quota_is_denied_and_others_go_on() {
+    let reg = Registry::start_with(&["--repo-quota", "10000"]);
+    let first = random_bytes(6000);
+    let first_digest = push_blob(&reg, "team/a", &first).await;
+    let big = random_bytes(5000);
+    let big_digest = sha256(&big);
+    let resp = client()
+        .post(reg.url(&format!("/v2/team/a/blobs/uploads/?digest={big_digest}")))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(resp, 403, "DENIED").await;
+    assert!(body.to_string().contains("over its quota"), "{body}");
+    let resp = head(&reg, format!("/v2/team/a/blobs/{big_digest}")).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // Each repository has its own quota; a mount counts like a push.
+    push_blob(&reg, "team/b", &big).await;
+    let resp = client()
+        .post(reg.url(&format!(
+            "/v2/team/a/blobs/uploads/?mount={big_digest}&from=team/b"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 403, "DENIED").await;
+    // Content the repository already holds costs nothing; deleting makes room.
+    push_blob(&reg, "team/a", &first).await;
+    let resp = delete(&reg, format!("/v2/team/a/blobs/{first_digest}")).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    push_blob(&reg, "team/a", &big).await;
+}

@@ -4,6 +4,7 @@
 
 mod clients;
 mod gc;
+mod integrity;
 mod limits;
 
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use sealer_pull_proxy::mirror_config::{self, Runtime};
 use sealer_pull_proxy::{MirrorArgs, MirrorConfig, PullThrough};
 use sealer_registry::config::{GcArgs, ServeArgs, Settings};
+use sealer_registry::services::check;
 use sealer_registry::services::gc::Collector;
 use sealer_registry::services::mirror::Mirror;
 use sealer_registry::storage::fs::FsStorage;
@@ -47,6 +48,24 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Re-hash every blob in a store and report the ones whose content no longer matches
+    /// their digest (exit status 1), and links to missing blobs. Safe while the registry
+    /// serves.
+    Check {
+        /// The store. [default: as for serve]
+        #[arg(long, env = "SEALER_REGISTRY_ROOT", value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Move corrupt blobs to <root>/quarantine/ so they are never served (clients can
+        /// push them again).
+        #[arg(long)]
+        quarantine: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Print (or write) the files that point a host's container runtime at this registry
     /// as a mirror.
@@ -223,6 +242,75 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     report.repositories,
                     report.seconds
                 );
+            }
+            Ok(())
+        }
+        Command::Check {
+            root,
+            quarantine,
+            json,
+            quiet,
+        } => {
+            let root = root.unwrap_or_else(sealer_registry::config::default_root);
+            let bar = if quiet {
+                indicatif::ProgressBar::hidden()
+            } else {
+                indicatif::ProgressBar::with_draw_target(
+                    None,
+                    indicatif::ProgressDrawTarget::stderr(),
+                )
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "checking [{bar:30}] {binary_bytes:>10}/{binary_total_bytes:<10} {binary_bytes_per_sec:>12}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            let shown = bar.clone();
+            let report = tokio::runtime::Runtime::new()?.block_on(async {
+                let store = Arc::new(
+                    FsStorage::open_shared(&root)
+                        .with_context(|| format!("cannot open the store at {}", root.display()))?,
+                );
+                let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+                anyhow::Ok(
+                    check::check(store, quarantine, parallel, move |done, total| {
+                        shown.set_length(total);
+                        shown.set_position(done);
+                    })
+                    .await?,
+                )
+            })?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for c in &report.corrupt {
+                    let moved = c
+                        .quarantined_to
+                        .as_deref()
+                        .map(|p| format!("; moved to {p}"))
+                        .unwrap_or_default();
+                    println!(
+                        "corrupt {} (content hashes to {}){moved}",
+                        c.digest, c.actual
+                    );
+                }
+                for m in &report.missing {
+                    println!("missing {m}");
+                }
+                println!(
+                    "checked {} blob(s), {} bytes in {:.2} s: {} corrupt, {} missing",
+                    report.blobs,
+                    report.bytes,
+                    report.seconds,
+                    report.corrupt.len(),
+                    report.missing.len()
+                );
+            }
+            if !report.is_clean() {
+                anyhow::bail!("the store has damaged content (see above)");
             }
             Ok(())
         }

@@ -96,9 +96,10 @@ impl BlobService {
     /// lend it: a caller naming any other source gets `false` and a normal upload.
     pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
         let _commit = self.gate.read().await;
-        if self.storage.repo_blob_size(from, digest).await?.is_none() {
+        let Some(size) = self.storage.repo_blob_size(from, digest).await? else {
             return Ok(false);
-        }
+        };
+        super::check_quota(&*self.storage, self.options.repo_quota, repo, digest, size).await?;
         self.storage.link_blob(repo, digest).await?;
         Ok(true)
     }

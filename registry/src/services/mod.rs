@@ -2,6 +2,7 @@
 //! applies the spec's rules and talks to [`Storage`].
 
 pub mod blobs;
+pub mod check;
 pub mod gc;
 pub mod hashing;
 pub mod listing;
@@ -36,6 +37,8 @@ pub struct Options {
     pub max_upload_bytes: Option<u64>,
     /// Refuse every push and delete (maintenance, a replica).
     pub read_only: bool,
+    /// Most bytes of blobs one repository may link.
+    pub repo_quota: Option<u64>,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             upload_expiry: Duration::from_secs(24 * 3600),
             max_upload_bytes: None,
             read_only: false,
+            repo_quota: None,
         }
     }
 }
@@ -83,11 +87,7 @@ impl Registry {
                 mirror.clone(),
                 gate.clone(),
             ),
-            uploads: uploads::UploadService::new(
-                storage.clone(),
-                options.max_upload_bytes,
-                gate.clone(),
-            ),
+            uploads: uploads::UploadService::new(storage.clone(), &options, gate.clone()),
             manifests: manifests::ManifestService::new(
                 storage.clone(),
                 options.clone(),
@@ -124,6 +124,32 @@ impl Registry {
             .as_ref()
             .is_some_and(|m| m.refuses_push(name, ns))
     }
+}
+
+/// Refuses to link `size` more bytes into `repo` beyond its quota (DENIED, as the spec
+/// has no code of its own for it). A blob the repository already links costs nothing.
+pub(crate) async fn check_quota(
+    storage: &dyn Storage,
+    quota: Option<u64>,
+    repo: &RepoName,
+    digest: &crate::oci::Digest,
+    size: u64,
+) -> crate::error::Result<()> {
+    let Some(quota) = quota else { return Ok(()) };
+    if storage.repo_blob_size(repo, digest).await?.is_some() {
+        return Ok(());
+    }
+    let used = storage.repo_usage(repo).await?;
+    if used.saturating_add(size) > quota {
+        return Err(crate::error::RegistryError::new(
+            crate::error::ErrorCode::Denied,
+            format!(
+                "repository {repo} is over its quota: {used} bytes used, {size} more asked, {quota} allowed"
+            ),
+        )
+        .with_detail(serde_json::json!({ "used": used, "size": size, "quota": quota })));
+    }
+    Ok(())
 }
 
 /// Where a read is answered from: local repositories in order (DESIGN contract 3), then

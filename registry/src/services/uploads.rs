@@ -54,6 +54,7 @@ pub struct UploadService {
     sessions: DashMap<Uuid, Slot>,
     open: AtomicI64,
     max_blob: Option<u64>,
+    quota: Option<u64>,
     gate: Gate,
 }
 
@@ -70,12 +71,13 @@ fn body_error(e: io::Error) -> RegistryError {
 }
 
 impl UploadService {
-    pub fn new(storage: Arc<dyn Storage>, max_blob: Option<u64>, gate: Gate) -> Self {
+    pub fn new(storage: Arc<dyn Storage>, options: &super::Options, gate: Gate) -> Self {
         UploadService {
             storage,
             sessions: DashMap::new(),
             open: AtomicI64::new(0),
-            max_blob,
+            max_blob: options.max_upload_bytes,
+            quota: options.repo_quota,
             gate,
         }
     }
@@ -164,6 +166,8 @@ impl UploadService {
             .into());
         }
         let _commit = self.gate.read().await;
+        // Over quota, the session stays as it is: the client may delete it.
+        super::check_quota(&*self.storage, self.quota, repo, digest, s.state.offset).await?;
         self.storage
             .commit_upload(id, digest, s.state.offset)
             .await?;

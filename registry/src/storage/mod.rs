@@ -171,6 +171,10 @@ pub trait Storage: Send + Sync + 'static {
     async fn touch_link(&self, _repo: &RepoName, _digest: &Digest) -> Result<()> {
         Ok(())
     }
+    /// Bytes of the blobs `repo` links (layers and configs): what a quota counts.
+    async fn repo_usage(&self, _repo: &RepoName) -> Result<u64> {
+        Ok(0)
+    }
     /// Removes `repo`'s link; returns whether there was one.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
 

@@ -195,6 +195,13 @@ impl Storage for BundleStorage {
         store.link_blob(repo, digest).await
     }
 
+    async fn repo_usage(&self, repo: &RepoName) -> Result<u64> {
+        match &self.store {
+            Some(s) => s.repo_usage(repo).await,
+            None => Ok(0),
+        }
+    }
+
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         if self.blob_in(repo, digest).is_some() {
             return Err(StorageError::ReadOnly);

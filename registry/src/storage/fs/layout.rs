@@ -90,6 +90,11 @@ impl Layout {
         ))
     }
 
+    /// Where `check --quarantine` moves blobs whose content does not match their digest.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.root.join("quarantine")
+    }
+
     pub fn uploads_dir(&self) -> PathBuf {
         self.root.join("uploads")
     }

@@ -247,6 +247,57 @@ impl FsStorage {
         .await
     }
 
+    /// What a blob's content hashes to now (`None`: it is gone), telling `on_bytes` how
+    /// much was read as it goes.
+    pub async fn hash_blob(
+        &self,
+        digest: &Digest,
+        on_bytes: impl Fn(u64) + Send + 'static,
+    ) -> Result<Option<Digest>> {
+        let path = self.layout.blob(digest);
+        let algorithm = digest.algorithm();
+        blocking(move || {
+            let mut file = match fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(StorageError::io(format!("opening {}", path.display()), e)),
+            };
+            let mut hasher = algorithm.hasher();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = io::Read::read(&mut file, &mut buf).map_err(ctx("reading", &path))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                on_bytes(n as u64);
+            }
+            Ok(Some(hasher.finish()))
+        })
+        .await
+    }
+
+    /// Moves a blob out of the store into `quarantine/`, where it is kept for inspection
+    /// and never served; returns where it went.
+    pub async fn quarantine_blob(&self, digest: &Digest) -> Result<PathBuf> {
+        let blob = self.layout.blob(digest);
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let to = self.layout.quarantine_dir().join(format!(
+            "{}-{}-{stamp}",
+            digest.algorithm(),
+            digest.hex()
+        ));
+        blocking(move || {
+            durable::ensure_dir(to.parent().expect("a parent")).map_err(ctx("creating", &to))?;
+            fs::rename(&blob, &to).map_err(ctx("quarantining", &blob))?;
+            Ok(to)
+        })
+        .await
+    }
+
     /// Removes a repository with its links and tags (the blobs stay).
     pub async fn remove_repository(&self, repo: &RepoName) -> Result<()> {
         let tags = self.layout.tags_dir(repo);
@@ -416,6 +467,23 @@ impl Storage for FsStorage {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let link = self.layout.layer_link(repo, digest);
         blocking(move || durable::touch(&link).map_err(ctx("linking", &link))).await
+    }
+
+    async fn repo_usage(&self, repo: &RepoName) -> Result<u64> {
+        let dir = self.layout.repo(repo).join("_layers");
+        let layout = self.layout();
+        blocking(move || {
+            let mut total = 0;
+            for alg in list_dir_names(&dir)?.unwrap_or_default() {
+                for hex in list_dir_names(&dir.join(&alg))?.unwrap_or_default() {
+                    if let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() {
+                        total += file_size(&layout.blob(&d))?.unwrap_or(0);
+                    }
+                }
+            }
+            Ok(total)
+        })
+        .await
     }
 
     async fn touch_link(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
