@@ -160,10 +160,14 @@ pub fn chunk_range(headers: &HeaderMap) -> Result<Option<ChunkRange>, String> {
         }
         x.parse().map_err(|_| bad())
     };
-    Ok(Some(ChunkRange {
-        start: num(a)?,
-        end: num(b)?,
-    }))
+    let (start, end) = (num(a)?, num(b)?);
+    // Found by the fuzz target: an inverted range is malformed, not merely out of order.
+    if end < start {
+        return Err(format!(
+            "malformed Content-Range {raw:?}: the end comes before the start"
+        ));
+    }
+    Ok(Some(ChunkRange { start, end }))
 }
 
 /// The `Range` header of upload responses: `0-<last byte>`, `0-0` when empty (as
@@ -244,6 +248,12 @@ mod tests {
         assert!(cr("-5").is_err());
         assert!(cr("a-b").is_err());
         assert!(cr("5").is_err());
+        assert!(
+            cr("23-3")
+                .unwrap_err()
+                .contains("end comes before the start")
+        );
+        assert_eq!(cr("7-7"), Ok(Some(ChunkRange { start: 7, end: 7 })));
         assert_eq!(chunk_range(&HeaderMap::new()), Ok(None));
         assert_eq!(upload_range(0), "0-0");
         assert_eq!(upload_range(10), "0-9");
