@@ -241,12 +241,7 @@ async fn buildah_pushes_a_two_platform_index() {
 #[tokio::test]
 async fn oras_py_artifacts_and_referrers() {
     let reg = Registry::start();
-    require("python3");
-    let probe = output(Command::new("python3").args(["-c", "import oras.client"]));
-    assert!(
-        probe.status.success(),
-        "oras-py is not installed; `scripts/test` installs it (pip install oras)"
-    );
+    require_oras_py();
     let work = tempfile::tempdir().unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/oras_roundtrip.py");
     let out = run(Command::new("python3")

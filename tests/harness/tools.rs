@@ -84,3 +84,13 @@ pub fn containers_tool(program: &str, store: &Path, args: &[&str]) -> Command {
         .args(args);
     cmd
 }
+
+/// Fails the test unless python3 can import oras-py.
+pub fn require_oras_py() {
+    require("python3");
+    let probe = output(Command::new("python3").args(["-c", "import oras.client"]));
+    assert!(
+        probe.status.success(),
+        "oras-py is not installed; `scripts/test` installs it (pip install oras)"
+    );
+}

@@ -155,6 +155,30 @@ async fn skopeo_podman_docker_and_ctr_sign_in_push_and_pull() {
 }
 
 #[tokio::test]
+async fn oras_py_signs_in_pushes_and_pulls_back() {
+    require_oras_py();
+    let dir = tempfile::tempdir().unwrap();
+    let reg = secured(dir.path(), Some(POLICY), &[]);
+    let work = dir.path().join("oras");
+    std::fs::create_dir(&work).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("security/oras_login.py");
+    // oras-py keeps logins in ~/.docker/config.json: a private HOME keeps them in the test.
+    let out = run(Command::new("python3")
+        .arg(script)
+        .arg(&reg.host)
+        .arg(&work)
+        .env("HOME", &work));
+    assert!(out.contains("ORAS LOGIN OK"), "{out}");
+    reg.log_where("oras-py's manifest push as alice", |l| {
+        l.lines().any(|l| {
+            l.contains("method=PUT uri=/v2/a/oras/manifests/1")
+                && l.contains("status=201")
+                && l.contains("user=alice")
+        })
+    });
+}
+
+#[tokio::test]
 async fn with_anonymous_pull_clients_read_without_signing_in_but_cannot_push() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

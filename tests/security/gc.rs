@@ -164,6 +164,15 @@ async fn gc_in_a_loop_while_20_clients_push_and_pull_loses_nothing() {
         .await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     }
+    // Each removal is audited as the collector's.
+    let log = reg.log_text();
+    for image in &dropped {
+        let line = format!(
+            "user=gc remote=- action=delete repository={} reference=- digest={}",
+            image.repo, image.digest
+        );
+        assert!(log.contains(&line), "no audit line {line:?}");
+    }
     for image in &kept {
         pulls_back(&reg, image).await;
     }

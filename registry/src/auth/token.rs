@@ -68,12 +68,6 @@ pub struct Grant {
     pub actions: Vec<String>,
 }
 
-impl Grant {
-    pub fn allows(&self, kind: &str, name: &str, action: &str) -> bool {
-        self.kind == kind && self.name == name && self.actions.iter().any(|a| a == action)
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub iss: String,

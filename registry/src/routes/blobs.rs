@@ -82,5 +82,6 @@ pub async fn delete(ctx: Ctx, name: &str, digest: &str) -> Result<Response> {
     let name = Ctx::name(name)?;
     let digest: Digest = digest.parse()?;
     ctx.app.registry.blobs.delete(&name, &digest).await?;
+    ctx.who().audit("delete-blob", &name, None, Some(&digest));
     Ok(empty(StatusCode::ACCEPTED))
 }

@@ -39,6 +39,7 @@ pub async fn get(ctx: Ctx, name: &str, reference: &str, head: bool) -> Result<Re
 }
 
 pub async fn put(ctx: Ctx, name: &str, reference: &str) -> Result<Response> {
+    let who = ctx.who();
     let name = Ctx::name(name)?;
     ctx.check_push(&name)?;
     let reference = Reference::parse(reference)?;
@@ -56,6 +57,11 @@ pub async fn put(ctx: Ctx, name: &str, reference: &str) -> Result<Response> {
         .manifests
         .put(&name, &reference, content_type.as_deref(), body, tags)
         .await?;
+
+    who.audit("push", &name, None, Some(&pushed.digest));
+    for tag in &pushed.tags {
+        who.audit("tag", &name, Some(tag.as_str()), Some(&pushed.digest));
+    }
 
     let mut response = empty(StatusCode::CREATED);
     let h = response.headers_mut();
@@ -82,6 +88,10 @@ pub async fn delete(ctx: Ctx, name: &str, reference: &str) -> Result<Response> {
     let name = Ctx::name(name)?;
     let reference = Reference::parse(reference)?;
     ctx.app.registry.manifests.delete(&name, &reference).await?;
+    match &reference {
+        Reference::Tag(t) => ctx.who().audit("untag", &name, Some(t.as_str()), None),
+        Reference::Digest(d) => ctx.who().audit("delete", &name, None, Some(d)),
+    }
     Ok(empty(StatusCode::ACCEPTED))
 }
 

@@ -75,7 +75,51 @@ pub(crate) struct Ctx {
     pub caller: Option<Caller>,
 }
 
+/// Who made a request, for the audit log.
+pub(crate) struct Who {
+    user: String,
+    remote: Option<std::net::SocketAddr>,
+}
+
+impl Who {
+    /// One line on the `audit` log target for a change of content or names: a push, a
+    /// tag, an untag, a delete, a mount.
+    pub fn audit(
+        &self,
+        action: &str,
+        repository: &RepoName,
+        reference: Option<&str>,
+        digest: Option<&crate::oci::Digest>,
+    ) {
+        tracing::info!(
+            target: "audit",
+            user = %self.user,
+            remote = %self.remote.map_or_else(|| "-".to_string(), |r| r.to_string()),
+            action = %action,
+            repository = %repository,
+            reference = %reference.unwrap_or("-"),
+            digest = %digest.map_or_else(|| "-".to_string(), |d| d.to_string()),
+        );
+    }
+}
+
 impl Ctx {
+    /// The caller (`-` when anonymous or without sign-in) and its address.
+    pub fn who(&self) -> Who {
+        Who {
+            user: self
+                .caller
+                .as_ref()
+                .map_or("-", |c| c.principal.name())
+                .to_string(),
+            remote: self
+                .parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+        }
+    }
+
     pub fn name(raw: &str) -> Result<RepoName> {
         Ok(RepoName::parse(raw)?)
     }

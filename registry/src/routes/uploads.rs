@@ -65,6 +65,7 @@ fn content_range(ctx: &Ctx) -> Result<Option<crate::services::uploads::ChunkRang
 }
 
 pub async fn start(ctx: Ctx, name: &str) -> Result<Response> {
+    let who = ctx.who();
     let name = Ctx::name(name)?;
     ctx.check_push(&name)?;
     let registry = &ctx.app.registry;
@@ -77,6 +78,7 @@ pub async fn start(ctx: Ctx, name: &str) -> Result<Response> {
         if let Some(from) = ctx.query.get("from") {
             let from = RepoName::parse(from)?;
             if ctx.may(&from, Action::Pull) && registry.blobs.mount(&name, &digest, &from).await? {
+                who.audit("mount", &name, Some(&format!("from {from}")), Some(&digest));
                 return Ok(blob_created(&name, &digest));
             }
         }
@@ -94,6 +96,7 @@ pub async fn start(ctx: Ctx, name: &str) -> Result<Response> {
             let _ = registry.uploads.cancel(&name, id).await;
             return Err(chunk_error(e, &name, id));
         }
+        who.audit("push-blob", &name, None, Some(&digest));
         return Ok(blob_created(&name, &digest));
     }
 
@@ -128,6 +131,7 @@ pub async fn patch(ctx: Ctx, name: &str, id: &str) -> Result<Response> {
 }
 
 pub async fn put(ctx: Ctx, name: &str, id: &str) -> Result<Response> {
+    let who = ctx.who();
     let name = Ctx::name(name)?;
     let id = upload_id(id)?;
     let digest: Digest = ctx
@@ -148,6 +152,7 @@ pub async fn put(ctx: Ctx, name: &str, id: &str) -> Result<Response> {
         .finish(&name, id, &digest, range, body)
         .await
         .map_err(|e| chunk_error(e, &name, id))?;
+    who.audit("push-blob", &name, None, Some(&digest));
     Ok(blob_created(&name, &digest))
 }
 

@@ -128,11 +128,13 @@ impl Collector {
                     report.manifests += 1;
                     if !dry_run {
                         self.remove_manifest(&repo, &link.digest).await?;
+                        audit("delete", &repo, &link.digest);
                     }
                 } else {
                     report.layer_links += 1;
                     if !dry_run {
                         self.store.unlink_blob(&repo, &link.digest).await?;
+                        audit("delete-blob", &repo, &link.digest);
                     }
                 }
             }
@@ -204,6 +206,19 @@ impl Collector {
         self.store.delete_manifest(repo, digest).await?;
         Ok(())
     }
+}
+
+/// The collection's removals on the `audit` target, as the user `gc`.
+fn audit(action: &str, repository: &RepoName, digest: &Digest) {
+    tracing::info!(
+        target: "audit",
+        user = %"gc",
+        remote = %"-",
+        action = %action,
+        repository = %repository,
+        reference = %"-",
+        digest = %digest,
+    );
 }
 
 #[cfg(test)]
