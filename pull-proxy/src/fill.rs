@@ -118,6 +118,26 @@ impl Fills {
             });
         }
 
+        Self::serve(&fill).await
+    }
+
+    /// Joins a fill of `digest` already under way, whatever the upstream's health now:
+    /// its bytes are arriving on this disk. `None` when there is none.
+    pub async fn join(
+        &self,
+        route: &MirrorRoute,
+        digest: &Digest,
+    ) -> Result<Option<MirroredBlob>, String> {
+        let key = (route.local.clone(), digest.clone());
+        let fill = self.inflight.lock().expect("fills lock").get(&key).cloned();
+        match fill {
+            Some(fill) => Self::serve(&fill).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The blob of `fill`, streamed as it is written.
+    async fn serve(fill: &Arc<Fill>) -> Result<Option<MirroredBlob>, String> {
         let mut rx = fill.state.subscribe();
         let size = loop {
             let state = rx.borrow_and_update().clone();
@@ -128,7 +148,7 @@ impl Fills {
                     }
                 }
                 State::Streaming { size } => break size,
-                State::Complete => break fill_size(&fill),
+                State::Complete => break fill_size(fill),
                 State::Missing => return Ok(None),
                 State::Failed(e) => return Err(e),
             }
@@ -394,5 +414,59 @@ async fn wait_for_verdict(state: &mut watch::Receiver<State>) -> Result<(), Stri
         if state.changed().await.is_err() {
             return Err("the upstream download stopped".into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealer_registry::oci::Algorithm;
+    use sealer_registry::storage::fs::FsStorage;
+
+    #[tokio::test]
+    async fn a_fill_under_way_is_joined_without_asking_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::open(dir.path()).unwrap());
+        let fills = Fills::new(storage.clone(), Arc::default());
+        let route = MirrorRoute {
+            upstream: "docker.io".into(),
+            remote: "library/app".into(),
+            local: RepoName::parse("docker.io/library/app").unwrap(),
+        };
+        let data = Bytes::from(vec![7u8; 300_000]);
+        let digest = Digest::of(Algorithm::Sha256, &data);
+        assert!(fills.join(&route, &digest).await.unwrap().is_none());
+
+        // A fill whose bytes are all here but which is not yet published (still being
+        // verified, as under load): the upstream may be gone by now.
+        let id = Uuid::new_v4();
+        let state = UploadState {
+            repo: route.local.to_string(),
+            algorithm: Algorithm::Sha256,
+            offset: 0,
+        };
+        storage.create_upload(id, &state).await.unwrap();
+        let mut writer = storage.upload_writer(id, 0, Pace::Memory).await.unwrap();
+        let reader = storage.upload_reader(id).await.unwrap();
+        let fill = Arc::new(Fill {
+            state: watch::channel(State::Streaming {
+                size: data.len() as u64,
+            })
+            .0,
+            data: OnceLock::new(),
+        });
+        let _ = fill.data.set((reader, writer.progress()));
+        writer.write(data.clone()).await.unwrap();
+        fills
+            .inflight
+            .lock()
+            .unwrap()
+            .insert((route.local.clone(), digest.clone()), fill.clone());
+
+        let blob = fills.join(&route, &digest).await.unwrap().expect("joined");
+        assert_eq!(blob.size, data.len() as u64);
+        fill.state.send_replace(State::Complete);
+        let got: Vec<u8> = blob.body.map(|c| c.unwrap().to_vec()).concat().await;
+        assert_eq!(got, data.as_ref());
     }
 }

@@ -250,6 +250,11 @@ impl Mirror for PullThrough {
         digest: &Digest,
     ) -> Result<Option<MirroredBlob>> {
         let what = format!("blob {digest}");
+        // A fill already under way answers even if the upstream has gone since it began
+        // (the blob is still being verified and published here).
+        if let Ok(Some(blob)) = self.fills.join(route, digest).await {
+            return Ok(Some(blob));
+        }
         let Some(client) = self.client_for_miss(route, &what) else {
             return Ok(None);
         };
