@@ -145,13 +145,14 @@ pub struct GcArgs {
 
 impl GcArgs {
     /// Flags over `[gc]`.
-    pub fn policy(&self, file: &GcSection) -> anyhow::Result<GcPolicy> {
-        let defaults = GcPolicy::default();
-        let grace = self.gc_grace.or(file.grace).unwrap_or(defaults.grace);
-        Ok(GcPolicy {
-            grace,
+    pub fn policy(&self, file: &GcSection) -> GcPolicy {
+        GcPolicy {
+            grace: self
+                .gc_grace
+                .or(file.grace)
+                .unwrap_or(GcPolicy::default().grace),
             untagged_after: self.gc_untagged.or(file.untagged_after),
-        })
+        }
     }
 }
 
@@ -368,7 +369,7 @@ impl Settings {
             bail!("listing.max_page_entries must be at least 1");
         }
         let auth = auth_settings(args, file.auth.unwrap_or_default())?;
-        let gc = args.gc.policy(&file.gc)?;
+        let gc = args.gc.policy(&file.gc);
         let gc_interval = args.gc_interval.or(file.gc.interval);
         if gc_interval.is_some_and(|i| i < Duration::from_secs(1)) {
             bail!("gc.interval must be at least 1s");

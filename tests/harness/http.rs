@@ -20,12 +20,21 @@ pub fn client() -> Client {
 /// A client that sends `user:password` (Basic) with every request.
 pub fn client_as(user: &str, password: &str) -> Client {
     use base64::Engine;
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    client_authorized(&format!("Basic {token}"))
+}
+
+/// A client that sends a bearer token with every request.
+pub fn client_bearer(token: &str) -> Client {
+    client_authorized(&format!("Bearer {token}"))
+}
+
+fn client_authorized(authorization: &str) -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
-        format!("Basic {token}").parse().unwrap(),
+        authorization.parse().unwrap(),
     );
     Client::builder()
         .no_proxy()

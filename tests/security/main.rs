@@ -108,20 +108,6 @@ async fn token_of(reg: &Registry, creds: Option<(&str, &str)>, scopes: &[&str]) 
     t
 }
 
-fn bearer(token: &str) -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .no_proxy()
-        .default_headers(headers)
-        .build()
-        .unwrap()
-}
-
 fn form(pairs: &[(&str, &str)]) -> String {
     let mut url = reqwest::Url::parse("http://form/").unwrap();
     url.query_pairs_mut().extend_pairs(pairs);
@@ -320,7 +306,7 @@ async fn every_route_refuses_missing_wrong_and_insufficient_credentials() {
         &["repository:a/x:pull", "repository:b/x:pull"],
     )
     .await;
-    let with_token = bearer(&t);
+    let with_token = client_bearer(&t);
     let resp = with_token
         .get(reg.url("/v2/a/x/manifests/1"))
         .header("accept", "*/*")
@@ -355,7 +341,7 @@ async fn every_route_refuses_missing_wrong_and_insufficient_credentials() {
         .unwrap();
     assert_error(resp, 403, "DENIED").await;
     // A token's signature covers its grants: granting oneself b/x breaks it.
-    let resp = bearer(&forge(&t, "a/x", "b/x"))
+    let resp = client_bearer(&forge(&t, "a/x", "b/x"))
         .get(reg.url("/v2/b/x/tags/list"))
         .send()
         .await
@@ -366,7 +352,7 @@ async fn every_route_refuses_missing_wrong_and_insufficient_credentials() {
     let resp = token(&reg, Some(("alice", "nope")), &["repository:a/x:pull"]).await;
     assert_error(resp, 401, "UNAUTHORIZED").await;
     let t = token_of(&reg, None, &["repository:a/x:pull"]).await;
-    let resp = bearer(&t)
+    let resp = client_bearer(&t)
         .get(reg.url("/v2/a/x/tags/list"))
         .send()
         .await
@@ -390,7 +376,7 @@ async fn every_route_refuses_missing_wrong_and_insufficient_credentials() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body: Value = resp.json().await.unwrap();
-    let resp = bearer(body["access_token"].as_str().unwrap())
+    let resp = client_bearer(body["access_token"].as_str().unwrap())
         .post(reg.url("/v2/a/x/blobs/uploads/"))
         .send()
         .await
@@ -447,7 +433,11 @@ async fn a_reader_of_a_cannot_get_a_blob_of_b_by_mount_head_or_get() {
         &["repository:a/y:pull,push", "repository:b/x:pull"],
     )
     .await;
-    let resp = bearer(&t).post(reg.url(&mount)).send().await.unwrap();
+    let resp = client_bearer(&t)
+        .post(reg.url(&mount))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         resp.status(),
         StatusCode::ACCEPTED,

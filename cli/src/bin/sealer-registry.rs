@@ -219,7 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let root = root.unwrap_or_else(sealer_registry::config::default_root);
-            let policy = gc.policy(&Default::default())?;
+            let policy = gc.policy(&Default::default());
             let report = tokio::runtime::Runtime::new()?.block_on(async {
                 // Shared: a dry run may look at a store the registry is serving.
                 let store = Arc::new(
