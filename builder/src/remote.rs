@@ -94,7 +94,9 @@ impl Registries {
             upstream.endpoint =
                 Some(Url::parse(&url).with_context(|| format!("invalid registry host {host:?}"))?);
         }
-        upstream.credentials = match credentials {
+        // Explicit credentials, then the upstream's own (`--upstream` settings), then the
+        // docker config file.
+        upstream.credentials = match credentials.or(upstream.credentials.take()) {
             Some(c) => Some(c),
             None => {
                 let file = self.auth_file();
@@ -141,11 +143,8 @@ fn auth_key(host: &str) -> String {
 
 /// Records a login in the docker `config.json` at `file`, keeping everything else in it.
 pub fn save_login(file: &std::path::Path, host: &str, c: &Credentials) -> anyhow::Result<()> {
-    use base64::Engine;
     let mut config = read_config(file)?;
-    let auth =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
-    config["auths"][auth_key(host)] = serde_json::json!({ "auth": auth });
+    config["auths"][auth_key(host)] = serde_json::json!({ "auth": c.basic() });
     write_config(file, &config)
 }
 

@@ -328,9 +328,28 @@ impl<'a> Transfer<'a> {
     pub async fn push(&self, local: &ImageName, target: &ImageName) -> anyhow::Result<Digest> {
         let repo = local.repo().map_err(anyhow::Error::msg)?;
         let top = self.store.require(local).await?;
-        let (manifests, blobs) = self.store.graph(&repo, &top.digest).await?;
+        self.push_graph(&repo, &top.digest, target).await?;
+        Ok(top.digest)
+    }
+
+    /// Pushes the graph under manifest `top` of the store's `repo` to `target` (tagged
+    /// with its tag, else by digest), skipping what the registry already has.
+    pub async fn push_graph(
+        &self,
+        repo: &RepoName,
+        top: &Digest,
+        target: &ImageName,
+    ) -> anyhow::Result<()> {
         let client = self.registries.client(&target.host)?;
         let remote = target.remote.as_str();
+        // The tag already names this manifest: the registry holds the whole graph (it
+        // took the manifest only once everything it refers to was there).
+        if let Some(tag) = &target.tag
+            && client.head_manifest(remote, tag).await?.as_ref() == Some(top)
+        {
+            return Ok(());
+        }
+        let (manifests, blobs) = self.store.graph(repo, top).await?;
         let client_ref = &client;
         futures::stream::iter(blobs)
             .map(|(d, size)| async move {
@@ -342,7 +361,7 @@ impl<'a> Transfer<'a> {
             .try_collect::<Vec<()>>()
             .await?;
         for m in manifests.iter().rev() {
-            let is_top = m.digest == top.digest;
+            let is_top = &m.digest == top;
             let reference = match (&target.tag, is_top) {
                 (Some(tag), true) => tag.clone(),
                 _ => m.digest.to_string(),
@@ -372,7 +391,7 @@ impl<'a> Transfer<'a> {
                 return Err(e);
             }
         }
-        Ok(top.digest)
+        Ok(())
     }
 
     async fn push_blob(

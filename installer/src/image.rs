@@ -21,6 +21,8 @@ pub struct Image {
     pub launch: Vec<String>,
     /// Registry hosts of the container images it carries (`docker.io`, `quay.io`).
     pub upstreams: BTreeSet<String>,
+    /// The container images it carries and holds, by name, with their top digests.
+    pub carried: Vec<(ImageName, Digest)>,
 }
 
 impl Image {
@@ -56,12 +58,24 @@ impl Image {
             .filter_map(|r| ImageName::parse(r).ok())
             .map(|n| n.host)
             .collect();
+        let carried = info
+            .container_images
+            .iter()
+            .filter(|i| i.present)
+            .filter_map(|i| {
+                Some((
+                    ImageName::parse(i.image.as_deref()?).ok()?,
+                    i.digest.clone(),
+                ))
+            })
+            .collect();
         Ok(Image {
             launch: files.launch_commands.clone().unwrap_or_default(),
             digest: top.digest,
             name,
             layers,
             upstreams,
+            carried,
         })
     }
 }

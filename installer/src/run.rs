@@ -6,8 +6,10 @@
 //! 2. send the `sealer` and `sealer-registry` binaries (content-addressed);
 //! 3. send the image's file layers and lay them out in `<dataRoot>/<cluster>/rootfs`,
 //!    with the Clusterfile's `Config` documents applied;
-//! 4. the registry: its CA on every host; on the registry hosts its certificate, what
-//!    their store lacks of the image (a delta bundle), and `sealer-registry serve`;
+//! 4. the registry: its CA and login on every host; for a local registry, on the
+//!    registry hosts its certificate and htpasswd, what their store lacks of the image (a
+//!    delta bundle), and `sealer-registry serve`; for an external one, the image's
+//!    container images pushed to it;
 //! 5. point every host at the registry: `/etc/hosts`, and the container runtimes'
 //!    mirror configuration (`sealer-registry mirror-config --write`);
 //! 6. run the image's launch commands on master0.
@@ -87,7 +89,7 @@ pub async fn run(
     occasion: Occasion,
     progress: &dyn Progress,
 ) -> anyhow::Result<Report> {
-    let registry = registry::LocalRegistry::of(env, cluster)?;
+    let registry = registry::ClusterRegistry::of(env, cluster)?;
     let image = Image::open(&env.store, &cluster.image).await?;
     let mut report = Report {
         hosts: cluster.hosts.len(),
@@ -106,8 +108,17 @@ pub async fn run(
     hooks::run_phase(cluster, &hosts, Phase::PreInitHost, once, env.jobs).await?;
     tools::install(env, &hosts, &mut report).await?;
     files::lay_out(env, cluster, &hosts, &image, &mut report).await?;
-    registry::send_certificates(env, &registry, &hosts).await?;
-    registry::load_and_serve(env, &registry, &hosts, &image, &mut report).await?;
+    registry::send_files(env, &registry, &hosts).await?;
+    registry::provide(
+        env,
+        cluster,
+        &registry,
+        &hosts,
+        &image,
+        &mut report,
+        progress,
+    )
+    .await?;
     wiring::wire(env, cluster, &registry, &hosts, &image).await?;
     hooks::run_phase(cluster, &hosts, Phase::PostInitHost, once, env.jobs).await?;
 

@@ -92,6 +92,30 @@ pub struct Credentials {
     pub password: String,
 }
 
+impl Credentials {
+    /// Reads `USER:PASSWORD` (one line) from `path`; a file keeps the password out of
+    /// the process list.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Credentials> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the login file {}", path.display()))?;
+        let line = text.lines().next().unwrap_or_default();
+        match line.split_once(':') {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(Credentials {
+                username: user.to_string(),
+                password: password.to_string(),
+            }),
+            _ => bail!("{}: expected one line USER:PASSWORD", path.display()),
+        }
+    }
+
+    /// The `Basic` credentials: base64 of `user:password`.
+    pub fn basic(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.username, self.password))
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:<hidden>", self.username)

@@ -11,13 +11,19 @@
 //! Several registries (one per registry host) are listed in order, each tried when the
 //! one before fails. With an https registry and a CA, docker and podman get the CA as
 //! `certs.d/<registry>/ca.crt`; containerd's host blocks name the CA file.
+//!
+//! A registry that needs a login gets it per runtime: containerd as an `Authorization`
+//! header in each host block (ctr and the CRI plugin both read it), docker and podman as
+//! `auths` in `~/.docker/config.json` (the docker CLI's file, which podman, skopeo and
+//! buildah also read, and which they use for a mirror by the mirror's own name). Files
+//! holding a login are written mode 0600.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use url::Url;
 
-use crate::config::{DOCKER_HUB, DOCKER_HUB_ENDPOINT};
+use crate::config::{Credentials, DOCKER_HUB, DOCKER_HUB_ENDPOINT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Runtime {
@@ -26,11 +32,24 @@ pub enum Runtime {
     Podman,
 }
 
-/// One file to write: its path relative to the runtime's config directory, and content.
+/// One file to write: its path relative to the runtime's config directory (or absolute:
+/// the login file), and content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct File {
     pub path: PathBuf,
     pub content: String,
+    /// It holds a login: only root may read it.
+    pub secret: bool,
+}
+
+impl File {
+    fn new(path: impl Into<PathBuf>, content: String) -> File {
+        File {
+            path: path.into(),
+            content,
+            secret: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +60,14 @@ pub struct Request {
     pub upstreams: Vec<String>,
     /// CA certificate hosts use to trust the registries (https only).
     pub ca: Option<Ca>,
+    /// The login the registries want, if any.
+    pub login: Option<Credentials>,
+    /// The registries hold each upstream's images under the upstream's name as a path
+    /// prefix (`<registry>/docker.io/library/nginx`), as a registry that is not a
+    /// sealer registry does (it ignores sealer's `?ns=`): containerd is sent there.
+    pub path_prefixed: bool,
+    /// Where docker's and podman's login file goes (`$HOME/.docker/config.json`).
+    pub login_file: PathBuf,
 }
 
 /// A CA certificate: where containerd finds it, and its PEM text for docker and podman.
@@ -88,12 +115,58 @@ fn ca_files(req: &Request) -> anyhow::Result<Vec<File>> {
     };
     let mut files = Vec::new();
     for r in req.registries.iter().filter(|r| r.scheme() == "https") {
-        files.push(File {
-            path: Path::new("certs.d").join(authority(r)?).join("ca.crt"),
-            content: ca.pem.clone(),
-        });
+        files.push(File::new(
+            Path::new("certs.d").join(authority(r)?).join("ca.crt"),
+            ca.pem.clone(),
+        ));
     }
     Ok(files)
+}
+
+/// `~/.docker/config.json` with the login for each registry, for docker and podman.
+fn login_file(req: &Request) -> anyhow::Result<Option<File>> {
+    let Some(login) = &req.login else {
+        return Ok(None);
+    };
+    let mut auths = serde_json::Map::new();
+    for r in &req.registries {
+        auths.insert(authority(r)?, serde_json::json!({ "auth": login.basic() }));
+    }
+    Ok(Some(File {
+        path: req.login_file.clone(),
+        content: serde_json::to_string_pretty(&serde_json::json!({ "auths": auths }))? + "\n",
+        secret: true,
+    }))
+}
+
+/// containerd's `[host."…"]` blocks for `urls`, each with its path prefix for `upstream`
+/// when the registries want one.
+fn host_blocks(req: &Request, urls: &[&str], upstream: Option<&str>) -> String {
+    let mut blocks = String::new();
+    for url in urls {
+        match upstream.filter(|_| req.path_prefixed) {
+            Some(up) => blocks.push_str(&format!(
+                "\n[host.\"{url}/v2/{up}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n"
+            )),
+            None => blocks.push_str(&format!(
+                "\n[host.\"{url}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            )),
+        }
+        if let Some(ca) = req.ca.as_ref().filter(|_| url.starts_with("https:")) {
+            blocks.push_str(&format!("  ca = \"{}\"\n", ca.path.display()));
+        }
+        if let Some(login) = &req.login {
+            blocks.push_str(&format!(
+                "  [host.\"{url}{path}\".header]\n    Authorization = [\"Basic {}\"]\n",
+                login.basic(),
+                path = upstream
+                    .filter(|_| req.path_prefixed)
+                    .map(|up| format!("/v2/{up}"))
+                    .unwrap_or_default(),
+            ));
+        }
+    }
+    blocks
 }
 
 pub fn generate(runtime: Runtime, req: &Request) -> anyhow::Result<Vec<File>> {
@@ -115,31 +188,27 @@ pub fn generate(runtime: Runtime, req: &Request) -> anyhow::Result<Vec<File>> {
     let listed = urls.join(", ");
     match runtime {
         Runtime::Containerd => {
-            let mut host_blocks = String::new();
-            for url in &urls {
-                host_blocks.push_str(&format!(
-                    "\n[host.\"{url}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-                ));
-                if let Some(ca) = req.ca.as_ref().filter(|_| url.starts_with("https:")) {
-                    host_blocks.push_str(&format!("  ca = \"{}\"\n", ca.path.display()));
-                }
-            }
+            let secret = req.login.is_some();
             let mut files = Vec::new();
             for host in &req.upstreams {
                 files.push(File {
                     path: Path::new(host).join("hosts.toml"),
                     content: format!(
                         "# {host} through the sealer registry at {listed}; upstream when it lacks an image\n\
-                         server = \"{}\"\n{host_blocks}",
-                        upstream_server(host)
+                         server = \"{}\"\n{}",
+                        upstream_server(host),
+                        host_blocks(req, &urls, Some(host)),
                     ),
+                    secret,
                 });
             }
             files.push(File {
                 path: Path::new("_default").join("hosts.toml"),
                 content: format!(
-                    "# any other registry through the sealer registry at {listed}; the registry itself when it lacks an image\n{host_blocks}"
+                    "# any other registry through the sealer registry at {listed}; the registry itself when it lacks an image\n{}",
+                    host_blocks(req, &urls, None),
                 ),
+                secret,
             });
             Ok(files)
         }
@@ -159,11 +228,12 @@ pub fn generate(runtime: Runtime, req: &Request) -> anyhow::Result<Vec<File>> {
                     "docker mirrors only docker.io; other upstreams need their own registry names"
                 );
             }
-            let mut files = vec![File {
-                path: PathBuf::from("daemon.json"),
-                content: serde_json::to_string_pretty(&daemon)? + "\n",
-            }];
+            let mut files = vec![File::new(
+                "daemon.json",
+                serde_json::to_string_pretty(&daemon)? + "\n",
+            )];
             files.extend(ca_files(req)?);
+            files.extend(login_file(req)?);
             Ok(files)
         }
         Runtime::Podman => {
@@ -190,11 +260,12 @@ pub fn generate(runtime: Runtime, req: &Request) -> anyhow::Result<Vec<File>> {
                     ));
                 }
             }
-            let mut files = vec![File {
-                path: Path::new("registries.conf.d").join("sealer.conf"),
-                content: out,
-            }];
+            let mut files = vec![File::new(
+                Path::new("registries.conf.d").join("sealer.conf"),
+                out,
+            )];
             files.extend(ca_files(req)?);
+            files.extend(login_file(req)?);
             Ok(files)
         }
     }
@@ -218,6 +289,11 @@ fn merge_json(path: &Path, ours: &str) -> anyhow::Result<String> {
                 }
                 serde_json::Value::Array(mine)
             }
+            // `auths`: ours replace theirs for the same registry, others stay.
+            (serde_json::Value::Object(mine), Some(serde_json::Value::Object(mut old))) => {
+                old.extend(mine);
+                serde_json::Value::Object(old)
+            }
             (mine, _) => mine,
         };
         theirs.insert(key, merged);
@@ -226,7 +302,8 @@ fn merge_json(path: &Path, ours: &str) -> anyhow::Result<String> {
 }
 
 /// Writes `files` under `dir`, keeping any file it replaces as `<name>.sealer-backup`;
-/// a JSON file already there gets our settings merged into it.
+/// a JSON file already there gets our settings merged into it. A file holding a login is
+/// made mode 0600 before anything is written to it.
 pub fn write(dir: &Path, files: &[File]) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for f in files {
@@ -252,7 +329,20 @@ pub fn write(dir: &Path, files: &[File]) -> anyhow::Result<Vec<PathBuf>> {
         } else {
             f.content.clone()
         };
-        std::fs::write(&path, content)
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        if f.secret {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut out = options
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        if f.secret {
+            use std::os::unix::fs::PermissionsExt;
+            out.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        std::io::Write::write_all(&mut out, content.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
@@ -268,6 +358,9 @@ mod tests {
             registries: vec![Url::parse(registry).unwrap()],
             upstreams: vec!["docker.io".into(), "quay.io".into()],
             ca: None,
+            login: None,
+            path_prefixed: false,
+            login_file: "/root/.docker/config.json".into(),
         }
     }
 
@@ -344,6 +437,72 @@ mod tests {
             regs[1]["mirror"][0]["location"].as_str(),
             Some("10.0.0.1:5000/quay.io")
         );
+    }
+
+    #[test]
+    fn a_login_goes_to_containerd_as_a_header_and_to_docker_and_podman_as_auths() {
+        let dir = tempfile::tempdir().unwrap();
+        let login_path = dir.path().join("login");
+        std::fs::write(&login_path, "admin:pa:ss\n").unwrap();
+        let mut r = req("https://sea.hub:5000");
+        r.registries
+            .push(Url::parse("https://10.0.0.2:5000").unwrap());
+        r.login = Some(Credentials::read(&login_path).unwrap());
+        r.login_file = dir.path().join("docker/config.json");
+        let basic = "Basic YWRtaW46cGE6c3M="; // admin:pa:ss
+        let files = generate(Runtime::Containerd, &r).unwrap();
+        assert!(files.iter().all(|f| f.secret));
+        let v: toml::Value = toml::from_str(&files[0].content).unwrap();
+        for url in ["https://sea.hub:5000", "https://10.0.0.2:5000"] {
+            assert_eq!(
+                v["host"][url]["header"]["Authorization"][0].as_str(),
+                Some(basic)
+            );
+        }
+        for runtime in [Runtime::Docker, Runtime::Podman] {
+            let files = generate(runtime, &r).unwrap();
+            let login = files.iter().find(|f| f.secret).unwrap();
+            assert_eq!(login.path, r.login_file);
+            let c: serde_json::Value = serde_json::from_str(&login.content).unwrap();
+            assert_eq!(c["auths"]["sea.hub:5000"]["auth"], "YWRtaW46cGE6c3M=");
+            assert_eq!(c["auths"]["10.0.0.2:5000"]["auth"], "YWRtaW46cGE6c3M=");
+        }
+        // Written 0600, merged into the user's own logins.
+        std::fs::create_dir_all(dir.path().join("docker")).unwrap();
+        std::fs::write(
+            &r.login_file,
+            r#"{"auths": {"ghcr.io": {"auth": "eDp5"}}, "credsStore": "pass"}"#,
+        )
+        .unwrap();
+        let files = generate(Runtime::Podman, &r).unwrap();
+        write(&dir.path().join("containers"), &files).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(&r.login_file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&r.login_file).unwrap()).unwrap();
+        assert_eq!(c["auths"]["ghcr.io"]["auth"], "eDp5");
+        assert_eq!(c["auths"]["sea.hub:5000"]["auth"], "YWRtaW46cGE6c3M=");
+        assert_eq!(c["credsStore"], "pass");
+
+        std::fs::write(&login_path, "no-colon\n").unwrap();
+        let err = Credentials::read(&login_path).unwrap_err().to_string();
+        assert!(err.contains("USER:PASSWORD"), "{err}");
+    }
+
+    #[test]
+    fn a_path_prefixed_registry_gets_the_upstream_in_containerds_path() {
+        let mut r = req("https://harbor.corp");
+        r.path_prefixed = true;
+        let files = generate(Runtime::Containerd, &r).unwrap();
+        let hub: toml::Value = toml::from_str(&files[0].content).unwrap();
+        let block = &hub["host"]["https://harbor.corp/v2/docker.io"];
+        assert_eq!(block["override_path"].as_bool(), Some(true));
+        let quay: toml::Value = toml::from_str(&files[1].content).unwrap();
+        assert!(quay["host"].get("https://harbor.corp/v2/quay.io").is_some());
+        // Any other registry: no name to prefix with.
+        let default: toml::Value = toml::from_str(&files[2].content).unwrap();
+        assert!(default["host"].get("https://harbor.corp").is_some());
     }
 
     #[test]

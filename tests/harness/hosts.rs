@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::tools::{require, run};
 
 /// The folders each test host has to itself.
-pub const PRIVATE_DIRS: [&str; 7] = [
+pub const PRIVATE_DIRS: [&str; 8] = [
     "/var/lib/sealer",
     "/var/log/sealer",
     "/etc/sealer",
@@ -22,6 +22,8 @@ pub const PRIVATE_DIRS: [&str; 7] = [
     "/etc/docker",
     "/etc/containers",
     "/run/sealer",
+    // root's logins (docker and podman read them).
+    "/root/.docker",
 ];
 
 /// A user with a password, for password logins (sshd refuses root's locked password).

@@ -6,6 +6,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// A CA and a certificate for `localhost` and `127.0.0.1` in `out` (`ca.crt`, `tls.crt`,
+/// `tls.key`), made by `sealer-registry cert`.
+pub fn localhost_pki(out: &Path) {
+    crate::tools::run(
+        Command::new(binary("sealer-registry"))
+            .args([
+                "cert",
+                "--domain",
+                "localhost",
+                "--ip",
+                "127.0.0.1",
+                "--out",
+            ])
+            .arg(out),
+    );
+}
+
 /// Builds the workspace binaries once per test process, so a test never runs a stale
 /// binary, then returns the path of `name`.
 pub fn binary(name: &str) -> PathBuf {

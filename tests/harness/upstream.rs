@@ -184,6 +184,8 @@ pub struct UpstreamOptions<'a> {
     pub root: Option<PathBuf>,
     /// Listen on this port (to restart on the same address).
     pub port: Option<u16>,
+    /// Ask for a login from this htpasswd file (bcrypt), instead of a token.
+    pub htpasswd: Option<PathBuf>,
 }
 
 /// Debian's `docker-registry` (distribution 2.8.2) as an upstream.
@@ -223,6 +225,12 @@ impl DockerRegistry {
                 "auth:\n  token: {{realm: \"{}\", service: {TOKEN_SERVICE}, issuer: {TOKEN_ISSUER}, rootcertbundle: {}}}\n",
                 t.realm,
                 t.cert_pem.display()
+            ));
+        }
+        if let Some(file) = &opts.htpasswd {
+            config.push_str(&format!(
+                "auth:\n  htpasswd: {{realm: test, path: {}}}\n",
+                file.display()
             ));
         }
         if let Some(base) = &opts.redirect_to {

@@ -70,8 +70,11 @@ fn write_clusterfile(dir: &Path, master: &TestHost, node: &TestHost) -> std::pat
     clusterfile
 }
 
-/// The example on two masters (a TLS registry on each, `ha`) and a node, with hooks and
-/// a Config document.
+/// The password of the HA cluster's registry.
+const REGISTRY_PASSWORD: &str = "s3cret:with-colon";
+
+/// The example on two masters (a TLS registry on each, `ha`, with a login) and a node,
+/// with hooks and a Config document.
 fn write_ha_clusterfile(
     dir: &Path,
     m1: &TestHost,
@@ -91,7 +94,7 @@ fn write_ha_clusterfile(
             "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {{name: shop}}\nspec:\n  \
              image: example.com/shop:1.0\n  cmd: [\"echo launched with $Mode > launched\"]\n  \
              env: [Mode=test]\n  ssh: {{pk: {key}}}\n  hosts:\n{m1}{m2}{n1}  \
-             registry:\n    localRegistry: {{domain: sea.hub, port: 5000, ha: true}}\n\
+             registry:\n    localRegistry: {{domain: sea.hub, port: 5000, ha: true, username: admin, password: \"{REGISTRY_PASSWORD}\"}}\n\
              ---\napiVersion: sealer.io/v1\nkind: Config\nmetadata: {{name: env}}\n\
              spec: {{path: etc/cluster.env, data: \"REPLICAS=3\\n\"}}\n\
              ---\napiVersion: sealer.io/v1\nkind: Plugin\nmetadata: {{name: before}}\n\
@@ -135,7 +138,7 @@ fn stop_containerd(host: &TestHost) {
 
 /// What is left in the folders sealer writes on a host (names, one per line).
 fn leftovers(host: &TestHost) -> String {
-    host.ssh("ls -A /var/lib/sealer /etc/containerd /etc/containers /run/sealer | grep -v '^/' | grep -v '^$' || true")
+    host.ssh("ls -A /var/lib/sealer /etc/containerd /etc/containers /run/sealer /root/.docker | grep -v '^/' | grep -v '^$' || true")
         .trim()
         .to_string()
 }
@@ -150,9 +153,10 @@ fn alive(host: &TestHost, pid: &str) -> bool {
         == "alive"
 }
 
-/// The status of `GET https://sea.hub:5000/v2/` from `host`, trusting the cluster's CA.
-fn tls_v2_status(host: &TestHost) -> String {
-    host.ssh("curl -sS --cacert /var/lib/sealer/cluster/pki/ca.crt https://sea.hub:5000/v2/ -o /dev/null -w '%{http_code}'")
+/// The status of `GET https://sea.hub:5000/v2/` from `host`, trusting the cluster's CA,
+/// with the registry's login (`-u USER:PASSWORD`) or none (`""`).
+fn tls_v2_status(host: &TestHost, login: &str) -> String {
+    host.ssh(&format!("curl -sS --cacert /var/lib/sealer/cluster/pki/ca.crt {login} https://sea.hub:5000/v2/ -o /dev/null -w '%{{http_code}}'"))
 }
 
 fn blobs_on(host: &TestHost) -> usize {
@@ -313,8 +317,16 @@ fn ha_tls_registries_hooks_scale_up_and_delete_of_a_node() {
     for (host, near) in [(&m1, &m1), (&m2, &m2), (&n1, &m1)] {
         let line = host.ssh("grep sea.hub /etc/hosts");
         assert!(line.starts_with(&format!("{} sea.hub", near.ip)), "{line}");
-        let v2 = tls_v2_status(host);
-        assert_eq!(v2, "200");
+        // The registry wants its login, and the host has it.
+        assert_eq!(tls_v2_status(host, ""), "401");
+        assert_eq!(tls_v2_status(host, "-u admin:wrong"), "401");
+        let login = format!("-u 'admin:{REGISTRY_PASSWORD}'");
+        assert_eq!(tls_v2_status(host, &login), "200");
+        assert_eq!(
+            host.ssh("stat -c %a /var/lib/sealer/cluster/pki/login")
+                .trim(),
+            "600"
+        );
     }
     let toml = n1.ssh("cat /etc/containerd/certs.d/docker.io/hosts.toml");
     assert!(
@@ -324,6 +336,27 @@ fn ha_tls_registries_hooks_scale_up_and_delete_of_a_node() {
     assert!(
         toml.contains("ca = \"/var/lib/sealer/cluster/pki/ca.crt\""),
         "{toml}"
+    );
+    // The login: a header for containerd (the file only root reads), auths for docker
+    // and podman.
+    use base64::Engine;
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{REGISTRY_PASSWORD}"));
+    assert!(
+        toml.contains(&format!("Authorization = [\"Basic {basic}\"]")),
+        "{toml}"
+    );
+    assert_eq!(
+        n1.ssh("stat -c %a /etc/containerd/certs.d/docker.io/hosts.toml")
+            .trim(),
+        "600"
+    );
+    let auths: serde_json::Value =
+        serde_json::from_str(&n1.ssh("cat /root/.docker/config.json")).unwrap();
+    assert_eq!(auths["auths"]["sea.hub:5000"]["auth"], basic.as_str());
+    assert_eq!(
+        auths["auths"][format!("{}:5000", m2.ip)]["auth"],
+        basic.as_str()
     );
     let podman =
         n1.ssh("cat /etc/containers/registries.conf.d/sealer.conf; ls /etc/containers/certs.d");
@@ -383,7 +416,7 @@ fn ha_tls_registries_hooks_scale_up_and_delete_of_a_node() {
         again.contains("0 blob(s) sent (0 B)") && !again.contains("launched"),
         "{again}"
     );
-    let v2 = tls_v2_status(&m1);
+    let v2 = tls_v2_status(&m1, &format!("-u 'admin:{REGISTRY_PASSWORD}'"));
     assert_eq!(v2, "200");
 
     // scale-up: the new node gets everything, the others nothing.
@@ -537,4 +570,122 @@ fn a_host_lost_mid_run_is_named_and_a_rerun_finishes_without_resending() {
             .trim(),
         "launched with test"
     );
+}
+
+/// `externalRegistry`: a registry the site already has (Debian's `docker-registry` over
+/// TLS with a login, as distribution or Harbor would be): `sealer run` pushes the image's
+/// container images to it under path-prefixed names and points the hosts at it with its
+/// CA and login; no registry runs on the hosts; a re-run pushes nothing; a wrong
+/// password is a clear error.
+#[test]
+fn an_external_registry_gets_the_images_and_the_hosts_pull_through_it() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build_example(&store);
+
+    // The site's registry: TLS from its own CA, bcrypt logins.
+    let pki = work.path().join("site-pki");
+    localhost_pki(&pki);
+    let htpasswd = work.path().join("site-htpasswd");
+    run(Command::new(require("htpasswd")).args([
+        "-Bbc",
+        htpasswd.to_str().unwrap(),
+        "deployer",
+        "site-pass",
+    ]));
+    let site = DockerRegistry::start(UpstreamOptions {
+        tls: Some((pki.join("tls.crt"), pki.join("tls.key"))),
+        htpasswd: Some(htpasswd),
+        ..UpstreamOptions::default()
+    });
+    let port = site.host.rsplit_once(':').unwrap().1;
+
+    let (master, node) = (TestHost::start(), TestHost::start());
+    let clusterfile = work.path().join("Clusterfile");
+    let write = |password: &str| {
+        std::fs::write(
+            &clusterfile,
+            format!(
+                "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {{name: shop}}\nspec:\n  \
+                 image: example.com/shop:1.0\n  cmd: [\"echo launched > launched\"]\n  \
+                 ssh: {{pk: {key}}}\n  hosts:\n  \
+                 - {{ips: [{m}], roles: [master], ssh: {{port: {mp}}}}}\n  \
+                 - {{ips: [{n}], roles: [node], ssh: {{port: {np}}}}}\n  \
+                 registry:\n    externalRegistry: {{domain: localhost, port: {port}, \
+                 username: deployer, password: {password}, ca: {ca}}}\n",
+                key = test_key().display(),
+                m = master.ip,
+                mp = master.port,
+                n = node.ip,
+                np = node.port,
+                ca = pki.join("ca.crt").display(),
+            ),
+        )
+        .unwrap();
+    };
+    let file = clusterfile.to_str().unwrap();
+
+    // A wrong password: the run stops, naming the registry, before any host is wired.
+    write("wrong");
+    let err = sealer_fails(&store, &["run", "-q", "-f", file]);
+    assert!(
+        err.contains(&format!("external registry localhost:{port}")) && err.contains("401"),
+        "{err}"
+    );
+    assert!(!node.ssh("ls /etc/containerd").contains("certs.d"));
+
+    write("site-pass");
+    let out = sealer(&store, &["run", "-q", "-f", file]);
+    assert!(out.contains("on 2 host(s)"), "{out}");
+    // The images are in the site's registry under their upstream's name.
+    let repos = site
+        .root
+        .join("docker/registry/v2/repositories/docker.io/library");
+    for name in ["nginx", "busybox", "httpd"] {
+        assert!(repos.join(name).is_dir(), "{name} was pushed");
+    }
+    // No registry on the hosts, no sea.hub; the site's CA and the login on each.
+    for host in [&master, &node] {
+        assert!(!host.ssh("ls /run/sealer").contains("registry.pid"));
+        assert!(!host.ssh("cat /etc/hosts").contains("sea.hub"));
+        let toml = host.ssh("cat /etc/containerd/certs.d/docker.io/hosts.toml");
+        assert!(
+            toml.contains(&format!("[host.\"https://localhost:{port}/v2/docker.io\"]"))
+                && toml.contains("override_path = true")
+                && toml.contains("ca = \"/var/lib/sealer/cluster/pki/ca.crt\""),
+            "{toml}"
+        );
+    }
+
+    // containerd on the node pulls through the site's registry, by the prefixed path.
+    let pulled = containerd_pull(&node, "docker.io/library/nginx:1.25");
+    assert!(pulled.contains("docker.io/library/nginx:1.25"), "{pulled}");
+    let log = site.log_text();
+    // (It answers 401 to anyone not signed in.)
+    assert!(
+        log.lines().any(
+            |l| l.contains("uri=\"/v2/docker.io/library/nginx/manifests/1.25")
+                && l.contains("containerd/")
+                && l.contains("http.response.status=200")
+        ),
+        "the pull went to the site's registry, signed in:\n{log}"
+    );
+    stop_containerd(&node);
+
+    // A re-run pushes nothing and sends nothing.
+    let puts = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("response completed") && l.contains("method=PUT"))
+            .count()
+    };
+    let before = puts(&site.log_text());
+    let again = sealer(&store, &["run", "-q", "-f", file]);
+    assert!(again.contains("0 blob(s) sent (0 B)"), "{again}");
+    assert_eq!(puts(&site.log_text()), before, "nothing pushed again");
+
+    let out = sealer(&store, &["delete", "--all", "--cluster", "shop"]);
+    assert!(out.contains("shop removed from 2 host(s)"), "{out}");
+    for host in [&master, &node] {
+        assert_eq!(leftovers(host), "", "{}", host.ip);
+    }
 }

@@ -221,16 +221,7 @@ async fn over_tls_clients_trust_the_ca_from_cert_and_sign_in() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let pki = d.join("pki");
-    run(Command::new(binary("sealer-registry"))
-        .args([
-            "cert",
-            "--domain",
-            "localhost",
-            "--ip",
-            "127.0.0.1",
-            "--out",
-        ])
-        .arg(&pki));
+    localhost_pki(&pki);
     let (cert, key) = (pki.join("tls.crt"), pki.join("tls.key"));
     let reg = secured(
         d,

@@ -88,6 +88,14 @@ enum Command {
         /// hosts.toml, copied to certs.d/<registry>/ca.crt for docker and podman.
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
+        /// A file holding USER:PASSWORD for registries that need a login: containerd gets
+        /// an Authorization header, docker and podman `auths` in ~/.docker/config.json.
+        #[arg(long, value_name = "FILE")]
+        login_file: Option<PathBuf>,
+        /// The registries keep each upstream's images under its name as a path prefix
+        /// (e.g. harbor.corp/docker.io/library/nginx): for a registry that is not sealer's.
+        #[arg(long)]
+        path_prefixed: bool,
         /// Write the files under DIR (e.g. /etc/containerd/certs.d, /etc/docker,
         /// /etc/containers) instead of printing them; replaced files are kept as
         /// `*.sealer-backup`, and an existing daemon.json keeps its other settings.
@@ -159,6 +167,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             registries,
             upstreams,
             ca,
+            login_file,
+            path_prefixed,
             write,
         } => {
             let upstreams = if upstreams.is_empty() {
@@ -172,6 +182,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     registries,
                     upstreams,
                     ca: ca.as_deref().map(mirror_config::Ca::read).transpose()?,
+                    login: login_file
+                        .as_deref()
+                        .map(sealer_pull_proxy::config::Credentials::read)
+                        .transpose()?,
+                    path_prefixed,
+                    login_file: std::env::var_os("HOME")
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| PathBuf::from("/root"))
+                        .join(".docker/config.json"),
                 },
             )?;
             match write {

@@ -236,6 +236,13 @@ pub struct ExternalRegistry {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// Plain HTTP instead of HTTPS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// The CA its certificate is signed by, on this machine, when hosts do not already
+    /// trust it; copied to every host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

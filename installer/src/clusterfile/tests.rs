@@ -191,6 +191,41 @@ fn errors_name_the_document_the_field_and_the_line() {
 }
 
 #[test]
+fn an_external_registry_is_read_and_checked() {
+    let external = |fields: &str| {
+        let local = "    localRegistry:\n      domain: hub.local\n      port: 5443\n      username: admin\n      password: pw\n      ha: false\n      cert: {subjectAltName: {dnsNames: [reg.local], ips: [10.0.0.9]}}\n";
+        assert!(FULL.contains(local));
+        FULL.replace(local, &format!("    externalRegistry: {{{fields}}}\n"))
+    };
+    let c = parse(
+        &external("domain: harbor.corp, port: 8443, username: u, password: p, ca: /etc/ca.crt"),
+        "Clusterfile",
+    )
+    .unwrap();
+    assert_eq!(
+        c.registry,
+        Registry::External {
+            domain: "harbor.corp".into(),
+            port: Some(8443),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            insecure: false,
+            ca: Some("/etc/ca.crt".into()),
+        }
+    );
+    let e = error_of(&external("domain: harbor.corp, username: u"));
+    assert_eq!(e.field.as_deref(), Some("spec.registry.externalRegistry"));
+    assert!(e.message.contains("together"), "{e}");
+    let e = error_of(&external("domain: \"https://harbor.corp\""));
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.registry.externalRegistry.domain")
+    );
+    let e = error_of(&external("domain: h, insecure: true, ca: /x"));
+    assert!(e.message.contains("ca is for HTTPS"), "{e}");
+}
+
+#[test]
 fn the_short_form_is_a_cluster_too() {
     let c = ShortForm {
         image: "app:1".into(),

@@ -106,11 +106,15 @@ pub enum Registry {
         dns_names: Vec<String>,
         ips: Vec<IpAddr>,
     },
+    /// A registry the cluster already has (Harbor, distribution, zot): the image's
+    /// container images are pushed there and the hosts pull through it.
     External {
         domain: String,
         port: Option<u16>,
         username: Option<String>,
         password: Option<String>,
+        insecure: bool,
+        ca: Option<PathBuf>,
     },
 }
 
@@ -292,12 +296,37 @@ pub(super) fn cluster(
                 "localRegistry and externalRegistry both given; choose one",
             ));
         }
-        (_, Some(e)) => Registry::External {
-            domain: e.domain,
-            port: e.port,
-            username: e.username,
-            password: e.password,
-        },
+        (_, Some(e)) => {
+            if e.username.is_some() != e.password.is_some() {
+                return Err(invalid(
+                    "spec.registry.externalRegistry",
+                    "username and password go together",
+                ));
+            }
+            if e.domain.is_empty() || e.domain.contains(['/', ':', ' ']) {
+                return Err(invalid(
+                    "spec.registry.externalRegistry.domain",
+                    format!(
+                        "{:?} is not a host name (give the port as `port`)",
+                        e.domain
+                    ),
+                ));
+            }
+            if e.insecure && e.ca.is_some() {
+                return Err(invalid(
+                    "spec.registry.externalRegistry",
+                    "ca is for HTTPS; insecure: true uses plain HTTP",
+                ));
+            }
+            Registry::External {
+                domain: e.domain,
+                port: e.port,
+                username: e.username,
+                password: e.password,
+                insecure: e.insecure,
+                ca: e.ca,
+            }
+        }
         (local, None) => {
             let l = local.unwrap_or_default();
             if l.username.is_some() != l.password.is_some() {

@@ -1,10 +1,20 @@
-//! Step 4: the cluster's registry. Its certificate (unless `insecure`): a CA and a
-//! server certificate for the domain, the SANs and every registry host's address, made
-//! once on this machine under `~/.sealer/<cluster>/pki` and made again only when the
-//! names change; the CA goes to every host. On each registry host, the image's content
-//! is loaded into the registry's store (a delta bundle against what that store has),
-//! and `sealer-registry serve` runs as a service: a systemd unit where systemd runs, a
-//! pid-file daemon otherwise, restarted only when its command line changes.
+//! Step 4: the cluster's registry.
+//!
+//! A local registry (`localRegistry`, the default): its certificate (unless `insecure`),
+//! a CA and a server certificate for the domain, the SANs and every registry host's
+//! address, made once on this machine under `~/.sealer/<cluster>/pki` and made again only
+//! when the names change; the CA goes to every host. With a username and password, an
+//! htpasswd file (bcrypt, made again only when the password changes) goes to the
+//! registry hosts. On each registry host, the image's content is loaded into the
+//! registry's store (a delta bundle against what that store has), and `sealer-registry
+//! serve` runs as a service: a systemd unit where systemd runs, a pid-file daemon
+//! otherwise, restarted only when its command line or its logins change.
+//!
+//! An external registry (`externalRegistry`): the image's container images are pushed
+//! to it from this machine, each under its upstream's name as a path prefix
+//! (`harbor.corp/docker.io/library/nginx:1.25`), and its CA (if given) goes to every
+//! host. Either way, a login goes to every host (`login`, mode 0600) for the runtime
+//! wiring.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -13,6 +23,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use sealer_builder::bundle::{self, SaveOptions};
+use sealer_builder::progress::Progress;
+use sealer_builder::reference::ImageName;
+use sealer_builder::remote::{Registries, RemoteOptions};
+use sealer_builder::transfer::Transfer;
+use sealer_pull_proxy::config::{Credentials, Upstream};
+use sealer_registry::auth::htpasswd::Htpasswd;
 use sealer_registry::oci::Digest;
 
 use super::{HOST_DIR, HOST_PKI, HOST_REGISTRY_ROOT, SmallFile, all_ok, put_files};
@@ -21,68 +37,157 @@ use crate::hosts::{Host, on_all};
 use crate::image::Image;
 use crate::run::{Environment, Report};
 
-/// The local registry as the Clusterfile sets it up.
+/// The registry the cluster's hosts pull through.
+pub struct ClusterRegistry {
+    pub place: Place,
+    /// The CA hosts trust it by: the generated one for a local registry over TLS, the
+    /// Clusterfile's `ca` for an external one.
+    pub ca: Option<Vec<u8>>,
+    /// The login it wants (`username`/`password`).
+    pub login: Option<Credentials>,
+}
+
+pub enum Place {
+    Local(LocalRegistry),
+    External(ExternalRegistry),
+}
+
+/// `sealer-registry serve` on the cluster's registry hosts.
 pub struct LocalRegistry {
     pub domain: String,
     pub port: u16,
     /// The registry hosts, in order (master0 first).
     pub hosts: Vec<IpAddr>,
-    /// The certificate files, unless the registry is insecure.
-    pub tls: Option<TlsFiles>,
+    /// The server's certificate, unless the registry is insecure.
+    pub tls: Option<ServerCert>,
+    /// The logins it checks (an htpasswd file), when it has a login.
+    pub htpasswd: Option<Vec<u8>>,
 }
 
-pub struct TlsFiles {
-    pub ca: Vec<u8>,
+pub struct ServerCert {
     pub cert: Vec<u8>,
     pub key: Vec<u8>,
 }
 
-impl LocalRegistry {
-    /// What the Clusterfile says, with the certificate made or reused.
-    pub fn of(env: &Environment, cluster: &Cluster) -> anyhow::Result<LocalRegistry> {
-        let Registry::Local {
-            domain,
-            port,
-            username,
-            hosts,
-            insecure,
-            dns_names,
-            ips,
-            ..
-        } = &cluster.registry
-        else {
-            bail!("an external registry is not supported yet: use registry.localRegistry");
-        };
-        if username.is_some() {
-            bail!(
-                "registry.localRegistry.username/password: the registry's own logins are not \
-                 available yet; leave them out (the registry then serves without a login)"
-            );
+/// A registry the cluster already has.
+pub struct ExternalRegistry {
+    /// `https` or `http`.
+    pub scheme: &'static str,
+    /// `domain[:port]`.
+    pub authority: String,
+}
+
+impl ClusterRegistry {
+    /// What the Clusterfile says, with the certificate and htpasswd made or reused.
+    pub fn of(env: &Environment, cluster: &Cluster) -> anyhow::Result<ClusterRegistry> {
+        let pki = env.state_dir.join(&cluster.name).join("pki");
+        match &cluster.registry {
+            Registry::Local {
+                domain,
+                port,
+                username,
+                password,
+                hosts,
+                insecure,
+                dns_names,
+                ips,
+            } => {
+                let login = credentials(username, password);
+                let (ca, tls) = if *insecure {
+                    (None, None)
+                } else {
+                    let mut names = vec![domain.clone()];
+                    names.extend(dns_names.iter().cloned());
+                    let mut addrs: Vec<IpAddr> = hosts.clone();
+                    addrs.extend(ips.iter().copied());
+                    let (ca, cert) = certificate(&pki, names, addrs)?;
+                    (Some(ca), Some(cert))
+                };
+                let htpasswd = login.as_ref().map(|l| htpasswd(&pki, l)).transpose()?;
+                Ok(ClusterRegistry {
+                    place: Place::Local(LocalRegistry {
+                        domain: domain.clone(),
+                        port: *port,
+                        hosts: hosts.clone(),
+                        tls,
+                        htpasswd,
+                    }),
+                    ca,
+                    login,
+                })
+            }
+            Registry::External {
+                domain,
+                port,
+                username,
+                password,
+                insecure,
+                ca,
+            } => {
+                let ca = ca
+                    .as_ref()
+                    .map(|p| {
+                        std::fs::read(p).with_context(|| {
+                            format!("registry.externalRegistry.ca: cannot read {}", p.display())
+                        })
+                    })
+                    .transpose()?;
+                Ok(ClusterRegistry {
+                    place: Place::External(ExternalRegistry {
+                        scheme: if *insecure { "http" } else { "https" },
+                        authority: match port {
+                            Some(p) => format!("{domain}:{p}"),
+                            None => domain.clone(),
+                        },
+                    }),
+                    ca,
+                    login: credentials(username, password),
+                })
+            }
         }
-        let tls = if *insecure {
-            None
-        } else {
-            let mut names = vec![domain.clone()];
-            names.extend(dns_names.iter().cloned());
-            let mut addrs: Vec<IpAddr> = hosts.clone();
-            addrs.extend(ips.iter().copied());
-            Some(certificate(
-                &env.state_dir.join(&cluster.name).join("pki"),
-                names,
-                addrs,
-            )?)
-        };
-        Ok(LocalRegistry {
-            domain: domain.clone(),
-            port: *port,
-            hosts: hosts.clone(),
-            tls,
-        })
+    }
+
+    /// The local registry, if the cluster runs one.
+    pub fn local(&self) -> Option<&LocalRegistry> {
+        match &self.place {
+            Place::Local(l) => Some(l),
+            Place::External(_) => None,
+        }
     }
 
     pub fn scheme(&self) -> &'static str {
-        if self.tls.is_some() { "https" } else { "http" }
+        match &self.place {
+            Place::Local(l) if l.tls.is_some() => "https",
+            Place::Local(_) => "http",
+            Place::External(e) => e.scheme,
+        }
     }
+}
+
+fn credentials(username: &Option<String>, password: &Option<String>) -> Option<Credentials> {
+    Some(Credentials {
+        username: username.clone()?,
+        password: password.clone()?,
+    })
+}
+
+/// The htpasswd for `login` in `dir`, made again only when it no longer matches (bcrypt
+/// salts differ each time, and a changed file restarts the registries).
+fn htpasswd(dir: &Path, login: &Credentials) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join("htpasswd");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && Htpasswd::parse(&text)
+            .is_ok_and(|h| h.len() == 1 && h.verify(&login.username, &login.password))
+    {
+        return Ok(text.into_bytes());
+    }
+    let text = Htpasswd::entry(&login.username, &login.password)
+        .context("registry.localRegistry.username")?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, &text)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(text.into_bytes())
 }
 
 /// The CA and a certificate for `names` and `addrs` in `dir`, issued again only when
@@ -91,7 +196,7 @@ fn certificate(
     dir: &Path,
     mut names: Vec<String>,
     mut addrs: Vec<IpAddr>,
-) -> anyhow::Result<TlsFiles> {
+) -> anyhow::Result<(Vec<u8>, ServerCert)> {
     names.sort();
     names.dedup();
     addrs.sort();
@@ -106,49 +211,146 @@ fn certificate(
     }
     let read =
         |p: PathBuf| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()));
-    Ok(TlsFiles {
-        ca: read(dir.join("ca.crt"))?,
-        cert: read(cert)?,
-        key: read(dir.join("tls.key"))?,
-    })
+    Ok((
+        read(dir.join("ca.crt"))?,
+        ServerCert {
+            cert: read(cert)?,
+            key: read(dir.join("tls.key"))?,
+        },
+    ))
 }
 
-/// Puts the CA on every host, and the certificate and key on the registry hosts.
-pub async fn send_certificates(
+/// Puts the CA and the login on every host, and the certificate, key and htpasswd on
+/// the registry hosts; each only where it differs.
+pub async fn send_files(
     env: &Environment,
-    registry: &LocalRegistry,
+    registry: &ClusterRegistry,
     hosts: &[Arc<dyn Host>],
 ) -> anyhow::Result<()> {
-    let Some(tls) = &registry.tls else {
-        return Ok(());
-    };
     let results = on_all(hosts, env.jobs, |h| async move {
-        let mut files = vec![SmallFile {
-            path: format!("{HOST_PKI}/ca.crt"),
-            content: tls.ca.clone(),
-            mode: 0o644,
-        }];
-        if registry.hosts.contains(&h.ip()) {
+        let mut files = Vec::new();
+        if let Some(ca) = &registry.ca {
             files.push(SmallFile {
-                path: format!("{HOST_PKI}/tls.crt"),
-                content: tls.cert.clone(),
+                path: format!("{HOST_PKI}/ca.crt"),
+                content: ca.clone(),
                 mode: 0o644,
             });
+        }
+        if let Some(login) = &registry.login {
             files.push(SmallFile {
-                path: format!("{HOST_PKI}/tls.key"),
-                content: tls.key.clone(),
+                path: format!("{HOST_PKI}/login"),
+                content: format!("{}:{}\n", login.username, login.password).into_bytes(),
                 mode: 0o600,
             });
+        }
+        if let Some(local) = registry.local().filter(|l| l.hosts.contains(&h.ip())) {
+            if let Some(tls) = &local.tls {
+                files.push(SmallFile {
+                    path: format!("{HOST_PKI}/tls.crt"),
+                    content: tls.cert.clone(),
+                    mode: 0o644,
+                });
+                files.push(SmallFile {
+                    path: format!("{HOST_PKI}/tls.key"),
+                    content: tls.key.clone(),
+                    mode: 0o600,
+                });
+            }
+            if let Some(htpasswd) = &local.htpasswd {
+                files.push(SmallFile {
+                    path: format!("{HOST_PKI}/htpasswd"),
+                    content: htpasswd.clone(),
+                    mode: 0o600,
+                });
+            }
         }
         put_files(h, &files).await.map_err(anyhow::Error::from)
     })
     .await;
-    all_ok("sending the registry's certificates", results).map(|_| ())
+    all_ok("sending the registry's certificates and logins", results).map(|_| ())
+}
+
+/// Makes the image's container images available from the cluster's registry: loaded
+/// into the local registry hosts' stores (and the registry started there), or pushed to
+/// the external registry.
+pub async fn provide(
+    env: &Environment,
+    cluster: &Cluster,
+    registry: &ClusterRegistry,
+    hosts: &[Arc<dyn Host>],
+    image: &Image,
+    report: &mut Report,
+    progress: &dyn Progress,
+) -> anyhow::Result<()> {
+    match &registry.place {
+        Place::Local(local) => load_and_serve(env, local, hosts, image, report).await,
+        Place::External(external) => {
+            let docker = cluster.runtime == crate::clusterfile::RuntimeType::Docker;
+            push_to_external(env, external, registry, image, docker, progress).await
+        }
+    }
+}
+
+/// Pushes each carried image to `<external>/<upstream host>/<repository>` (for docker,
+/// docker.io ones also without the prefix, where its `registry-mirrors` asks for them);
+/// blobs and manifests the registry has are skipped, so a re-run sends nothing.
+async fn push_to_external(
+    env: &Environment,
+    external: &ExternalRegistry,
+    registry: &ClusterRegistry,
+    image: &Image,
+    docker: bool,
+    progress: &dyn Progress,
+) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir_in(env.store.scratch())?;
+    let mut upstream = Upstream::new(&external.authority);
+    upstream.endpoint = Some(
+        url::Url::parse(&format!("{}://{}", external.scheme, external.authority))
+            .with_context(|| format!("registry.externalRegistry: {}", external.authority))?,
+    );
+    upstream.credentials = registry.login.clone();
+    if let Some(ca) = &registry.ca {
+        let path = scratch.path().join("ca.crt");
+        std::fs::write(&path, ca)?;
+        upstream.ca_file = Some(path);
+    }
+    upstream.timeout = std::time::Duration::from_secs(300);
+    let registries = Registries::new(RemoteOptions {
+        upstreams: vec![upstream],
+        auth_file: Some(scratch.path().join("no-config.json")),
+        ..RemoteOptions::default()
+    });
+    let transfer = Transfer::new(&env.store, &registries, progress, env.jobs);
+    let repo = image.name.repo().map_err(anyhow::Error::msg)?;
+    for (carried, digest) in &image.carried {
+        let mut names = vec![format!("{}/{}", carried.host, carried.remote)];
+        if docker && carried.host == sealer_pull_proxy::config::DOCKER_HUB {
+            names.push(carried.remote.clone());
+        }
+        for name in names {
+            let target = ImageName {
+                host: external.authority.clone(),
+                remote: name,
+                tag: carried.tag.clone(),
+                digest: None,
+            };
+            transfer
+                .push_graph(&repo, digest, &target)
+                .await
+                .with_context(|| {
+                    format!(
+                        "pushing {carried} to the external registry {}",
+                        external.authority
+                    )
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// Loads the image into the store of each registry host that lacks it, and starts the
 /// registry there.
-pub async fn load_and_serve(
+async fn load_and_serve(
     env: &Environment,
     registry: &LocalRegistry,
     hosts: &[Arc<dyn Host>],
@@ -226,7 +428,8 @@ async fn load(
     Ok((saved.blobs, saved.bytes))
 }
 
-/// The script that keeps `sealer-registry serve` running on `ip` with this command line.
+/// The script that keeps `sealer-registry serve` running on `ip` with this command line
+/// (restarted when it or the logins change: the registry reads them at start).
 fn service(registry: &LocalRegistry, ip: IpAddr) -> String {
     let mut command = format!(
         "{HOST_DIR}/bin/sealer-registry serve --addr {ip}:{port} --root {HOST_REGISTRY_ROOT}",
@@ -237,25 +440,30 @@ fn service(registry: &LocalRegistry, ip: IpAddr) -> String {
             " --tls-cert {HOST_PKI}/tls.crt --tls-key {HOST_PKI}/tls.key"
         ));
     }
+    let mut logins = String::new();
+    if let Some(h) = &registry.htpasswd {
+        command.push_str(&format!(" --htpasswd {HOST_PKI}/htpasswd"));
+        logins = format!("# logins {}", Digest::sha256_of(h));
+    }
     format!(
         "set -e\nmkdir -p /run/sealer /var/log/sealer\n\
          if [ -d /run/systemd/system ]; then\n\
            unit=/etc/systemd/system/sealer-registry.service\n\
            cat > $unit.new <<EOF\n\
 [Unit]\nDescription=sealer registry\nAfter=network-online.target\n\
-[Service]\nExecStart={command}\nRestart=always\n\
+[Service]\n{logins}\nExecStart={command}\nRestart=always\n\
 [Install]\nWantedBy=multi-user.target\nEOF\n\
            if cmp -s $unit.new $unit; then rm $unit.new; else mv $unit.new $unit; systemctl daemon-reload; systemctl restart sealer-registry.service; fi\n\
            systemctl enable --now sealer-registry.service\n  exit 0\n\
          fi\n\
          pid=/run/sealer/registry.pid\n\
          if [ -f $pid ] && kill -0 \"$(cat $pid)\" 2>/dev/null; then\n\
-           if [ \"$(cat /run/sealer/registry.cmd 2>/dev/null)\" = '{command}' ]; then exit 0; fi\n\
+           if [ \"$(cat /run/sealer/registry.cmd 2>/dev/null)\" = '{command}{logins}' ]; then exit 0; fi\n\
            p=$(cat $pid); kill \"$p\"; for i in $(seq 100); do kill -0 \"$p\" 2>/dev/null || break; sleep 0.1; done\n\
          fi\n\
          log=/var/log/sealer/registry.log\n: > $log\n\
          setsid {command} >> $log 2>&1 < /dev/null &\n\
-         echo $! > $pid\necho '{command}' > /run/sealer/registry.cmd\n\
+         echo $! > $pid\necho '{command}{logins}' > /run/sealer/registry.cmd\n\
          for i in $(seq 100); do grep -q 'listening on' $log && exit 0; kill -0 \"$(cat $pid)\" || break; sleep 0.1; done\n\
          echo \"sealer-registry did not start: $(tail -3 $log)\" >&2; exit 1"
     )

@@ -1,29 +1,29 @@
-//! Step 5: every host finds the registry and pulls through it. The registry's domain
-//! (and the Clusterfile's hostAliases) go into `/etc/hosts`; the container runtime
-//! (containerd or docker) and podman/CRI-O (`/etc/containers`) get mirror files from
-//! `sealer-registry mirror-config`. The domain names the host itself when it runs a
-//! registry, else the first registry host; with several registry hosts (`ha`) the
-//! others follow by address, so one of them down does not stop pulls.
+//! Step 5: every host finds the registry and pulls through it. For a local registry,
+//! the registry's domain goes into `/etc/hosts`; it names the host itself when it runs a
+//! registry, else the first registry host; with several registry hosts (`ha`) the others
+//! follow by address, so one of them down does not stop pulls. The Clusterfile's
+//! hostAliases go into `/etc/hosts` too. The container runtime (containerd or docker)
+//! and podman/CRI-O (`/etc/containers`) get mirror files from `sealer-registry
+//! mirror-config`, with the registry's CA and login when it has them.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::registry::LocalRegistry;
+use super::registry::{ClusterRegistry, LocalRegistry, Place};
 use super::{HOST_DIR, HOST_PKI, HOSTS_MARK, MIRROR_FILES, check_on_all};
 use crate::clusterfile::{Cluster, RuntimeType};
 use crate::hosts::{Host, sh_quote};
 use crate::image::Image;
 use crate::run::Environment;
 
-/// The registries `ip` pulls through, in the order it tries them, and the address the
-/// domain names there.
-fn registries_for(registry: &LocalRegistry, ip: IpAddr) -> (Vec<String>, IpAddr) {
+/// The local registries `ip` pulls through, in the order it tries them, and the address
+/// the domain names there.
+fn registries_for(registry: &LocalRegistry, scheme: &str, ip: IpAddr) -> (Vec<String>, IpAddr) {
     let near = if registry.hosts.contains(&ip) {
         ip
     } else {
         registry.hosts[0]
     };
-    let scheme = registry.scheme();
     let mut urls = vec![format!("{scheme}://{}:{}", registry.domain, registry.port)];
     for other in registry.hosts.iter().filter(|h| **h != near) {
         let host = match other {
@@ -38,13 +38,25 @@ fn registries_for(registry: &LocalRegistry, ip: IpAddr) -> (Vec<String>, IpAddr)
 pub async fn wire(
     env: &Environment,
     cluster: &Cluster,
-    registry: &LocalRegistry,
+    registry: &ClusterRegistry,
     hosts: &[Arc<dyn Host>],
     image: &Image,
 ) -> anyhow::Result<()> {
+    let scheme = registry.scheme();
     let script = |h: &dyn Host| -> String {
-        let (urls, near) = registries_for(registry, h.ip());
-        let mut lines = format!("{near} {}{HOSTS_MARK}\n", registry.domain);
+        let mut lines = String::new();
+        let mut flags = String::new();
+        let urls = match &registry.place {
+            Place::Local(local) => {
+                let (urls, near) = registries_for(local, scheme, h.ip());
+                lines.push_str(&format!("{near} {}{HOSTS_MARK}\n", local.domain));
+                urls
+            }
+            Place::External(external) => {
+                flags.push_str(" --path-prefixed");
+                vec![format!("{scheme}://{}", external.authority)]
+            }
+        };
         for alias in &cluster.host_aliases {
             lines.push_str(&format!(
                 "{} {}{HOSTS_MARK}\n",
@@ -52,15 +64,17 @@ pub async fn wire(
                 alias.hostnames.join(" ")
             ));
         }
-        let mut flags = String::new();
         for u in &urls {
             flags.push_str(&format!(" --registry {}", sh_quote(u)));
         }
         for u in &image.upstreams {
             flags.push_str(&format!(" --upstream {}", sh_quote(u)));
         }
-        if registry.tls.is_some() {
+        if registry.ca.is_some() && scheme == "https" {
             flags.push_str(&format!(" --ca {HOST_PKI}/ca.crt"));
+        }
+        if registry.login.is_some() {
+            flags.push_str(&format!(" --login-file {HOST_PKI}/login"));
         }
         let (runtime, dir) = match cluster.runtime {
             RuntimeType::Containerd => ("containerd", "/etc/containerd/certs.d"),
@@ -100,11 +114,12 @@ mod tests {
             port: 5000,
             hosts: vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()],
             tls: None,
+            htpasswd: None,
         };
-        let (urls, near) = registries_for(&reg, "10.0.0.2".parse().unwrap());
+        let (urls, near) = registries_for(&reg, "http", "10.0.0.2".parse().unwrap());
         assert_eq!(near, "10.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(urls, ["http://sea.hub:5000", "http://10.0.0.1:5000"]);
-        let (urls, near) = registries_for(&reg, "10.0.0.9".parse().unwrap());
+        let (urls, near) = registries_for(&reg, "http", "10.0.0.9".parse().unwrap());
         assert_eq!(near, "10.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(urls, ["http://sea.hub:5000", "http://10.0.0.2:5000"]);
     }

@@ -21,6 +21,18 @@ impl Htpasswd {
         Htpasswd::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 
+    /// A `user:hash` line for `user` with `password` (bcrypt, cost 10): what `sealer
+    /// run` writes for a registry with a login.
+    pub fn entry(user: &str, password: &str) -> anyhow::Result<String> {
+        if user.is_empty() || user.contains(':') || user.contains('\n') {
+            bail!("{user:?} cannot be a user name (empty, or holds ':' or a line break)");
+        }
+        Ok(format!(
+            "{user}:{}\n",
+            bcrypt::hash(password, 10).context("bcrypt")?
+        ))
+    }
+
     /// One `user:hash` per line; blank lines and `#` comments are skipped. Only bcrypt
     /// hashes are accepted: MD5 (`$apr1$`), SHA-1 and crypt hashes are too weak.
     pub fn parse(text: &str) -> anyhow::Result<Htpasswd> {
@@ -106,6 +118,16 @@ mod tests {
         let twice = Htpasswd::parse(&format!("a:{hash}\na:{hash}\n")).unwrap_err();
         assert!(format!("{twice:#}").contains("line 2"), "{twice:#}");
         assert!(Htpasswd::parse("nocolon\n").is_err());
+    }
+
+    #[test]
+    fn an_entry_made_here_is_read_back() {
+        let line = Htpasswd::entry("admin", "pa:ss").unwrap();
+        let file = Htpasswd::parse(&line).unwrap();
+        assert!(file.verify("admin", "pa:ss"));
+        assert!(!file.verify("admin", "pass"));
+        assert!(Htpasswd::entry("a:b", "x").is_err());
+        assert!(Htpasswd::entry("", "x").is_err());
     }
 
     #[test]
