@@ -257,6 +257,16 @@ enum StoreCommand {
     /// Print the digest of every blob in the store, one per line: the have-list for
     /// `sealer save --since` on the other side of an air gap.
     Have,
+    /// Add blobs from a content-addressed folder (files named by their sha256 hex, as
+    /// `sealer run` leaves them on a host) by hard link, without copying or hashing
+    /// them: only for folders whose files were verified on arrival. The folder must be
+    /// on the store's filesystem.
+    Import {
+        /// The folder, e.g. /var/lib/sealer/cluster/blobs/sha256.
+        dir: PathBuf,
+        /// Only these blobs (sha256:HEX); all the folder holds when none is given.
+        digests: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -555,6 +565,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let transfer = Transfer::new(&store, &registries, progress.as_ref(), g.jobs);
             let digest = transfer.push(&local, &target).await?;
             println!("{target} {digest}");
+        }
+        Command::Store {
+            command: StoreCommand::Import { dir, digests },
+        } => {
+            let store = open()?;
+            let digests: Vec<sealer_registry::oci::Digest> = if digests.is_empty() {
+                std::fs::read_dir(&dir)
+                    .with_context(|| format!("cannot read {}", dir.display()))?
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        format!("sha256:{}", e.file_name().to_string_lossy())
+                            .parse()
+                            .ok()
+                    })
+                    .collect()
+            } else {
+                digests
+                    .iter()
+                    .map(|d| d.parse().map_err(|e| anyhow::anyhow!("{d:?}: {e}")))
+                    .collect::<anyhow::Result<_>>()?
+            };
+            let mut added = 0;
+            for d in &digests {
+                let file = dir.join(d.hex());
+                if store.storage().link_verified_blob(file, d).await? {
+                    added += 1;
+                }
+            }
+            if !g.quiet {
+                println!("{added} of {} blob(s) added", digests.len());
+            }
         }
         Command::Store {
             command: StoreCommand::Have,

@@ -207,6 +207,16 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
             .lines()
             .all(|l| l != "launched")
     );
+    // The registry's store took the image's layers from the blobs sent to the master (the
+    // same files, hard-linked), not from a second copy.
+    let shared = master.ssh(
+        "n=0; for f in /var/lib/sealer/cluster/blobs/sha256/*; do h=$(basename $f); \
+         r=/var/lib/sealer/cluster/registry/blobs/sha256/$(echo $h | cut -c1-2)/$h; \
+         if [ -e $r ]; then [ $f -ef $r ] || echo copied $h; n=$((n+1)); fi; done; echo shared $n",
+    );
+    assert!(!shared.contains("copied"), "{shared}");
+    assert!(!shared.contains("shared 0"), "{shared}");
+
     // The registry on the master serves the carried images by their names.
     let resp = client()
         .get(format!("http://{}:5000/v2/library/nginx/manifests/1.25?ns=docker.io", master.ip))

@@ -6,7 +6,8 @@
 //! when the names change; the CA goes to every host. With a username and password, an
 //! htpasswd file (bcrypt, made again only when the password changes) goes to the
 //! registry hosts. On each registry host, the image's content is loaded into the
-//! registry's store (a delta bundle against what that store has), and `sealer-registry
+//! registry's store (its file layers by hard link from the blobs step 3 sent, the rest
+//! as a delta bundle against what that store has), and `sealer-registry
 //! serve` runs as a service: a systemd unit where systemd runs, a pid-file daemon
 //! otherwise, restarted only when its command line or its logins change.
 //!
@@ -399,6 +400,18 @@ async fn load(
     if loaded {
         return Ok((0, 0));
     }
+    // The image's file layers are already on the host (step 3, verified on arrival):
+    // the store takes them from there, so the delta bundle leaves them out.
+    let layers: Vec<String> = image
+        .layers
+        .iter()
+        .map(|(b, _)| b.digest.to_string())
+        .collect();
+    host.check(&format!(
+        "{sealer} store import {HOST_DIR}/blobs/sha256 {}",
+        layers.join(" ")
+    ))
+    .await?;
     let have = host.check(&format!("{sealer} store have")).await?;
     let have: BTreeSet<Digest> = have.lines().filter_map(|l| l.trim().parse().ok()).collect();
     let delta = scratch.join(format!("{}.tar", host.ip()));

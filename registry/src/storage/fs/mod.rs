@@ -105,6 +105,33 @@ impl FsStorage {
         .await
     }
 
+    /// Adds `src` as the blob `digest` by a hard link (no copy, no hashing): for files
+    /// whose content is already verified under their digest, such as the blobs `sealer
+    /// run` leaves on a host. `src` must be on the store's filesystem. Returns whether the
+    /// store lacked the blob.
+    pub async fn link_verified_blob(&self, src: PathBuf, digest: &Digest) -> Result<bool> {
+        let blob = self.layout.blob(digest);
+        let tmp = self
+            .layout
+            .tmp_dir()
+            .join(format!("link-{}-{}", digest.hex(), Uuid::new_v4()));
+        blocking(move || {
+            if file_size(&blob)?.is_some() {
+                return Ok(false);
+            }
+            // Durable before it is visible, as for any blob.
+            fs::File::open(&src)
+                .and_then(|f| f.sync_data())
+                .map_err(ctx("syncing", &src))?;
+            durable::ensure_dir(tmp.parent().expect("tmp has a parent"))
+                .map_err(ctx("creating", &tmp))?;
+            fs::hard_link(&src, &tmp).map_err(ctx("linking", &src))?;
+            durable::publish(&tmp, &blob).map_err(ctx("publishing", &blob))?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// The file holding a blob, if the store has it (for local readers that need a
     /// seekable file, such as layer unpacking).
     pub fn blob_path(&self, digest: &Digest) -> Option<PathBuf> {
