@@ -134,6 +134,13 @@ async fn start_master(
             options.connect_timeout.as_secs().max(1)
         ))
         .args(["-o", "ServerAliveInterval=15"])
+        // AES-GCM first: with the AES instructions of x86 and ARMv8 servers it moves
+        // about 1.8 times the bytes per core that ChaCha20 (OpenSSH's first choice) does
+        // (measured: 670 against 377 MB/s through sshd here); ChaCha20 stays for the rest.
+        .args([
+            "-o",
+            "Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr",
+        ])
         .args(["-o", "NumberOfPasswordPrompts=1"])
         .arg("-p")
         .arg(login.port.to_string())
