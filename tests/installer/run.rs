@@ -113,6 +113,27 @@ fn write_ha_clusterfile(
     clusterfile
 }
 
+/// A Clusterfile for the example (launch: `echo launched > launched`) on `hosts` with
+/// their roles, and `extra` lines under `spec` (indented two spaces), written into `dir`.
+fn write_cluster(dir: &Path, hosts: &[(&TestHost, &str)], extra: &str) -> std::path::PathBuf {
+    let mut text = format!(
+        "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {{name: shop}}\nspec:\n  \
+         image: example.com/shop:1.0\n  cmd: [\"echo launched > launched\"]\n  \
+         ssh: {{pk: {}}}\n  hosts:\n",
+        test_key().display()
+    );
+    for (h, role) in hosts {
+        text.push_str(&format!(
+            "  - {{ips: [{}], roles: [{role}], ssh: {{port: {}}}}}\n",
+            h.ip, h.port
+        ));
+    }
+    text.push_str(extra);
+    let path = dir.join("Clusterfile");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// Starts containerd on `host` (its state under /var/lib/sealer/ctd and /run/sealer/ctd)
 /// and pulls `image` with the mirror configuration sealer wrote; returns `ctr images ls`.
 fn containerd_pull(host: &TestHost, image: &str) -> String {
@@ -611,32 +632,21 @@ fn an_external_registry_gets_the_images_and_the_hosts_pull_through_it() {
     let port = site.host.rsplit_once(':').unwrap().1;
 
     let (master, node) = (TestHost::start(), TestHost::start());
-    let clusterfile = work.path().join("Clusterfile");
     let write = |password: &str| {
-        std::fs::write(
-            &clusterfile,
-            format!(
-                "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {{name: shop}}\nspec:\n  \
-                 image: example.com/shop:1.0\n  cmd: [\"echo launched > launched\"]\n  \
-                 ssh: {{pk: {key}}}\n  hosts:\n  \
-                 - {{ips: [{m}], roles: [master], ssh: {{port: {mp}}}}}\n  \
-                 - {{ips: [{n}], roles: [node], ssh: {{port: {np}}}}}\n  \
-                 registry:\n    externalRegistry: {{domain: localhost, port: {port}, \
+        write_cluster(
+            work.path(),
+            &[(&master, "master"), (&node, "node")],
+            &format!(
+                "  registry:\n    externalRegistry: {{domain: localhost, port: {port}, \
                  username: deployer, password: {password}, ca: {ca}}}\n",
-                key = test_key().display(),
-                m = master.ip,
-                mp = master.port,
-                n = node.ip,
-                np = node.port,
                 ca = pki.join("ca.crt").display(),
             ),
         )
-        .unwrap();
     };
-    let file = clusterfile.to_str().unwrap();
 
     // A wrong password: the run stops, naming the registry, before any host is wired.
-    write("wrong");
+    let clusterfile = write("wrong");
+    let file = clusterfile.to_str().unwrap();
     let err = sealer_fails(&store, &["run", "-q", "-f", file]);
     assert!(
         err.contains(&format!("external registry localhost:{port}")) && err.contains("401"),
@@ -698,4 +708,72 @@ fn an_external_registry_gets_the_images_and_the_hosts_pull_through_it() {
     for host in [&master, &node] {
         assert_eq!(leftovers(host), "", "{}", host.ip);
     }
+}
+
+/// `containerRuntime: docker`: the host's own `daemon.json` gets the cluster's registry
+/// merged in (its other settings kept), its CA in `/etc/docker/certs.d`, and dockerd on
+/// the host pulls a carried image through the registry over TLS with no route to Docker
+/// Hub; `delete --all` gives the host its `daemon.json` back.
+#[test]
+fn docker_on_a_host_pulls_through_the_cluster_registry() {
+    require("dockerd");
+    require("docker");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build_example(&store);
+    let host = TestHost::start();
+    // The host's docker settings, as an operator left them (private folders, no bridge).
+    let theirs = "{\n  \"data-root\": \"/var/lib/sealer/docker\",\n  \"exec-root\": \"/run/sealer/docker\",\n  \
+                  \"pidfile\": \"/run/sealer/docker.pid\",\n  \"hosts\": [\"unix:///run/sealer/docker.sock\"],\n  \
+                  \"storage-driver\": \"vfs\",\n  \"iptables\": false,\n  \"ip6tables\": false,\n  \
+                  \"ip-masq\": false,\n  \"bridge\": \"none\"\n}\n";
+    host.ssh(&format!(
+        "cat > /etc/docker/daemon.json <<'EOF'\n{theirs}EOF"
+    ));
+    let clusterfile = write_cluster(
+        work.path(),
+        &[(&host, "master")],
+        "  containerRuntime: {type: docker}\n",
+    );
+    let file = clusterfile.to_str().unwrap();
+    let out = sealer(&store, &["run", "-q", "-f", file]);
+    assert!(out.contains("on 1 host(s)"), "{out}");
+
+    let daemon: serde_json::Value =
+        serde_json::from_str(&host.ssh("cat /etc/docker/daemon.json")).unwrap();
+    assert_eq!(daemon["registry-mirrors"][0], "https://sea.hub:5000");
+    assert_eq!(daemon["data-root"], "/var/lib/sealer/docker", "theirs kept");
+    assert!(
+        host.ssh("cat /etc/docker/certs.d/sea.hub:5000/ca.crt")
+            .contains("BEGIN CERTIFICATE")
+    );
+
+    // dockerd reads what sealer wrote, and pulls through the registry.
+    let docker = "docker -H unix:///run/sealer/docker.sock";
+    let pulled = host.ssh(&format!(
+        "set -e\nsetsid dockerd --config-file /etc/docker/daemon.json > /run/sealer/dockerd.log 2>&1 < /dev/null &\n\
+         for i in $(seq 300); do {docker} version > /dev/null 2>&1 && break; sleep 0.2; done\n\
+         {docker} pull -q docker.io/library/nginx:1.25 > /dev/null\n\
+         {docker} images --format '{{{{.Repository}}}}:{{{{.Tag}}}}'"
+    ));
+    assert!(pulled.contains("nginx:1.25"), "{pulled}");
+    let log = host.ssh("cat /var/log/sealer/registry.log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("/v2/library/nginx/manifests/1.25")
+                && l.contains("status=200")
+                && l.contains("docker/")),
+        "dockerd pulled through the cluster registry:\n{log}"
+    );
+    host.ssh(&format!(
+        "{docker} rmi -f docker.io/library/nginx:1.25 > /dev/null 2>&1 || true\n\
+         kill $(cat /run/sealer/docker.pid); for i in $(seq 100); do [ -e /run/sealer/docker.pid ] || break; sleep 0.2; done\n\
+         umount -R /var/lib/sealer/docker 2>/dev/null || true; rm -rf /var/lib/sealer/docker /run/sealer/docker /run/sealer/dockerd.log\n\
+         rm -f /etc/docker/key.json # dockerd's own"
+    ));
+
+    let out = sealer(&store, &["delete", "--all", "--cluster", "shop"]);
+    assert!(out.contains("shop removed from 1 host(s)"), "{out}");
+    assert_eq!(host.ssh("cat /etc/docker/daemon.json"), theirs);
+    assert_eq!(host.ssh("ls -A /etc/docker").trim(), "daemon.json");
 }
