@@ -142,27 +142,26 @@ fn login_file(req: &Request) -> anyhow::Result<Option<File>> {
 /// containerd's `[host."…"]` blocks for `urls`, each with its path prefix for `upstream`
 /// when the registries want one.
 fn host_blocks(req: &Request, urls: &[&str], upstream: Option<&str>) -> String {
+    let prefix = upstream.filter(|_| req.path_prefixed);
     let mut blocks = String::new();
     for url in urls {
-        match upstream.filter(|_| req.path_prefixed) {
-            Some(up) => blocks.push_str(&format!(
-                "\n[host.\"{url}/v2/{up}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n"
-            )),
-            None => blocks.push_str(&format!(
-                "\n[host.\"{url}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-            )),
+        let host = match prefix {
+            Some(up) => format!("{url}/v2/{up}"),
+            None => url.to_string(),
+        };
+        blocks.push_str(&format!(
+            "\n[host.\"{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ));
+        if prefix.is_some() {
+            blocks.push_str("  override_path = true\n");
         }
         if let Some(ca) = req.ca.as_ref().filter(|_| url.starts_with("https:")) {
             blocks.push_str(&format!("  ca = \"{}\"\n", ca.path.display()));
         }
         if let Some(login) = &req.login {
             blocks.push_str(&format!(
-                "  [host.\"{url}{path}\".header]\n    Authorization = [\"Basic {}\"]\n",
-                login.basic(),
-                path = upstream
-                    .filter(|_| req.path_prefixed)
-                    .map(|up| format!("/v2/{up}"))
-                    .unwrap_or_default(),
+                "  [host.\"{host}\".header]\n    Authorization = [\"Basic {}\"]\n",
+                login.basic()
             ));
         }
     }

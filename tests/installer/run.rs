@@ -382,6 +382,10 @@ fn ha_tls_registries_hooks_scale_up_and_delete_of_a_node() {
             .trim(),
         "600"
     );
+    // The registry's htpasswd here is for this user only, like the CA's key.
+    use std::os::unix::fs::PermissionsExt;
+    let htpasswd = std::fs::metadata(work.path().join(".sealer/shop/pki/htpasswd")).unwrap();
+    assert_eq!(htpasswd.permissions().mode() & 0o777, 0o600);
     let auths: serde_json::Value =
         serde_json::from_str(&n1.ssh("cat /root/.docker/config.json")).unwrap();
     assert_eq!(auths["auths"]["sea.hub:5000"]["auth"], basic.as_str());

@@ -186,7 +186,19 @@ fn htpasswd(dir: &Path, login: &Credentials) -> anyhow::Result<Vec<u8>> {
         .context("registry.localRegistry.username")?;
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("new");
-    std::fs::write(&tmp, &text)?;
+    let _ = std::fs::remove_file(&tmp);
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Only this user reads it, as the key beside it.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+    }
     std::fs::rename(&tmp, &path)?;
     Ok(text.into_bytes())
 }
