@@ -42,7 +42,7 @@ use crate::run::{Environment, Report};
 pub struct ClusterRegistry {
     pub place: Place,
     /// The CA hosts trust it by: the generated one for a local registry over TLS, the
-    /// Clusterfile's `ca` for an external one.
+    /// Clusterfile's `ca` for an external one (always https: `ca` with `insecure` is refused).
     pub ca: Option<Vec<u8>>,
     /// The login it wants (`username`/`password`).
     pub login: Option<Credentials>,

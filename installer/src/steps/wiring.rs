@@ -70,7 +70,7 @@ pub async fn wire(
         for u in &image.upstreams {
             flags.push_str(&format!(" --upstream {}", sh_quote(u)));
         }
-        if registry.ca.is_some() && scheme == "https" {
+        if registry.ca.is_some() {
             flags.push_str(&format!(" --ca {HOST_PKI}/ca.crt"));
         }
         if registry.login.is_some() {
