@@ -126,6 +126,11 @@ enum Command {
         /// NAME.sha256 next to them.
         #[arg(long, short, num_args = 1.., required = true)]
         input: Vec<PathBuf>,
+        /// Let the bundle's images use blobs it leaves out from anywhere in this store,
+        /// not only from their own repository. Only for bundles you made yourself (a
+        /// delta of `sealer run`): a bundle's index can name any digest.
+        #[arg(long)]
+        trust_store_blobs: bool,
     },
     /// Log in to a registry (saved in the docker config.json).
     Login {
@@ -656,9 +661,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  {part}");
             }
         }
-        Command::Load { input } => {
+        Command::Load {
+            input,
+            trust_store_blobs,
+        } => {
             let store = open()?;
-            let r = bundle::load(&store, &input, progress.as_ref()).await?;
+            let r = bundle::load(&store, &input, trust_store_blobs, progress.as_ref()).await?;
             for (name, digest) in &r.images {
                 println!("{name} {digest}");
             }
@@ -710,7 +718,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             use sealer_installer::clusterfile::{self, EnvVar, ShortForm};
             if !a.bundle.is_empty() {
                 let store = open()?;
-                let r = bundle::load(&store, &a.bundle, progress.as_ref()).await?;
+                let r = bundle::load(&store, &a.bundle, false, progress.as_ref()).await?;
                 if a.image.is_none() && a.clusterfile.is_none() {
                     match r.images.as_slice() {
                         [(name, _)] => a.image = Some(name.to_string()),

@@ -47,6 +47,10 @@ struct MirrorFile {
     /// Accept pushes to names of mirrored registries.
     #[serde(default)]
     allow_push: bool,
+    /// Largest tag list, referrers list or token answer taken from an upstream.
+    max_list_size: Option<u64>,
+    /// How long a blob fill goes on after its last client left.
+    abandon_after: Option<String>,
     #[serde(default)]
     upstreams: Vec<UpstreamFile>,
 }
@@ -82,8 +86,31 @@ pub struct Upstream {
     pub insecure: bool,
     /// Time to connect: beyond it the upstream counts as unreachable.
     pub dial_timeout: Duration,
-    /// Time for an upstream response to start (and between its body's reads).
+    /// Time for an upstream response to start (and between its body's reads); also the
+    /// whole time a manifest, tag list, referrers list or token request may take.
     pub timeout: Duration,
+    pub limits: Limits,
+}
+
+/// Bounds on what an upstream may send: upstreams are not trusted.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest manifest (the registry's own `manifests.max_size`).
+    pub max_manifest_bytes: usize,
+    /// Largest tag list, referrers list or token answer.
+    pub max_list_bytes: usize,
+    /// Largest blob a fill takes (the registry's `max_upload_size`).
+    pub max_blob_bytes: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_list_bytes: 4 * 1024 * 1024,
+            max_blob_bytes: None,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -132,20 +159,21 @@ impl Upstream {
             insecure: false,
             dial_timeout: Duration::from_secs(3),
             timeout: Duration::from_secs(60),
+            limits: Limits::default(),
         }
     }
 
-    /// The API base URL for `host` served by this entry.
-    pub fn endpoint_for(&self, host: &str) -> Url {
+    /// The API base URL for `host` served by this entry; an error for a `host` that
+    /// makes no URL (see [`is_valid_host`]).
+    pub fn endpoint_for(&self, host: &str) -> anyhow::Result<Url> {
         if let Some(e) = &self.endpoint {
-            return e.clone();
+            return Ok(e.clone());
         }
-        let url = if host == DOCKER_HUB {
-            DOCKER_HUB_ENDPOINT.to_string()
-        } else {
-            format!("https://{host}")
-        };
-        Url::parse(&url).expect("a host makes a valid URL")
+        if host == DOCKER_HUB {
+            return Ok(Url::parse(DOCKER_HUB_ENDPOINT)?);
+        }
+        anyhow::ensure!(is_valid_host(host), "{host:?} is not a registry host");
+        Url::parse(&format!("https://{host}")).with_context(|| format!("{host:?} makes no URL"))
     }
 }
 
@@ -156,6 +184,8 @@ pub struct MirrorConfig {
     pub tag_ttl: Duration,
     pub allow_push: bool,
     pub upstreams: Vec<Upstream>,
+    /// A blob fill whose last client left stops after this long (unless nearly done).
+    pub abandon_after: Duration,
 }
 
 impl MirrorConfig {
@@ -184,17 +214,57 @@ impl MirrorConfig {
                 .with_context(|| format!("invalid mirror.tag_ttl {t:?}"))?,
             (None, None) => Duration::from_secs(300),
         };
-        Ok(MirrorConfig {
+        let abandon_after = match file.abandon_after {
+            Some(t) => humantime::parse_duration(&t)
+                .with_context(|| format!("invalid mirror.abandon_after {t:?}"))?,
+            None => Duration::from_secs(30),
+        };
+        let mut config = MirrorConfig {
             offline: args.offline || file.offline,
             tag_ttl,
             allow_push: file.allow_push,
             upstreams,
-        })
+            abandon_after,
+        };
+        if let Some(max) = file.max_list_size {
+            let max = usize::try_from(max).context("mirror.max_list_size is too large")?;
+            config
+                .upstreams
+                .iter_mut()
+                .for_each(|u| u.limits.max_list_bytes = max);
+        }
+        Ok(config)
+    }
+
+    /// Applies the registry's own limits to what upstreams may send: manifests as large
+    /// as a push may be, blobs as large as an upload may grow.
+    pub fn with_registry_limits(
+        mut self,
+        max_manifest_bytes: usize,
+        max_blob_bytes: Option<u64>,
+    ) -> MirrorConfig {
+        for u in &mut self.upstreams {
+            u.limits.max_manifest_bytes = max_manifest_bytes;
+            u.limits.max_blob_bytes = max_blob_bytes;
+        }
+        self
     }
 
     pub fn is_empty(&self) -> bool {
         self.upstreams.is_empty()
     }
+}
+
+/// Whether `host` is a registry host a URL can be made of: a DNS name or IP address
+/// with an optional port, nothing else (no user, path or bad port). `ns` comes from
+/// the client, so it is checked before it names a connection.
+pub fn is_valid_host(host: &str) -> bool {
+    let charset = |b: u8| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b);
+    if host.is_empty() || !host.bytes().all(charset) {
+        return false;
+    }
+    url::Url::parse(&format!("https://{host}/"))
+        .is_ok_and(|u| u.host_str().is_some() && u.username().is_empty() && u.path() == "/")
 }
 
 fn normalize_host(host: &str) -> anyhow::Result<String> {
@@ -203,7 +273,7 @@ fn normalize_host(host: &str) -> anyhow::Result<String> {
         "registry-1.docker.io" | "index.docker.io" => DOCKER_HUB.to_string(),
         _ => host,
     };
-    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+    if host != "*" && !is_valid_host(&host) {
         bail!(
             "invalid upstream host {host:?}: expected a registry host such as docker.io or quay.io:443"
         );
@@ -239,6 +309,14 @@ fn from_file(f: UpstreamFile) -> anyhow::Result<Upstream> {
             bail!("the `*` upstream cannot have an endpoint: each host is reached at its own");
         }
         u.endpoint = Some(parse_endpoint(e)?);
+    }
+    if u.host == "*" && (f.username.is_some() || f.password.is_some() || f.docker_config.is_some())
+    {
+        bail!(
+            "the `*` upstream cannot have credentials (username, password or docker_config): \
+             it serves any host a client names, so they would be sent to every registry a \
+             client asks for; give each registry that needs a login an entry of its own"
+        );
     }
     u.credentials = match (f.username, f.password, &f.docker_config) {
         (Some(username), Some(password), _) => Some(Credentials { username, password }),
@@ -298,17 +376,20 @@ endpoint = "http://127.0.0.1:1"
         assert_eq!(c.upstreams[0].credentials.as_ref().unwrap().username, "u");
         assert_eq!(c.upstreams[0].dial_timeout, Duration::from_secs(1));
         assert_eq!(
-            c.upstreams[1].endpoint_for("docker.io").as_str(),
+            c.upstreams[1].endpoint_for("docker.io").unwrap().as_str(),
             "http://127.0.0.1:6000/"
         );
         assert_eq!(
-            c.upstreams[2].endpoint_for("registry.k8s.io").as_str(),
+            c.upstreams[2]
+                .endpoint_for("registry.k8s.io")
+                .unwrap()
+                .as_str(),
             "https://registry.k8s.io/"
         );
         let hub = parse_flag("registry-1.docker.io").unwrap();
         assert_eq!(hub.host, "docker.io");
         assert_eq!(
-            hub.endpoint_for("docker.io").as_str(),
+            hub.endpoint_for("docker.io").unwrap().as_str(),
             "https://registry-1.docker.io/"
         );
     }
@@ -331,5 +412,24 @@ endpoint = "http://127.0.0.1:1"
             toml::from_str("[[upstreams]]\nhost = \"x.io\"\nendpont = \"http://x\"\n").unwrap();
         let err = MirrorConfig::resolve(Some(&file), &MirrorArgs::default()).unwrap_err();
         assert!(format!("{err:#}").contains("endpont"), "{err:#}");
+        for bad in ["a:b", "a:99999", "1.2.3.4.5", "u@x.io"] {
+            assert!(parse_flag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_any_host_entry_refuses_credentials() {
+        for creds in [
+            "username = \"u\"\npassword = \"p\"",
+            "docker_config = \"/root/.docker/config.json\"",
+        ] {
+            let file: toml::Value =
+                toml::from_str(&format!("[[upstreams]]\nhost = \"*\"\n{creds}\n")).unwrap();
+            let err = MirrorConfig::resolve(Some(&file), &MirrorArgs::default()).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("`*` upstream cannot have credentials"),
+                "{err:#}"
+            );
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -57,24 +58,33 @@ pub struct Fills {
     storage: Arc<dyn Storage>,
     metrics: Arc<MirrorMetrics>,
     inflight: Mutex<HashMap<(RepoName, Digest), Arc<Fill>>>,
+    /// A fill with no client left stops after this long, unless nearly done.
+    abandon_after: Duration,
 }
 
 impl Fills {
-    pub fn new(storage: Arc<dyn Storage>, metrics: Arc<MirrorMetrics>) -> Fills {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        metrics: Arc<MirrorMetrics>,
+        abandon_after: Duration,
+    ) -> Fills {
         Fills {
             storage,
             metrics,
             inflight: Mutex::default(),
+            abandon_after,
         }
     }
 
     /// Streams `digest` from upstream while caching it; `None` when upstream does not
-    /// have it.
+    /// have it. `declared` is its size as a cached manifest gives it, when known: the
+    /// upstream must send exactly that.
     pub async fn fetch(
         self: &Arc<Self>,
         client: Arc<UpstreamClient>,
         route: &MirrorRoute,
         digest: &Digest,
+        declared: Option<u64>,
     ) -> Result<Option<MirroredBlob>, String> {
         let key = (route.local.clone(), digest.clone());
         let (fill, lead) = {
@@ -99,7 +109,7 @@ impl Fills {
             let running = self.metrics.fill_started();
             tokio::spawn(async move {
                 let _running = running;
-                let outcome = fills.run(&client, &route, &digest, &fill).await;
+                let outcome = fills.run(&client, &route, &digest, declared, &fill).await;
                 let state = match outcome {
                     Ok(true) => State::Complete,
                     Ok(false) => State::Missing,
@@ -167,6 +177,7 @@ impl Fills {
         client: &UpstreamClient,
         route: &MirrorRoute,
         digest: &Digest,
+        declared: Option<u64>,
         fill: &Fill,
     ) -> Result<bool, String> {
         let id = Uuid::new_v4();
@@ -180,7 +191,9 @@ impl Fills {
             .create_upload(id, &state)
             .await
             .map_err(|e| e.to_string())?;
-        let result = self.download(client, route, digest, fill, id).await;
+        let result = self
+            .download(client, route, digest, declared, fill, id)
+            .await;
         match result {
             Ok(true) => {
                 storage
@@ -201,6 +214,7 @@ impl Fills {
         client: &UpstreamClient,
         route: &MirrorRoute,
         digest: &Digest,
+        declared: Option<u64>,
         fill: &Fill,
         id: Uuid,
     ) -> Result<bool, String> {
@@ -215,6 +229,9 @@ impl Fills {
         let mut written: u64 = 0;
         let mut size: Option<u64> = None;
         let mut resumes = 0;
+        let started = Instant::now();
+        let mut deadline = None;
+        let mut watch = Abandonment::new(self.abandon_after);
         loop {
             let resp = match client.get_blob(&route.remote, digest, written).await {
                 Ok(Some(r)) => r,
@@ -232,9 +249,12 @@ impl Fills {
             if size.is_none() {
                 let total = content_length(&resp)
                     .ok_or("upstream sent the blob without a Content-Length")?;
+                check_size(total, declared, client.max_blob_bytes())?;
                 size = Some(total);
+                deadline = Some(started + client.blob_deadline(total));
                 fill.state.send_replace(State::Streaming { size: total });
             }
+            let (total, deadline) = (size.unwrap_or(0), deadline.unwrap_or(started));
             let mut body = resp.bytes_stream();
             let mut broken = None;
             while let Some(chunk) = body.next().await {
@@ -242,7 +262,24 @@ impl Fills {
                     Ok(chunk) => {
                         written += chunk.len() as u64;
                         client.record_received(chunk.len() as u64);
+                        if written > total {
+                            return Err(format!(
+                                "upstream sent more than the {total} bytes it announced"
+                            ));
+                        }
                         writer.write(chunk).await.map_err(|e| e.to_string())?;
+                        if Instant::now() > deadline {
+                            return Err(format!(
+                                "the download took longer than {:?} ({written} of {total} bytes)",
+                                deadline - started
+                            ));
+                        }
+                        if watch.gave_up(fill.state.receiver_count(), written, total) {
+                            return Err(format!(
+                                "every client left and none came back within {:?}: stopped at {written} of {total} bytes",
+                                self.abandon_after
+                            ));
+                        }
                     }
                     Err(e) => {
                         broken = Some(error_chain(&e));
@@ -282,6 +319,48 @@ impl Fills {
             .await
             .map_err(|e| e.to_string())?;
         Ok(true)
+    }
+}
+
+/// Refuses a blob whose announced size is over the limit or differs from what the
+/// manifest declared.
+fn check_size(announced: u64, declared: Option<u64>, max: Option<u64>) -> Result<(), String> {
+    if let Some(max) = max.filter(|max| announced > *max) {
+        return Err(format!(
+            "upstream announced {announced} bytes, over the largest blob allowed ({max})"
+        ));
+    }
+    if let Some(declared) = declared.filter(|d| *d != announced) {
+        return Err(format!(
+            "upstream announced {announced} bytes where the manifest says {declared}"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a fill has been left by every client for longer than its grace period. A
+/// fill in its last tenth goes on: the blob is nearly cached and will be asked again.
+struct Abandonment {
+    grace: Duration,
+    alone_since: Option<Instant>,
+}
+
+impl Abandonment {
+    fn new(grace: Duration) -> Abandonment {
+        Abandonment {
+            grace,
+            alone_since: None,
+        }
+    }
+
+    fn gave_up(&mut self, clients: usize, written: u64, total: u64) -> bool {
+        if clients > 0 {
+            self.alone_since = None;
+            return false;
+        }
+        let since = *self.alone_since.get_or_insert_with(Instant::now);
+        let near_end = total - written.min(total) <= total / 10;
+        since.elapsed() > self.grace && !near_end
     }
 }
 
@@ -350,7 +429,7 @@ fn follow(
             if offset >= size {
                 return None;
             }
-            match next_piece(offset, &mut progress, &mut state, reader.as_ref()).await {
+            match next_piece(offset, size, &mut progress, &mut state, reader.as_ref()).await {
                 Ok(chunk) => {
                     let next = offset + chunk.len() as u64;
                     Some((Ok(chunk), (next, progress, state, reader)))
@@ -365,30 +444,48 @@ fn follow(
     )
 }
 
-/// The bytes after `offset`, once written.
+/// The bytes after `offset`, once written. The blob's last byte is held back until its
+/// digest is verified: a client never receives the whole of content that fails the
+/// check, so its pull fails (the response is cut one byte short) instead of it taking
+/// bad bytes for good ones.
 async fn next_piece(
     offset: u64,
+    size: u64,
     progress: &mut watch::Receiver<u64>,
     state: &mut watch::Receiver<State>,
     reader: &dyn PartReader,
 ) -> Result<Bytes, String> {
     let available = loop {
-        if let State::Failed(e) = &*state.borrow() {
-            return Err(e.clone());
-        }
+        let verified = match &*state.borrow() {
+            State::Failed(e) => return Err(e.clone()),
+            State::Missing => return Err("upstream lost the blob".into()),
+            State::Complete => true,
+            State::Starting | State::Streaming { .. } => false,
+        };
         let written = *progress.borrow_and_update();
-        if written > offset {
-            break written;
+        let servable = if verified {
+            written
+        } else {
+            written.min(size.saturating_sub(1))
+        };
+        if servable > offset {
+            break servable;
         }
         tokio::select! {
             changed = progress.changed() => {
-                if changed.is_err() && *progress.borrow() <= offset {
-                    // The writer is gone short of `offset`: the fill ended without it.
+                if changed.is_err() {
+                    // The writer is done: what is left waits for the verdict.
                     wait_for_verdict(state).await?;
-                    return Err("the upstream download stopped".into());
+                    if *progress.borrow() <= offset {
+                        return Err("the upstream download stopped".into());
+                    }
                 }
             }
-            _ = state.changed() => {}
+            changed = state.changed() => {
+                if changed.is_err() && !verified {
+                    wait_for_verdict(state).await?;
+                }
+            }
         }
     };
     let want = (available - offset).min(READ_CHUNK as u64) as usize;
@@ -420,6 +517,33 @@ async fn wait_for_verdict(state: &mut watch::Receiver<State>) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_checked_against_the_limit_and_the_manifest() {
+        assert!(check_size(10, Some(10), Some(10)).is_ok());
+        assert!(check_size(10, None, None).is_ok());
+        assert!(
+            check_size(11, None, Some(10))
+                .unwrap_err()
+                .contains("largest blob")
+        );
+        assert!(
+            check_size(11, Some(10), None)
+                .unwrap_err()
+                .contains("manifest says 10")
+        );
+    }
+
+    #[test]
+    fn a_fill_is_given_up_only_when_alone_past_the_grace_and_not_nearly_done() {
+        let mut w = Abandonment::new(Duration::from_millis(20));
+        assert!(!w.gave_up(0, 10, 100));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!w.gave_up(0, 95, 100), "nearly done");
+        assert!(w.gave_up(0, 10, 100));
+        assert!(!w.gave_up(1, 10, 100), "a client came back");
+        assert!(!w.gave_up(0, 10, 100), "its grace starts again");
+    }
     use sealer_registry::oci::Algorithm;
     use sealer_registry::storage::fs::FsStorage;
 
@@ -427,7 +551,7 @@ mod tests {
     async fn a_fill_under_way_is_joined_without_asking_upstream() {
         let dir = tempfile::tempdir().unwrap();
         let storage: Arc<dyn Storage> = Arc::new(FsStorage::open(dir.path()).unwrap());
-        let fills = Fills::new(storage.clone(), Arc::default());
+        let fills = Fills::new(storage.clone(), Arc::default(), Duration::from_secs(30));
         let route = MirrorRoute {
             upstream: "docker.io".into(),
             remote: "library/app".into(),

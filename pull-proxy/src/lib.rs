@@ -5,10 +5,12 @@
 //! - [`config`]: upstreams from the config file and flags;
 //! - [`routing`]: `?ns=`, path-prefixed and bare names to one local repository;
 //! - [`upstream`]: the client for one upstream (token auth, retries, redirects);
+//! - [`clients`]: one client per upstream host, bounded;
 //! - [`fill`]: streaming, coalesced, verified cache fill of blobs;
 //! - [`mirror`]: the registry's `Mirror` over all of it;
 //! - [`mirror_config`]: the files that point containerd, docker and podman here.
 
+pub mod clients;
 pub mod config;
 pub mod fill;
 pub mod metrics;

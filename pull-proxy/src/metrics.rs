@@ -6,6 +6,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -24,8 +26,15 @@ pub struct UpstreamLabels {
     pub upstream: String,
 }
 
+/// Most distinct `upstream` label values; further hosts (named by clients through a `*`
+/// entry) are counted under [`OTHER_HOSTS`], so the metrics stay bounded.
+pub const MAX_UPSTREAM_LABELS: usize = 64;
+pub const OTHER_HOSTS: &str = "_other";
+
 #[derive(Debug, Default)]
 pub struct MirrorMetrics {
+    /// The upstream label values handed out so far.
+    labels: Mutex<HashSet<String>>,
     hits: Family<KindLabels, Counter>,
     misses: Family<KindLabels, Counter>,
     requests: Family<StatusLabels, Counter>,
@@ -81,10 +90,24 @@ impl MirrorMetrics {
         Running(self.fills.clone())
     }
 
+    /// The label value for `upstream`: itself while fewer than
+    /// [`MAX_UPSTREAM_LABELS`] hosts have been seen, else [`OTHER_HOSTS`].
+    fn label(&self, upstream: &str) -> String {
+        let mut seen = self.labels.lock().expect("labels lock");
+        if seen.contains(upstream) {
+            return upstream.to_string();
+        }
+        if seen.len() < MAX_UPSTREAM_LABELS {
+            seen.insert(upstream.to_string());
+            return upstream.to_string();
+        }
+        OTHER_HOSTS.to_string()
+    }
+
     pub fn hit(&self, upstream: &str, kind: &'static str) {
         self.hits
             .get_or_create(&KindLabels {
-                upstream: upstream.into(),
+                upstream: self.label(upstream),
                 kind,
             })
             .inc();
@@ -93,7 +116,7 @@ impl MirrorMetrics {
     pub fn miss(&self, upstream: &str, kind: &'static str) {
         self.misses
             .get_or_create(&KindLabels {
-                upstream: upstream.into(),
+                upstream: self.label(upstream),
                 kind,
             })
             .inc();
@@ -102,7 +125,7 @@ impl MirrorMetrics {
     pub fn request(&self, upstream: &str, status: u16) {
         self.requests
             .get_or_create(&StatusLabels {
-                upstream: upstream.into(),
+                upstream: self.label(upstream),
                 status,
             })
             .inc();
@@ -111,7 +134,7 @@ impl MirrorMetrics {
     pub fn received(&self, upstream: &str, bytes: u64) {
         self.bytes
             .get_or_create(&UpstreamLabels {
-                upstream: upstream.into(),
+                upstream: self.label(upstream),
             })
             .inc_by(bytes);
     }
@@ -119,8 +142,33 @@ impl MirrorMetrics {
     pub fn error(&self, upstream: &str) {
         self.errors
             .get_or_create(&UpstreamLabels {
-                upstream: upstream.into(),
+                upstream: self.label(upstream),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_labels_are_bounded() {
+        let m = MirrorMetrics::default();
+        for i in 0..(MAX_UPSTREAM_LABELS + 20) {
+            m.request(&format!("h{i}.example"), 200);
+        }
+        m.request("h0.example", 404);
+        let mut r = Registry::default();
+        m.register(&mut r);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        let hosts: HashSet<&str> = text
+            .lines()
+            .filter_map(|l| l.split("upstream=\"").nth(1))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert_eq!(hosts.len(), MAX_UPSTREAM_LABELS + 1, "{hosts:?}");
+        assert!(hosts.contains(OTHER_HOSTS) && hosts.contains("h0.example"));
     }
 }

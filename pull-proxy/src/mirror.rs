@@ -1,7 +1,8 @@
 //! The pull-through mirror: the registry's [`Mirror`], answering local misses from the
 //! configured upstreams and caching what it fetches in the registry's store.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use sealer_registry::services::Page;
 use sealer_registry::services::mirror::{Mirror, MirrorRoute, MirroredBlob};
 use sealer_registry::storage::{ReferrerRecord, Storage};
 
+use crate::clients::Clients;
 use crate::config::MirrorConfig;
 use crate::fill::Fills;
 use crate::metrics::MirrorMetrics;
@@ -22,14 +24,24 @@ use crate::upstream::{RemoteManifest, UpstreamClient};
 /// How long a tag counts as validated after upstream could not be asked: misses and
 /// revalidations then do not wait on a down upstream for every pull.
 const RETRY_DOWN_AFTER: Duration = Duration::from_secs(30);
+/// Most declared blob sizes remembered.
+const MAX_DECLARED: usize = 100_000;
+
+/// A turn to fetch one manifest: whoever holds it fetches, the others wait.
+type Turn = Arc<tokio::sync::Mutex<()>>;
 
 pub struct PullThrough {
     config: MirrorConfig,
     router: Router,
     storage: Arc<dyn Storage>,
-    /// One client (one connection pool, one token cache) per upstream host.
-    clients: DashMap<String, Arc<UpstreamClient>>,
+    clients: Clients,
     fills: Arc<Fills>,
+    /// One turn per manifest being fetched: concurrent misses of one manifest wait for
+    /// the first, then find it stored.
+    manifest_misses: Mutex<HashMap<(RepoName, String), Turn>>,
+    /// Blob sizes as the manifests fetched from upstream declare them, so a fill takes
+    /// exactly that many bytes (bounded: cleared when full).
+    declared: DashMap<(RepoName, Digest), u64>,
     /// When each cached tag was last checked upstream.
     validated: DashMap<(RepoName, String), Instant>,
     metrics: Arc<MirrorMetrics>,
@@ -38,39 +50,17 @@ pub struct PullThrough {
 impl PullThrough {
     pub fn new(config: MirrorConfig, storage: Arc<dyn Storage>) -> anyhow::Result<PullThrough> {
         let metrics = Arc::new(MirrorMetrics::default());
-        let mirror = PullThrough {
+        Ok(PullThrough {
             router: Router::new(&config),
             storage: storage.clone(),
-            clients: DashMap::new(),
-            fills: Arc::new(Fills::new(storage, metrics.clone())),
+            clients: Clients::new(&config, metrics.clone())?,
+            fills: Arc::new(Fills::new(storage, metrics.clone(), config.abandon_after)),
+            manifest_misses: Mutex::default(),
+            declared: DashMap::new(),
             validated: DashMap::new(),
             metrics,
             config,
-        };
-        // Build the named upstreams' clients now, so a bad CA file fails at start-up.
-        for u in &mirror.config.upstreams {
-            if u.host != "*" {
-                mirror.client(&u.host).map_err(anyhow::Error::msg)?;
-            }
-        }
-        Ok(mirror)
-    }
-
-    fn client(&self, host: &str) -> std::result::Result<Arc<UpstreamClient>, String> {
-        if let Some(c) = self.clients.get(host) {
-            return Ok(c.clone());
-        }
-        let upstream = self
-            .router
-            .upstream_for(host)
-            .ok_or_else(|| format!("{host} is not a configured upstream"))?;
-        let client = UpstreamClient::new(host, upstream, self.metrics.clone())
-            .map_err(|e| format!("upstream {host}: {e:#}"))?;
-        Ok(self
-            .clients
-            .entry(host.to_string())
-            .or_insert_with(|| Arc::new(client))
-            .clone())
+        })
     }
 
     /// The client to use now, or `None` when offline or the upstream is known to be down.
@@ -78,7 +68,7 @@ impl PullThrough {
         if self.config.offline {
             return None;
         }
-        match self.client(&route.upstream) {
+        match self.clients.get(&route.upstream) {
             Ok(c) if !c.is_down() => Some(c),
             Ok(_) => None,
             Err(e) => {
@@ -114,6 +104,13 @@ impl PullThrough {
             .put_manifest(&route.local, &m.digest, &m.media_type, m.body.clone())
             .await?;
         if let Ok(parsed) = manifest::parse(Some(&m.media_type), &m.body) {
+            if self.declared.len() + parsed.blobs.len() > MAX_DECLARED {
+                self.declared.clear();
+            }
+            for blob in &parsed.blobs {
+                self.declared
+                    .insert((route.local.clone(), blob.digest.clone()), blob.size);
+            }
             if let Some(subject) = parsed.subject {
                 let record = ReferrerRecord {
                     digest: m.digest.clone(),
@@ -128,6 +125,52 @@ impl PullThrough {
             }
         }
         Ok(())
+    }
+
+    /// Fetches a manifest from upstream and stores it (and the tag it was asked by).
+    async fn fetch_manifest_now(
+        &self,
+        route: &MirrorRoute,
+        reference: &Reference,
+    ) -> Result<Option<Digest>> {
+        let what = format!("manifest {reference}");
+        let Some(client) = self.client_for_miss(route, &what) else {
+            return Ok(None);
+        };
+        let m = match client
+            .get_manifest(&route.remote, &reference.to_string())
+            .await
+        {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                self.log_miss(route, &what, "upstream does not have it");
+                return Ok(None);
+            }
+            Err(e) => {
+                self.log_miss(route, &what, &format!("upstream failed ({e})"));
+                return Ok(None);
+            }
+        };
+        self.metrics.miss(&route.upstream, "manifest");
+        self.store(route, &m).await?;
+        if let Reference::Tag(tag) = reference {
+            self.storage.set_tag(&route.local, tag, &m.digest).await?;
+            self.mark_validated(route, tag.as_str(), Instant::now());
+        }
+        Ok(Some(m.digest))
+    }
+
+    /// The digest of `reference` if the store has it under the route's repository.
+    async fn stored_manifest(
+        &self,
+        route: &MirrorRoute,
+        reference: &Reference,
+    ) -> Result<Option<Digest>> {
+        let found = match reference {
+            Reference::Digest(d) => self.storage.get_manifest(&route.local, d).await?,
+            Reference::Tag(t) => self.storage.get_tagged_manifest(&route.local, t).await?,
+        };
+        Ok(found.map(|m| m.digest))
     }
 
     fn log_miss(&self, route: &MirrorRoute, what: &str, why: &str) {
@@ -217,31 +260,28 @@ impl Mirror for PullThrough {
         route: &MirrorRoute,
         reference: &Reference,
     ) -> Result<Option<Digest>> {
-        let what = format!("manifest {reference}");
-        let Some(client) = self.client_for_miss(route, &what) else {
-            return Ok(None);
-        };
-        let m = match client
-            .get_manifest(&route.remote, &reference.to_string())
-            .await
-        {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                self.log_miss(route, &what, "upstream does not have it");
-                return Ok(None);
-            }
-            Err(e) => {
-                self.log_miss(route, &what, &format!("upstream failed ({e})"));
-                return Ok(None);
+        let key = (route.local.clone(), reference.to_string());
+        let turn = self
+            .manifest_misses
+            .lock()
+            .expect("manifest misses lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _turn = turn.lock().await;
+            // A miss that waited for another finds what that one stored.
+            match self.stored_manifest(route, reference).await? {
+                Some(digest) => Ok(Some(digest)),
+                None => self.fetch_manifest_now(route, reference).await,
             }
         };
-        self.metrics.miss(&route.upstream, "manifest");
-        self.store(route, &m).await?;
-        if let Reference::Tag(tag) = reference {
-            self.storage.set_tag(&route.local, tag, &m.digest).await?;
-            self.mark_validated(route, tag.as_str(), Instant::now());
+        let mut misses = self.manifest_misses.lock().expect("manifest misses lock");
+        // Only the map and this call hold it: nobody waits.
+        if Arc::strong_count(&turn) <= 2 {
+            misses.remove(&key);
         }
-        Ok(Some(m.digest))
+        result
     }
 
     async fn fetch_blob(
@@ -259,7 +299,11 @@ impl Mirror for PullThrough {
             return Ok(None);
         };
         self.metrics.miss(&route.upstream, "blob");
-        match self.fills.fetch(client, route, digest).await {
+        let declared = self
+            .declared
+            .get(&(route.local.clone(), digest.clone()))
+            .map(|d| *d);
+        match self.fills.fetch(client, route, digest, declared).await {
             Ok(Some(blob)) => Ok(Some(blob)),
             Ok(None) => {
                 self.log_miss(route, &what, "upstream does not have it");

@@ -8,9 +8,10 @@
 //! - Docker's `registry-mirrors`: a bare `GET /v2/library/nginx/...`, always Docker Hub.
 
 use sealer_registry::oci::RepoName;
+use sealer_registry::oci::name::host_of_component;
 use sealer_registry::services::mirror::MirrorRoute;
 
-use crate::config::{DOCKER_HUB, MirrorConfig, Upstream};
+use crate::config::{DOCKER_HUB, MirrorConfig, Upstream, is_valid_host};
 
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -18,10 +19,12 @@ pub struct Router {
     allow_push: bool,
 }
 
-/// Whether the first segment of a name is a registry host rather than an organisation,
-/// by Docker's rule: it has a dot or a port, or is `localhost`.
-fn looks_like_host(segment: &str) -> bool {
-    segment.contains('.') || segment.contains(':') || segment == "localhost"
+/// The registry host a name's first segment stands for, by Docker's rule (it has a dot
+/// or a port, or is `localhost`), in the form the store writes it too (`host_port`);
+/// `None` for an organisation.
+fn host_segment(segment: &str) -> Option<String> {
+    let host = host_of_component(segment);
+    (host.contains('.') || host.contains(':') || host == "localhost").then(|| canonical(&host))
 }
 
 impl Router {
@@ -40,17 +43,32 @@ impl Router {
             .or_else(|| self.upstreams.iter().find(|u| u.host == "*"))
     }
 
-    pub fn route(&self, name: &RepoName, ns: Option<&str>) -> Option<MirrorRoute> {
-        let (host, remote) = match ns {
+    /// The upstream host a request names (by `ns` or a host first segment) and the
+    /// repository there.
+    fn named_host(name: &RepoName, ns: Option<&str>) -> (String, String) {
+        match ns {
             Some(ns) => (canonical(ns), name.as_str().to_string()),
             None => match name.as_str().split_once('/') {
-                Some((first, rest)) if looks_like_host(first) => {
-                    (canonical(first), rest.to_string())
-                }
-                _ => (DOCKER_HUB.to_string(), name.as_str().to_string()),
+                Some((first, rest)) => match host_segment(first) {
+                    Some(host) => (host, rest.to_string()),
+                    None => (DOCKER_HUB.to_string(), name.as_str().to_string()),
+                },
+                None => (DOCKER_HUB.to_string(), name.as_str().to_string()),
             },
-        };
-        self.upstream_for(&host)?;
+        }
+    }
+
+    pub fn route(&self, name: &RepoName, ns: Option<&str>) -> Option<MirrorRoute> {
+        let (host, remote) = Self::named_host(name, ns);
+        let upstream = self.upstream_for(&host)?;
+        if upstream.host == "*" && !is_valid_host(&host) {
+            tracing::warn!(
+                host = %host,
+                repository = %remote,
+                "not a registry host (from ?ns= or the name): not mirrored, answering from the store"
+            );
+            return None;
+        }
         // Docker Hub's official images live under `library/`.
         let remote = if host == DOCKER_HUB && !remote.contains('/') {
             format!("library/{remote}")
@@ -65,18 +83,22 @@ impl Router {
         })
     }
 
-    /// A push naming a mirrored registry explicitly (by `ns` or a host first segment) is
-    /// refused unless `allow_push` is set. Bare names are ordinary local repositories for
-    /// pushes.
+    /// A push naming a mirrored registry explicitly (by `ns` or a host first segment,
+    /// `host_port` included) is refused unless `allow_push` is set. Bare names are
+    /// ordinary local repositories for pushes.
     pub fn refuses_push(&self, name: &RepoName, ns: Option<&str>) -> bool {
         if self.allow_push {
             return false;
         }
         let host = match ns {
             Some(ns) => canonical(ns),
-            None => match name.as_str().split_once('/') {
-                Some((first, _)) if looks_like_host(first) => canonical(first),
-                _ => return false,
+            None => match name
+                .as_str()
+                .split_once('/')
+                .and_then(|(f, _)| host_segment(f))
+            {
+                Some(host) => host,
+                None => return false,
             },
         };
         self.upstream_for(&host).is_some()
@@ -164,6 +186,41 @@ mod tests {
             route(&r, "team/app", Some("my.registry:5000")),
             t("my.registry:5000", "team/app", "my.registry_5000/team/app")
         );
+    }
+
+    #[test]
+    fn an_upstream_with_a_port_is_read_where_it_is_cached() {
+        let r = router(&["registry.local:5000"]);
+        let cached = t(
+            "registry.local:5000",
+            "team/app",
+            "registry.local_5000/team/app",
+        );
+        assert_eq!(route(&r, "team/app", Some("registry.local:5000")), cached);
+        // The path-prefixed form names the host as the store writes it.
+        assert_eq!(route(&r, "registry.local_5000/team/app", None), cached);
+        let name = |s| RepoName::parse(s).unwrap();
+        assert!(r.refuses_push(&name("registry.local_5000/team/app"), None));
+        assert!(r.refuses_push(&name("team/app"), Some("registry.local:5000")));
+        assert!(!r.refuses_push(&name("my_org/app"), None));
+    }
+
+    #[test]
+    fn ns_values_that_are_no_host_are_not_routed() {
+        let any = router(&["*"]);
+        for ns in [
+            "a:b",
+            "a:99999",
+            "1.2.3.4.5",
+            "u@evil.example",
+            "a/b",
+            "x y",
+            "",
+        ] {
+            assert_eq!(route(&any, "x/y", Some(ns)), None, "{ns:?}");
+        }
+        assert!(route(&any, "x/y", Some("localhost:5000")).is_some());
+        assert!(route(&any, "x/y", Some("10.0.0.1:443")).is_some());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::listen::ConnLimits;
 use crate::observability::LogFormat;
 use crate::services::Options;
 use crate::services::gc::GcPolicy;
+use crate::services::quota::SessionLimits;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5000";
 
@@ -109,9 +110,33 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALER_REGISTRY_BODY_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub body_timeout: Option<Duration>,
 
-    /// Most bytes of blobs one repository may hold (403 DENIED beyond). [default: none]
+    /// A connection with no request in flight for this long is closed, HTTP/2 ones
+    /// included. [default: 120s]
+    #[arg(long, env = "SEALER_REGISTRY_IDLE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Option<Duration>,
+
+    /// A response that the client does not read for this long (a stalled download)
+    /// closes the connection. [default: 60s]
+    #[arg(long, env = "SEALER_REGISTRY_WRITE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub write_timeout: Option<Duration>,
+
+    /// Most connections open at once; at the cap a new one replaces the oldest that has
+    /// not sent a request. [default: half the open-file limit, raised to its maximum]
+    #[arg(long, env = "SEALER_REGISTRY_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Most bytes one repository may hold: linked blobs, manifests and open uploads
+    /// (403 DENIED beyond). [default: none]
     #[arg(long, env = "SEALER_REGISTRY_REPO_QUOTA", value_name = "BYTES")]
     pub repo_quota: Option<u64>,
+
+    /// Most upload sessions open at once in one repository (429 beyond). [default: 100]
+    #[arg(long, env = "SEALER_REGISTRY_MAX_SESSIONS_PER_REPO", value_name = "N")]
+    pub max_sessions_per_repo: Option<usize>,
+
+    /// Most upload sessions one signed-in user may have open (429 beyond). [default: 1000]
+    #[arg(long, env = "SEALER_REGISTRY_MAX_SESSIONS_PER_USER", value_name = "N")]
+    pub max_sessions_per_user: Option<usize>,
 
     /// Largest blob a push may upload, in bytes (413 SIZE_INVALID beyond). [default: none]
     #[arg(long, env = "SEALER_REGISTRY_MAX_UPLOAD_SIZE", value_name = "BYTES")]
@@ -257,6 +282,13 @@ pub struct LimitSection {
     pub header_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     pub body_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub write_timeout: Option<Duration>,
+    pub max_connections: Option<usize>,
+    pub max_sessions_per_repository: Option<usize>,
+    pub max_sessions_per_user: Option<usize>,
     pub max_upload_size: Option<u64>,
     pub repository_quota: Option<u64>,
 }
@@ -350,7 +382,22 @@ impl Settings {
             max_upload_bytes: args.max_upload_size.or(file.limits.max_upload_size),
             read_only: args.read_only || file.read_only.unwrap_or(false),
             repo_quota: args.repo_quota.or(file.limits.repository_quota),
+            sessions: SessionLimits {
+                per_repository: args
+                    .max_sessions_per_repo
+                    .or(file.limits.max_sessions_per_repository)
+                    .unwrap_or(defaults.sessions.per_repository),
+                per_user: args
+                    .max_sessions_per_user
+                    .or(file.limits.max_sessions_per_user)
+                    .unwrap_or(defaults.sessions.per_user),
+            },
         };
+        if options.sessions.per_repository == 0 || options.sessions.per_user == 0 {
+            bail!(
+                "limits.max_sessions_per_repository and max_sessions_per_user must be at least 1"
+            );
+        }
         let conn_defaults = ConnLimits::default();
         let limits = ConnLimits {
             header_timeout: args
@@ -361,9 +408,31 @@ impl Settings {
                 .body_timeout
                 .or(file.limits.body_timeout)
                 .unwrap_or(conn_defaults.body_timeout),
+            idle_timeout: args
+                .idle_timeout
+                .or(file.limits.idle_timeout)
+                .unwrap_or(conn_defaults.idle_timeout),
+            write_timeout: args
+                .write_timeout
+                .or(file.limits.write_timeout)
+                .unwrap_or(conn_defaults.write_timeout),
+            max_connections: args.max_connections.or(file.limits.max_connections),
         };
-        if limits.header_timeout.is_zero() || limits.body_timeout.is_zero() {
-            bail!("limits.header_timeout and limits.body_timeout must be more than 0");
+        if [
+            limits.header_timeout,
+            limits.body_timeout,
+            limits.idle_timeout,
+            limits.write_timeout,
+        ]
+        .iter()
+        .any(Duration::is_zero)
+        {
+            bail!(
+                "limits.header_timeout, body_timeout, idle_timeout and write_timeout must be more than 0"
+            );
+        }
+        if limits.max_connections == Some(0) {
+            bail!("limits.max_connections must be at least 1");
         }
         if options.max_page_entries == 0 {
             bail!("listing.max_page_entries must be at least 1");

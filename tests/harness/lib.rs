@@ -4,6 +4,7 @@
 pub mod content;
 pub mod daemons;
 pub mod examples;
+pub mod hostile;
 pub mod hosts;
 pub mod http;
 pub mod server;
@@ -13,6 +14,7 @@ pub mod upstream;
 pub use content::*;
 pub use daemons::*;
 pub use examples::*;
+pub use hostile::*;
 pub use hosts::*;
 pub use http::*;
 pub use server::*;

@@ -67,6 +67,8 @@ pub struct Registry {
     envs: Vec<(String, String)>,
     /// Started without `--root`: bundles only, read-only.
     without_store: bool,
+    /// The open-file limit (soft and hard) to start it with.
+    nofile: Option<u64>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -102,6 +104,7 @@ impl Registry {
             args,
             envs: Vec::new(),
             without_store: true,
+            nofile: None,
             _tmp: Some(tmp),
         };
         r.launch("127.0.0.1:0");
@@ -124,7 +127,28 @@ impl Registry {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             without_store: false,
+            nofile: None,
             _tmp: None,
+        };
+        r.launch("127.0.0.1:0");
+        r
+    }
+
+    /// As [`Registry::start_with`], with an open-file limit of `nofile` (as `ulimit -n`).
+    pub fn start_with_nofile(args: &[&str], nofile: u64) -> Registry {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut r = Registry {
+            child: None,
+            host: String::new(),
+            scheme: "http".into(),
+            login: None,
+            root: tmp.path().join("store"),
+            log: tmp.path().join("registry.log"),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            envs: Vec::new(),
+            without_store: false,
+            nofile: Some(nofile),
+            _tmp: Some(tmp),
         };
         r.launch("127.0.0.1:0");
         r
@@ -144,6 +168,22 @@ impl Registry {
         cmd.args(&self.args).stdout(Stdio::piped()).stderr(log);
         for (k, v) in &self.envs {
             cmd.env(k, v);
+        }
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit, which is async-signal-safe, runs in the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().expect("starting sealer-registry");
         let stdout = child.stdout.take().expect("stdout");

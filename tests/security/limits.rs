@@ -225,3 +225,157 @@ async fn a_repository_over_its_quota_is_denied_and_others_go_on() {
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     push_blob(&reg, "team/a", &big).await;
 }
+
+/// Bytes of blobs and manifests a repository holds in the store.
+fn repo_bytes(reg: &Registry, repo: &str) -> u64 {
+    let dir = reg.root.join("repositories").join(repo);
+    let mut total = 0;
+    for sub in ["_layers/sha256", "_manifests/revisions/sha256"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in entries {
+            let hex = e.unwrap().file_name().into_string().unwrap();
+            let blob = reg.root.join("blobs/sha256").join(&hex[..2]).join(&hex);
+            total += std::fs::metadata(blob).unwrap().len();
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pushes_cannot_take_a_repository_past_its_quota() {
+    let reg = Registry::start_with(&["--repo-quota", "10000000"]);
+    // Eight 2 MB blobs, their uploads opened and filled, then finished all at once.
+    let blobs: Vec<Vec<u8>> = (0..8).map(|_| random_bytes(2_000_000)).collect();
+    let finishes: Vec<_> = blobs
+        .into_iter()
+        .map(|data| {
+            let url = reg.url("/v2/team/q/blobs/uploads/");
+            tokio::spawn(async move {
+                let c = client();
+                let resp = c.post(url).send().await.unwrap();
+                if resp.status() != StatusCode::ACCEPTED {
+                    return resp.status();
+                }
+                let loc = header(&resp, "location");
+                let base = resp.url().origin().ascii_serialization();
+                c.put(format!("{base}{loc}?digest={}", sha256(&data)))
+                    .body(data)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for f in finishes {
+        match f.await.unwrap() {
+            StatusCode::CREATED => created += 1,
+            s => assert!(matches!(s.as_u16(), 403), "{s}"),
+        }
+    }
+    assert!(
+        (1..=5).contains(&created),
+        "{created} pushes of 2 MB fit a 10 MB quota"
+    );
+    assert!(repo_bytes(&reg, "team/q") <= 10_000_000);
+}
+
+#[tokio::test]
+async fn manifests_and_open_uploads_count_against_the_quota() {
+    let reg = Registry::start_with(&["--repo-quota", "20000"]);
+    let img = push_image(&reg, "team/m", "1", 1, 15000).await;
+    let used = repo_bytes(&reg, "team/m");
+    assert!(
+        used > 15000 + img.config.len() as u64,
+        "the manifest is counted: {used}"
+    );
+    // Manifests alone can fill the quota: 5 KB of annotations each.
+    let mut refused = None;
+    for i in 0..5 {
+        let m = image_manifest(
+            OCI_MANIFEST,
+            descriptor(OCI_CONFIG, &img.config),
+            vec![],
+            serde_json::json!({"annotations": {"pad": "x".repeat(1500), "i": i.to_string()}}),
+        );
+        let resp = put_manifest(&reg, "team/m", &format!("m{i}"), OCI_MANIFEST, &m).await;
+        if resp.status() != StatusCode::CREATED {
+            refused = Some(assert_error(resp, 403, "DENIED").await);
+            break;
+        }
+    }
+    assert!(refused.is_some(), "manifests were not counted");
+    assert!(repo_bytes(&reg, "team/m") <= 20000);
+
+    // Bytes parked in an open upload session count too.
+    let other = Registry::start_with(&["--repo-quota", "100000"]);
+    let resp = client()
+        .post(other.url("/v2/team/u/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let parked = format!("{}{}", other.url(""), header(&resp, "location"));
+    let resp = client()
+        .patch(&parked)
+        .header("content-type", "application/octet-stream")
+        .body(random_bytes(80000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let data = random_bytes(40000);
+    let resp = client()
+        .post(other.url(&format!(
+            "/v2/team/u/blobs/uploads/?digest={}",
+            sha256(&data)
+        )))
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(resp, 403, "DENIED").await;
+    assert!(body.to_string().contains("quota"), "{body}");
+    // Cancelling the parked session frees its room.
+    let resp = client().delete(&parked).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    push_blob(&other, "team/u", &random_bytes(40000)).await;
+}
+
+#[tokio::test]
+async fn open_upload_sessions_are_capped_per_repository() {
+    let reg = Registry::start_with(&["--max-sessions-per-repo", "20"]);
+    let mut locations = Vec::new();
+    for _ in 0..20 {
+        let resp = client()
+            .post(reg.url("/v2/team/s/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        locations.push(header(&resp, "location"));
+    }
+    let resp = client()
+        .post(reg.url("/v2/team/s/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(resp, 429, "TOOMANYREQUESTS").await;
+    assert!(body.to_string().contains("upload sessions open"), "{body}");
+    // Other repositories are not affected; finishing one makes room.
+    push_blob(&reg, "team/other", b"x").await;
+    let resp = client()
+        .delete(reg.url(&locations[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = client()
+        .post(reg.url("/v2/team/s/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+}

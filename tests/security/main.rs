@@ -2,10 +2,13 @@
 //! the token flow, repository isolation (mount, HEAD, GET), and real clients logging in
 //! (docker, podman, skopeo, containerd's ctr).
 
+mod bundles;
 mod clients;
+mod connections;
 mod gc;
 mod integrity;
 mod limits;
+mod upstreams;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -322,3 +322,37 @@ async fn malformed_manifests_are_manifest_invalid() {
     let resp = put_manifest(&reg, "m/invalid", "bad!tag", OCI_MANIFEST, &img.manifest).await;
     assert_error(resp, 400, "MANIFEST_INVALID").await;
 }
+
+#[tokio::test]
+async fn pulling_a_tag_outside_the_grammar_is_manifest_unknown() {
+    // The conformance suite pulls `.INVALID_MANIFEST_NAME`: end-3 lists only 404.
+    let reg = Registry::start();
+    push_image(&reg, "m/badtag", "v1", 1, 10).await;
+    for tag in [".INVALID_MANIFEST_NAME", "bad!tag", "-x"] {
+        assert_error(
+            get_manifest(&reg, "m/badtag", tag).await,
+            404,
+            "MANIFEST_UNKNOWN",
+        )
+        .await;
+        let resp = client()
+            .head(reg.url(&format!("/v2/m/badtag/manifests/{tag}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "HEAD {tag}");
+        let resp = client()
+            .delete(reg.url(&format!("/v2/m/badtag/manifests/{tag}")))
+            .send()
+            .await
+            .unwrap();
+        assert_error(resp, 400, "MANIFEST_INVALID").await;
+    }
+    // A malformed digest is still a bad request.
+    assert_error(
+        get_manifest(&reg, "m/badtag", "sha256:zz").await,
+        400,
+        "DIGEST_INVALID",
+    )
+    .await;
+}

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use sealer_registry::oci::{Algorithm, Digest};
+use sealer_registry::storage::Storage;
 use serde_json::json;
 
 use crate::archive;
@@ -360,9 +361,13 @@ pub struct LoadReport {
 /// `oci-archive:`), plain or zstd. Blobs are verified as they stream in and become
 /// visible one by one, complete; names are set last, so an interrupted load shows
 /// nothing half-loaded and a re-run finishes it (blobs already stored are skipped).
+/// Loads a bundle into `store`. Its images may use the blobs it carries and those their
+/// repositories already hold; with `trust_store` (a bundle the caller made itself), any
+/// blob of the store.
 pub async fn load(
     store: &Store,
     inputs: &[PathBuf],
+    trust_store: bool,
     progress: &dyn Progress,
 ) -> anyhow::Result<LoadReport> {
     let source: Box<dyn Read + Send> = match parts::open_parts(inputs)? {
@@ -430,9 +435,17 @@ pub async fn load(
     } else {
         bail!("{label} has no index.json (an OCI layout) or manifest.json (a docker save archive)");
     }
+    // Only what the bundle carries is published under its names (and, for a delta
+    // bundle, what the named repository already holds): naming a digest the store keeps
+    // for another repository gains a bundle nothing.
+    let carried: BTreeSet<Digest> = scanned.blobs.values().map(|(d, _)| d.clone()).collect();
+    let usable = Usable {
+        carried: &carried,
+        whole_store: trust_store,
+    };
     let mut missing = Vec::new();
     for (name, digest, media_type) in images {
-        let lacking = register(store, &name, &digest, &media_type).await?;
+        let lacking = register(store, &name, &digest, &media_type, &usable).await?;
         if lacking.is_empty() {
             report.images.push((name, digest));
         } else {
@@ -643,13 +656,29 @@ fn verify_and_store(
     Ok((actual, size, true))
 }
 
+/// What a loaded image may use besides what its repository holds.
+struct Usable<'a> {
+    /// The blobs the bundle carried.
+    carried: &'a BTreeSet<Digest>,
+    /// Any blob of the store (a bundle the caller made itself).
+    whole_store: bool,
+}
+
+impl Usable<'_> {
+    fn may_use(&self, digest: &Digest) -> bool {
+        self.whole_store || self.carried.contains(digest)
+    }
+}
+
 /// Puts an image's manifests into its repository and links its blobs, then tags it.
-/// Returns the blobs the store lacks (then nothing is tagged).
+/// Content counts as present only if it is [`Usable`] or the repository already holds
+/// it. Returns what is lacking (then nothing is tagged).
 async fn register(
     store: &Store,
     name: &ImageName,
     top: &Digest,
     top_type: &str,
+    usable: &Usable<'_>,
 ) -> anyhow::Result<Vec<String>> {
     let repo = name.repo().map_err(anyhow::Error::msg)?;
     let mut lacking = BTreeSet::new();
@@ -660,7 +689,9 @@ async fn register(
         if !seen.insert(digest.clone()) {
             continue;
         }
-        let Some(path) = store.storage().blob_path(&digest) else {
+        let held = usable.may_use(&digest) || store.storage().has_manifest(&repo, &digest).await?;
+        let path = store.storage().blob_path(&digest).filter(|_| held);
+        let Some(path) = path else {
             if &digest == top {
                 lacking.insert(format!("manifest {digest}"));
             }
@@ -670,7 +701,12 @@ async fn register(
         let body = Bytes::from(tokio::fs::read(&path).await?);
         let c = children(&media_type, &body)?;
         for (blob, _, _) in &c.blobs {
-            if !store.link_if_present(&repo, blob).await? {
+            let present = if usable.may_use(blob) {
+                store.link_if_present(&repo, blob).await?
+            } else {
+                store.storage().repo_blob_size(&repo, blob).await?.is_some()
+            };
+            if !present {
                 lacking.insert(format!("blob {blob}"));
             }
         }

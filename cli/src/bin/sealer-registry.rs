@@ -142,7 +142,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { registry, mirror } => {
             let settings = Settings::resolve(&registry)?;
-            let mirror_config = MirrorConfig::resolve(settings.mirror.as_ref(), &mirror)?;
+            let mirror_config = MirrorConfig::resolve(settings.mirror.as_ref(), &mirror)?
+                .with_registry_limits(
+                    settings.options.max_manifest_bytes,
+                    settings.options.max_upload_bytes,
+                );
             let _log = observability::init_logging(settings.log_format, &settings.log_level);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

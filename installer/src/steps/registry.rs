@@ -440,7 +440,10 @@ async fn load(
     .await?;
     let mut file = tokio::fs::File::open(&delta).await?;
     let out = host
-        .run_streaming(&format!("{sealer} load -i /dev/stdin"), Some(&mut file))
+        .run_streaming(
+            &format!("{sealer} load --trust-store-blobs -i /dev/stdin"),
+            Some(&mut file),
+        )
         .await?;
     let _ = std::fs::remove_file(&delta);
     if !out.success() {

@@ -77,6 +77,10 @@ fn parse_params(s: &str) -> HashMap<String, String> {
 /// upstream's own registrable domain (`auth.docker.io` for `registry-1.docker.io`), or on
 /// the very same host when that is an IP address or a single-label name.
 pub fn realm_is_trusted(realm: &Url, endpoint: &Url) -> bool {
+    // Credentials go to the realm: never over a weaker scheme than the upstream's.
+    if realm.scheme() != endpoint.scheme() {
+        return false;
+    }
     let (Some(r), Some(e)) = (realm.host(), endpoint.host()) else {
         return false;
     };
@@ -181,6 +185,8 @@ mod tests {
             &u("https://docker.io.evil.example/token"),
             &hub
         ));
+        // The password would cross the network in clear.
+        assert!(!realm_is_trusted(&u("http://auth.docker.io/token"), &hub));
         let local = u("http://127.0.0.1:6000");
         assert!(realm_is_trusted(&u("http://127.0.0.1:7000/token"), &local));
         assert!(!realm_is_trusted(&u("http://127.0.0.2/token"), &local));

@@ -1,8 +1,10 @@
 //! The client for one upstream registry: one connection pool, the token flow, retries
-//! with backoff, redirects followed without forwarding `Authorization` to other hosts.
+//! with backoff, redirects followed only where [`redirects`] allows, never forwarding
+//! `Authorization` to other hosts.
 
 pub mod auth;
 pub mod credentials;
+pub mod redirects;
 mod tls;
 
 use std::sync::Arc;
@@ -10,16 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use reqwest::header::{
     ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LINK, RANGE, WWW_AUTHENTICATE,
 };
 use reqwest::{Method, Response, StatusCode};
-use sealer_registry::oci::{Digest, media_type};
+use sealer_registry::oci::{Digest, manifest};
 use sealer_registry::storage::ReferrerRecord;
 use url::Url;
 
 use self::auth::{Challenge, TokenCache, TokenResponse};
-use crate::config::{Credentials, Upstream};
+use crate::config::{Credentials, Limits, Upstream};
 use crate::metrics::MirrorMetrics;
 
 /// Every manifest type a client of ours may ask for.
@@ -31,6 +34,8 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 /// Attempts for a request that fails with a reset or a 5xx (not for connection failures:
 /// an unreachable upstream must answer a miss within the dial timeout).
 const ATTEMPTS: u32 = 3;
+/// The slowest a blob download may be on average, in bytes per second.
+pub const MIN_BLOB_RATE: u64 = 64 * 1024;
 /// After a failed connection, the upstream counts as down for this long, so further
 /// misses are answered at once instead of each waiting for a dial timeout.
 const DOWN_FOR: Duration = Duration::from_secs(10);
@@ -71,6 +76,9 @@ pub struct UpstreamClient {
     basic: AtomicBool,
     down_until: std::sync::Mutex<Option<Instant>>,
     metrics: Arc<MirrorMetrics>,
+    /// The whole time a request other than a blob transfer may take.
+    deadline: Duration,
+    limits: Limits,
 }
 
 impl UpstreamClient {
@@ -79,10 +87,29 @@ impl UpstreamClient {
         config: &Upstream,
         metrics: Arc<MirrorMetrics>,
     ) -> anyhow::Result<UpstreamClient> {
-        let endpoint = config.endpoint_for(host);
-        let tls = tls::client_config(config.ca_file.as_deref(), config.insecure)?;
+        let tls = Self::tls_for(config)?;
+        Self::with_tls(host, config, tls, metrics)
+    }
+
+    /// The TLS settings of an upstream entry: made once per entry and shared by the
+    /// clients of every host it serves (reading the system's roots is not cheap).
+    pub fn tls_for(config: &Upstream) -> anyhow::Result<rustls::ClientConfig> {
+        tls::client_config(config.ca_file.as_deref(), config.insecure)
+    }
+
+    /// A client for `host` with TLS settings made by [`Self::tls_for`].
+    pub fn with_tls(
+        host: &str,
+        config: &Upstream,
+        tls: rustls::ClientConfig,
+        metrics: Arc<MirrorMetrics>,
+    ) -> anyhow::Result<UpstreamClient> {
+        let endpoint = config.endpoint_for(host)?;
+        let guard = redirects::Guard::new(&endpoint);
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
+            .redirect(guard.policy())
+            .dns_resolver(guard.resolver())
             .connect_timeout(config.dial_timeout)
             .read_timeout(config.timeout)
             .pool_max_idle_per_host(32)
@@ -99,6 +126,8 @@ impl UpstreamClient {
             basic: AtomicBool::new(false),
             down_until: std::sync::Mutex::new(None),
             metrics,
+            deadline: config.timeout,
+            limits: config.limits,
         })
     }
 
@@ -121,7 +150,8 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `method path` with the credentials `scope` needs, retrying resets and 5xx.
+    /// Sends `method path` with the credentials `scope` needs, retrying resets and 5xx;
+    /// the whole exchange, body included, must end within the upstream's timeout.
     async fn send(
         &self,
         method: Method,
@@ -129,12 +159,14 @@ impl UpstreamClient {
         scope: &str,
         headers: HeaderMap,
     ) -> Result<Response> {
-        self.send_body(method, path, scope, headers, &|| None).await
+        self.send_body(method, path, scope, headers, &|| None, Some(self.deadline))
+            .await
     }
 
-    /// As [`Self::send`], with a request body made afresh for every attempt. `target` is
-    /// a path under the API base, or an absolute URL on the same origin (an upload's
-    /// `Location`).
+    /// As [`Self::send`], with a request body made afresh for every attempt and an
+    /// overall `deadline` (`None` for blob transfers, which the caller bounds by their
+    /// size). `target` is a path under the API base, or an absolute URL on the same
+    /// origin (an upload's `Location`).
     async fn send_body(
         &self,
         method: Method,
@@ -142,6 +174,7 @@ impl UpstreamClient {
         scope: &str,
         headers: HeaderMap,
         body: &(dyn Fn() -> Option<reqwest::Body> + Sync),
+        deadline: Option<Duration>,
     ) -> Result<Response> {
         if self.is_down() {
             return Err(self.unreachable("it failed moments ago; retrying shortly"));
@@ -157,6 +190,9 @@ impl UpstreamClient {
                 .headers(headers.clone());
             if let Some(b) = body() {
                 req = req.body(b);
+            }
+            if let Some(d) = deadline {
+                req = req.timeout(d);
             }
             if let Some(token) = self.tokens.get(scope) {
                 req = req.bearer_auth(token);
@@ -242,6 +278,7 @@ impl UpstreamClient {
                     req = req.basic_auth(&c.username, Some(&c.password));
                 }
                 let answer = req
+                    .timeout(self.deadline)
                     .send()
                     .await
                     .map_err(|e| self.unreachable(error_chain(&e)))?;
@@ -252,9 +289,10 @@ impl UpstreamClient {
                         what: format!("a token request for {scope}"),
                     });
                 }
-                let (token, until) = answer
-                    .json::<TokenResponse>()
-                    .await
+                let body = self
+                    .read_capped(answer, self.limits.max_list_bytes, "a token answer")
+                    .await?;
+                let (token, until) = serde_json::from_slice::<TokenResponse>(&body)
                     .ok()
                     .and_then(TokenResponse::into_token)
                     .ok_or_else(|| {
@@ -369,17 +407,24 @@ impl UpstreamClient {
         else {
             return Ok(None);
         };
-        let media_type = resp
+        let content_type = resp
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or(media_type::OCI_MANIFEST)
-            .to_string();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.unreachable(error_chain(&e)))?;
+            .map(str::to_string);
+        let body = self
+            .read_capped(resp, self.limits.max_manifest_bytes, "a manifest")
+            .await?;
         self.metrics.received(&self.host, body.len() as u64);
+        // Taken as a manifest only if it is one, and served with a type the registry
+        // knows, whatever the upstream said.
+        let media_type = manifest::parse(content_type.as_deref(), &body)
+            .map_err(|e| UpstreamError::Protocol {
+                host: self.host.clone(),
+                reason: format!("{remote}:{reference} is not a valid manifest: {e}"),
+            })?
+            .served_type(content_type.as_deref())
+            .to_string();
         let digest = match reference.parse::<Digest>() {
             Ok(expected) => {
                 let actual = Digest::of(expected.algorithm(), &body);
@@ -416,11 +461,13 @@ impl UpstreamClient {
             );
         }
         let resp = self
-            .send(
+            .send_body(
                 Method::GET,
                 &format!("/v2/{remote}/blobs/{digest}"),
                 &Self::pull_scope(remote),
                 h,
+                &|| None,
+                None,
             )
             .await?;
         match resp.status() {
@@ -476,7 +523,10 @@ impl UpstreamClient {
         struct TagList {
             tags: Option<Vec<String>>,
         }
-        let list: TagList = resp.json().await.map_err(|e| UpstreamError::Protocol {
+        let body = self
+            .read_capped(resp, self.limits.max_list_bytes, "a tag list")
+            .await?;
+        let list: TagList = serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol {
             host: self.host.clone(),
             reason: format!("invalid tag list: {e}"),
         })?;
@@ -505,7 +555,10 @@ impl UpstreamClient {
         struct Index {
             manifests: Vec<ReferrerRecord>,
         }
-        let index: Index = resp.json().await.map_err(|e| UpstreamError::Protocol {
+        let body = self
+            .read_capped(resp, self.limits.max_list_bytes, "a referrers list")
+            .await?;
+        let index: Index = serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol {
             host: self.host.clone(),
             reason: format!("invalid referrers index: {e}"),
         })?;
@@ -605,7 +658,7 @@ impl UpstreamClient {
         );
         h.insert(CONTENT_LENGTH, size.into());
         let resp = self
-            .send_body(Method::PUT, url.as_str(), &scope, h, body)
+            .send_body(Method::PUT, url.as_str(), &scope, h, body, None)
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(()),
@@ -655,6 +708,7 @@ impl UpstreamClient {
                 &Self::push_scope(remote),
                 h,
                 &|| Some(reqwest::Body::from(body.clone())),
+                Some(self.deadline),
             )
             .await?;
         if resp.status() == StatusCode::CREATED {
@@ -669,6 +723,40 @@ impl UpstreamClient {
                 text.trim()
             ),
         })
+    }
+
+    /// Reads a response body of at most `max` bytes; a larger one is an error (checked
+    /// on `Content-Length` first, then while reading, for bodies without one).
+    async fn read_capped(&self, resp: Response, max: usize, what: &str) -> Result<Bytes> {
+        let too_large = || UpstreamError::Protocol {
+            host: self.host.clone(),
+            reason: format!("{what} larger than {max} bytes was refused"),
+        };
+        if content_length(&resp).is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let mut body = bytes::BytesMut::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.unreachable(error_chain(&e)))?;
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    /// How long a blob download of `size` bytes may take in all: the timeout, plus the
+    /// time to receive it at [`MIN_BLOB_RATE`]. An upstream trickling bytes just fast
+    /// enough to beat the read timeout cannot hold a fill for ever.
+    pub fn blob_deadline(&self, size: u64) -> Duration {
+        self.deadline + Duration::from_secs(size / MIN_BLOB_RATE)
+    }
+
+    /// Largest blob a fill may take, if bounded.
+    pub fn max_blob_bytes(&self) -> Option<u64> {
+        self.limits.max_blob_bytes
     }
 
     pub fn record_received(&self, bytes: u64) {

@@ -79,7 +79,30 @@ impl ParsedManifest {
                 ManifestKind::Index => media_type::OCI_INDEX,
             })
     }
+
+    /// The `Content-Type` to store and serve it with: a manifest type the registry knows,
+    /// never what a pusher or upstream made up (`text/html` served from the registry's
+    /// origin would be a page). `content_type` (as sent) if it is one, else the type the
+    /// body declares if it is one, else the OCI type of its kind.
+    pub fn served_type(&self, content_type: Option<&str>) -> &'static str {
+        let known = |mt: &str| KNOWN_TYPES.iter().copied().find(|k| *k == essence(mt));
+        content_type
+            .and_then(known)
+            .or_else(|| self.declared_media_type.as_deref().and_then(known))
+            .unwrap_or(match self.kind {
+                ManifestKind::Image => media_type::OCI_MANIFEST,
+                ManifestKind::Index => media_type::OCI_INDEX,
+            })
+    }
 }
+
+/// The manifest types stored and served as such.
+const KNOWN_TYPES: [&str; 4] = [
+    media_type::OCI_MANIFEST,
+    media_type::OCI_INDEX,
+    media_type::DOCKER_MANIFEST,
+    media_type::DOCKER_MANIFEST_LIST,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {

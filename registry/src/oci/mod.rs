@@ -9,4 +9,4 @@ pub mod reference;
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{ManifestKind, ParsedManifest, media_type};
 pub use name::{RepoName, Tag};
-pub use reference::Reference;
+pub use reference::{Reference, ReferenceError};

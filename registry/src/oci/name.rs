@@ -40,6 +40,20 @@ pub fn host_component(host: &str) -> String {
     host.to_ascii_lowercase().replacen(':', "_", 1)
 }
 
+/// The registry host a local repository's first component stands for: the inverse of
+/// [`host_component`] (`registry.local_5000` → `registry.local:5000`). A component
+/// without a `_port` ending is returned as it is.
+pub fn host_of_component(component: &str) -> String {
+    match component.rsplit_once('_') {
+        Some((host, port))
+            if !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            format!("{host}:{port}")
+        }
+        _ => component.to_string(),
+    }
+}
+
 impl RepoName {
     pub fn parse(s: &str) -> Result<RepoName, NameError> {
         if s.len() > MAX_NAME_LEN {

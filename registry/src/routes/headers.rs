@@ -14,6 +14,23 @@ pub const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
 pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 pub const OCI_NAMESPACE: HeaderName = HeaderName::from_static("oci-namespace");
 
+/// What every response says about its content: browsers must take the declared type as
+/// it is (`nosniff`), and nothing the registry serves may run as a page: blobs and
+/// manifests are whatever pushers sent, so a browser opening one gets an inert,
+/// sandboxed document with no scripts, styles, frames or requests.
+pub async fn content_safety(mut response: axum::response::Response) -> axum::response::Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    response
+}
+
 /// A header value from text we produced (digests, paths of validated names, numbers).
 pub fn value(s: impl AsRef<str>) -> HeaderValue {
     HeaderValue::from_str(s.as_ref()).unwrap_or_else(|_| HeaderValue::from_static(""))

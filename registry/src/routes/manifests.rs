@@ -9,12 +9,18 @@ use futures::StreamExt;
 use super::headers::{self, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG};
 use super::{Ctx, empty};
 use crate::error::{ErrorCode, RegistryError, Result};
-use crate::oci::{Reference, Tag};
+use crate::oci::{Reference, ReferenceError, Tag};
 use crate::services::manifests::too_large;
 
 pub async fn get(ctx: Ctx, name: &str, reference: &str, head: bool) -> Result<Response> {
     let name = Ctx::name(name)?;
-    let reference = Reference::parse(reference)?;
+    let reference = match Reference::parse(reference) {
+        Ok(r) => r,
+        // No manifest can have a tag outside the grammar: a pull of one is simply not
+        // found (the spec lists only 404 for end-3). A malformed digest stays 400.
+        Err(ReferenceError::Tag(_)) => return Err(RegistryError::manifest_unknown(&reference)),
+        Err(e) => return Err(e.into()),
+    };
     let lookup = ctx.lookup(&name);
     let accept = headers::accept(&ctx.parts.headers);
     let m = ctx

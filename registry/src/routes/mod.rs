@@ -58,6 +58,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(render_metrics))
         .fallback(not_found)
         .with_state(app)
+        .layer(axum::middleware::map_response(headers::content_safety))
         .layer(axum::middleware::from_fn_with_state(
             body_timeout,
             crate::listen::idle_bodies,
@@ -82,6 +83,11 @@ pub(crate) struct Who {
 }
 
 impl Who {
+    /// The signed-in user; `None` when anonymous or without sign-in.
+    pub fn user(&self) -> Option<&str> {
+        (self.user != "-").then_some(self.user.as_str())
+    }
+
     /// One line on the `audit` log target for a change of content or names: a push, a
     /// tag, an untag, a delete, a mount.
     pub fn audit(
@@ -129,9 +135,12 @@ impl Ctx {
     pub fn lookup(&self, name: &RepoName) -> Lookup {
         let mut lookup = self.app.registry.lookup(name, self.query.get("ns"));
         if let (Some(auth), Some(caller)) = (&self.app.auth, &self.caller) {
-            lookup.local.retain(|repo| {
+            let may_pull = |repo: &RepoName| {
                 repo == name || auth.policy_allows(&caller.principal, repo.as_str(), Action::Pull)
-            });
+            };
+            lookup.local.retain(|repo| may_pull(repo));
+            // Nor is the upstream asked on behalf of a caller who may not read its cache.
+            lookup.mirror = lookup.mirror.filter(|route| may_pull(&route.local));
         }
         lookup
     }

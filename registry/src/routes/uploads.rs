@@ -86,7 +86,10 @@ pub async fn start(ctx: Ctx, name: &str) -> Result<Response> {
 
     if let Some(digest) = ctx.query.get("digest") {
         let digest: Digest = digest.parse()?;
-        let id = registry.uploads.start(&name, digest.algorithm()).await?;
+        let id = registry
+            .uploads
+            .start(&name, digest.algorithm(), who.user())
+            .await?;
         let body = Ctx::body_stream(ctx.body);
         if let Err(e) = registry
             .uploads
@@ -104,7 +107,7 @@ pub async fn start(ctx: Ctx, name: &str) -> Result<Response> {
         Some(a) => a.parse::<Algorithm>()?,
         None => Algorithm::Sha256,
     };
-    let id = registry.uploads.start(&name, algorithm).await?;
+    let id = registry.uploads.start(&name, algorithm, who.user()).await?;
     Ok(session_response(StatusCode::ACCEPTED, &name, id, 0))
 }
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::mirror::{Mirror, MirroredBlob};
+use super::quota::Quotas;
 use super::{Gate, Lookup, Options};
 use crate::error::{RegistryError, Result};
 use crate::oci::{Digest, RepoName};
@@ -13,6 +14,7 @@ pub struct BlobService {
     options: Options,
     mirror: Option<Arc<dyn Mirror>>,
     gate: Gate,
+    quotas: Arc<Quotas>,
 }
 
 /// Where a requested blob comes from.
@@ -29,16 +31,23 @@ impl BlobService {
         options: Options,
         mirror: Option<Arc<dyn Mirror>>,
         gate: Gate,
+        quotas: Arc<Quotas>,
     ) -> Self {
         BlobService {
             storage,
             options,
             mirror,
             gate,
+            quotas,
         }
     }
 
-    async fn local_size(&self, lookup: &Lookup, digest: &Digest) -> Result<Option<u64>> {
+    /// The first local repository of `lookup` that links the blob, and its size.
+    async fn local_size<'a>(
+        &self,
+        lookup: &'a Lookup,
+        digest: &Digest,
+    ) -> Result<Option<(&'a RepoName, u64)>> {
         for repo in &lookup.local {
             if let Some(size) = self.storage.repo_blob_size(repo, digest).await? {
                 if let (Some(mirror), Some(route)) = (&self.mirror, &lookup.mirror) {
@@ -46,7 +55,7 @@ impl BlobService {
                         mirror.hit(route, "blob");
                     }
                 }
-                return Ok(Some(size));
+                return Ok(Some((repo, size)));
             }
         }
         Ok(None)
@@ -54,7 +63,7 @@ impl BlobService {
 
     /// For a `GET`: the blob from the store, or from upstream for a mirrored name.
     pub async fn find(&self, lookup: &Lookup, digest: &Digest) -> Result<Found> {
-        if let Some(size) = self.local_size(lookup, digest).await? {
+        if let Some((_, size)) = self.local_size(lookup, digest).await? {
             return Ok(Found::Local(size));
         }
         if let (Some(mirror), Some(route)) = (&self.mirror, &lookup.mirror) {
@@ -68,10 +77,11 @@ impl BlobService {
     /// For a `HEAD`: the blob's size, from upstream without fetching it for a mirrored
     /// name.
     pub async fn stat(&self, lookup: &Lookup, digest: &Digest) -> Result<u64> {
-        if let Some(size) = self.local_size(lookup, digest).await? {
+        if let Some((repo, size)) = self.local_size(lookup, digest).await? {
             // Pushers check a blob this way before skipping its upload: restart its grace
-            // period so garbage collection leaves it until their manifest arrives.
-            if let Err(e) = self.storage.touch_link(lookup.name(), digest).await {
+            // period (of the link where it was found) so garbage collection leaves it
+            // until their manifest arrives.
+            if let Err(e) = self.storage.touch_link(repo, digest).await {
                 tracing::debug!(error = %e, "touching a blob link failed");
             }
             return Ok(size);
@@ -99,7 +109,10 @@ impl BlobService {
         let Some(size) = self.storage.repo_blob_size(from, digest).await? else {
             return Ok(false);
         };
-        super::check_quota(&*self.storage, self.options.repo_quota, repo, digest, size).await?;
+        let _repo = self.quotas.lock(repo).await;
+        if self.storage.repo_blob_size(repo, digest).await?.is_none() {
+            self.quotas.check(repo, size, None).await?;
+        }
         self.storage.link_blob(repo, digest).await?;
         Ok(true)
     }

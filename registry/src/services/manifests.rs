@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::Gate;
 use super::mirror::Mirror;
+use super::quota::Quotas;
 use super::{Lookup, Options};
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::manifest::{self, ManifestKind, media_type};
@@ -18,6 +19,7 @@ pub struct ManifestService {
     options: Options,
     mirror: Option<Arc<dyn Mirror>>,
     gate: Gate,
+    quotas: Arc<Quotas>,
 }
 
 /// What a successful push stored.
@@ -48,12 +50,14 @@ impl ManifestService {
         options: Options,
         mirror: Option<Arc<dyn Mirror>>,
         gate: Gate,
+        quotas: Arc<Quotas>,
     ) -> Self {
         ManifestService {
             storage,
             options,
             mirror,
             gate,
+            quotas,
         }
     }
 
@@ -182,12 +186,13 @@ impl ManifestService {
         let _commit = self.gate.read().await;
         self.check_references(repo, &parsed).await?;
 
-        let stored_type = content_type
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_string)
-            .unwrap_or_else(|| parsed.media_type().to_string());
+        let stored_type = parsed.served_type(content_type).to_string();
         let size = body.len() as u64;
+        // Manifests count against the quota like blobs.
+        let _repo = self.quotas.lock(repo).await;
+        if self.storage.get_manifest(repo, &digest).await?.is_none() {
+            self.quotas.check(repo, size, None).await?;
+        }
         self.storage
             .put_manifest(repo, &digest, &stored_type, body)
             .await?;

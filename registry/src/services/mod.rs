@@ -9,6 +9,7 @@ pub mod listing;
 pub mod manifests;
 pub mod mirror;
 pub mod namespace;
+pub mod quota;
 pub mod referrers;
 pub mod uploads;
 
@@ -37,8 +38,10 @@ pub struct Options {
     pub max_upload_bytes: Option<u64>,
     /// Refuse every push and delete (maintenance, a replica).
     pub read_only: bool,
-    /// Most bytes of blobs one repository may link.
+    /// Most bytes of blobs, manifests and open uploads one repository may hold.
     pub repo_quota: Option<u64>,
+    /// Most open upload sessions per repository and per user.
+    pub sessions: quota::SessionLimits,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
             max_upload_bytes: None,
             read_only: false,
             repo_quota: None,
+            sessions: quota::SessionLimits::default(),
         }
     }
 }
@@ -71,6 +75,7 @@ pub struct Registry {
     pub options: Options,
     pub mirror: Option<Arc<dyn Mirror>>,
     pub gate: Gate,
+    pub quotas: Arc<quota::Quotas>,
 }
 
 impl Registry {
@@ -80,19 +85,31 @@ impl Registry {
         mirror: Option<Arc<dyn Mirror>>,
     ) -> Registry {
         let gate = Gate::default();
+        let quotas = Arc::new(quota::Quotas::new(
+            storage.clone(),
+            options.repo_quota,
+            options.sessions,
+        ));
         Registry {
             blobs: blobs::BlobService::new(
                 storage.clone(),
                 options.clone(),
                 mirror.clone(),
                 gate.clone(),
+                quotas.clone(),
             ),
-            uploads: uploads::UploadService::new(storage.clone(), &options, gate.clone()),
+            uploads: uploads::UploadService::new(
+                storage.clone(),
+                &options,
+                gate.clone(),
+                quotas.clone(),
+            ),
             manifests: manifests::ManifestService::new(
                 storage.clone(),
                 options.clone(),
                 mirror.clone(),
                 gate.clone(),
+                quotas.clone(),
             ),
             listing: listing::ListingService::new(
                 storage.clone(),
@@ -107,14 +124,27 @@ impl Registry {
             options,
             mirror,
             gate,
+            quotas,
         }
     }
 
     /// Where a read of `name` (with containerd's `?ns=`) may be answered from.
+    ///
+    /// `N?ns=H` for a mirrored `H` is a pull of `H/N` and nothing else: the bare local
+    /// `N` is not a candidate, so a name pushed here cannot shadow the upstream's image.
+    /// For an `H` that is not mirrored, `H/N` then `N` (images pushed under short names);
+    /// a bare `N` (dockerd's `registry-mirrors`) keeps `N` first, since a direct pull of
+    /// `N` looks the same.
     pub fn lookup(&self, name: &RepoName, ns: Option<&str>) -> Lookup {
+        let mirror = self.mirror.as_ref().and_then(|m| m.route(name, ns));
+        let local = match (&mirror, ns) {
+            (Some(route), Some(_)) => vec![route.local.clone()],
+            _ => namespace::candidates(name, ns),
+        };
         Lookup {
-            local: namespace::candidates(name, ns),
-            mirror: self.mirror.as_ref().and_then(|m| m.route(name, ns)),
+            requested: name.clone(),
+            local,
+            mirror,
         }
     }
 
@@ -126,36 +156,12 @@ impl Registry {
     }
 }
 
-/// Refuses to link `size` more bytes into `repo` beyond its quota (DENIED, as the spec
-/// has no code of its own for it). A blob the repository already links costs nothing.
-pub(crate) async fn check_quota(
-    storage: &dyn Storage,
-    quota: Option<u64>,
-    repo: &RepoName,
-    digest: &crate::oci::Digest,
-    size: u64,
-) -> crate::error::Result<()> {
-    let Some(quota) = quota else { return Ok(()) };
-    if storage.repo_blob_size(repo, digest).await?.is_some() {
-        return Ok(());
-    }
-    let used = storage.repo_usage(repo).await?;
-    if used.saturating_add(size) > quota {
-        return Err(crate::error::RegistryError::new(
-            crate::error::ErrorCode::Denied,
-            format!(
-                "repository {repo} is over its quota: {used} bytes used, {size} more asked, {quota} allowed"
-            ),
-        )
-        .with_detail(serde_json::json!({ "used": used, "size": size, "quota": quota })));
-    }
-    Ok(())
-}
-
 /// Where a read is answered from: local repositories in order (DESIGN contract 3), then
 /// the upstream of a mirrored name.
 #[derive(Debug, Clone)]
 pub struct Lookup {
+    /// The name in the request's path.
+    pub requested: RepoName,
     pub local: Vec<RepoName>,
     pub mirror: Option<MirrorRoute>,
 }
@@ -164,6 +170,7 @@ impl Lookup {
     /// Only the given local repository, no mirror (for tests and internal use).
     pub fn local(repo: RepoName) -> Lookup {
         Lookup {
+            requested: repo.clone(),
             local: vec![repo],
             mirror: None,
         }
@@ -171,7 +178,7 @@ impl Lookup {
 
     /// The name errors report.
     pub fn name(&self) -> &RepoName {
-        &self.local[0]
+        &self.requested
     }
 }
 

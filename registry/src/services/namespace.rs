@@ -17,33 +17,38 @@ pub fn canonical_host(ns: &str) -> &str {
     }
 }
 
-/// Local repositories to look in, in order, for `name` requested with `ns`:
+/// Local repositories to look in, in order, for `name` requested with `ns` from a
+/// registry that does not mirror `ns` (a mirrored `ns` is looked up only under its
+/// host: see [`crate::services::Registry::lookup`]):
 /// - with `ns=H`: `H/name`, then `name`;
 /// - without: `name`, then `docker.io/name`.
 ///
-/// For Docker Hub a one-segment name gains its implicit `library/`.
+/// For Docker Hub a one-segment name gains its implicit `library/`; a host with a port
+/// is stored as `host_port` ([`RepoName::for_image`]).
 pub fn candidates(name: &RepoName, ns: Option<&str>) -> Vec<RepoName> {
-    let qualify = |host: &str| -> Option<RepoName> {
-        let path = if host == DOCKER_HUB && !name.as_str().contains('/') {
-            format!("{host}/library/{name}")
-        } else {
-            format!("{host}/{name}")
-        };
-        RepoName::parse(&path).ok()
-    };
     let mut out = Vec::with_capacity(2);
     match ns.map(canonical_host) {
         Some(host) => {
-            out.extend(qualify(host));
+            out.extend(qualified(host, name));
             out.push(name.clone());
         }
         None => {
             out.push(name.clone());
-            out.extend(qualify(DOCKER_HUB));
+            out.extend(qualified(DOCKER_HUB, name));
         }
     }
     out.dedup();
     out
+}
+
+/// Where the store keeps `name` of registry `host`: `docker.io/library/nginx` for
+/// Docker Hub's `nginx`, `registry.local_5000/team/app` for `registry.local:5000`.
+pub fn qualified(host: &str, name: &RepoName) -> Option<RepoName> {
+    if host == DOCKER_HUB && !name.as_str().contains('/') {
+        RepoName::for_image(host, &format!("library/{name}")).ok()
+    } else {
+        RepoName::for_image(host, name.as_str()).ok()
+    }
 }
 
 #[cfg(test)]
@@ -78,7 +83,16 @@ mod tests {
             names(candidates(&p, None)),
             ["pause", "docker.io/library/pause"]
         );
-        // A host with a port cannot be part of a repository name; only the name remains.
-        assert_eq!(names(candidates(&p, Some("localhost:5000"))), ["pause"]);
+        // A host with a port is stored as `host_port`, as the mirror caches it.
+        assert_eq!(
+            names(candidates(&p, Some("localhost:5000"))),
+            ["localhost_5000/pause", "pause"]
+        );
+        assert_eq!(
+            names(candidates(&p, Some("registry.local:5000"))),
+            ["registry.local_5000/pause", "pause"]
+        );
+        // Not a host at all: only the name remains.
+        assert_eq!(names(candidates(&p, Some("a b"))), ["pause"]);
     }
 }

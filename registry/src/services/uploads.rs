@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::Gate;
 use super::hashing::BackgroundHasher;
+use super::quota::Quotas;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 use crate::storage::{Pace, Storage, UploadState};
@@ -54,12 +55,15 @@ pub struct UploadService {
     sessions: DashMap<Uuid, Slot>,
     open: AtomicI64,
     max_blob: Option<u64>,
-    quota: Option<u64>,
     gate: Gate,
+    quotas: Arc<Quotas>,
 }
 
 /// Errors reading the request body are the client's, not the server's.
 fn body_error(e: io::Error) -> RegistryError {
+    if e.kind() == io::ErrorKind::QuotaExceeded {
+        return RegistryError::new(ErrorCode::Denied, e.to_string());
+    }
     if e.kind() == io::ErrorKind::FileTooLarge {
         return RegistryError::new(ErrorCode::SizeInvalid, e.to_string())
             .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE);
@@ -71,22 +75,34 @@ fn body_error(e: io::Error) -> RegistryError {
 }
 
 impl UploadService {
-    pub fn new(storage: Arc<dyn Storage>, options: &super::Options, gate: Gate) -> Self {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        options: &super::Options,
+        gate: Gate,
+        quotas: Arc<Quotas>,
+    ) -> Self {
         UploadService {
             storage,
             sessions: DashMap::new(),
             open: AtomicI64::new(0),
             max_blob: options.max_upload_bytes,
-            quota: options.repo_quota,
             gate,
+            quotas,
         }
     }
 
     /// Counts the sessions already in storage (after a restart).
     pub async fn recover(&self) -> Result<usize> {
-        let n = self.storage.list_uploads().await?.len();
-        self.open.store(n as i64, Ordering::Relaxed);
-        Ok(n)
+        let ids = self.storage.list_uploads().await?;
+        for (id, _) in &ids {
+            let state = self.storage.load_upload(*id).await?;
+            if let Some(repo) = state.and_then(|s| Some((RepoName::parse(&s.repo).ok()?, s.offset)))
+            {
+                self.quotas.recovered(*id, &repo.0, repo.1);
+            }
+        }
+        self.open.store(ids.len() as i64, Ordering::Relaxed);
+        Ok(ids.len())
     }
 
     /// Upload sessions started and not yet finished, cancelled or expired.
@@ -94,14 +110,25 @@ impl UploadService {
         self.open.load(Ordering::Relaxed).max(0)
     }
 
-    pub async fn start(&self, repo: &RepoName, algorithm: Algorithm) -> Result<Uuid> {
+    /// Opens a session for `user` (`None`: anonymous or without sign-in), within the
+    /// bounds on open sessions.
+    pub async fn start(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+        user: Option<&str>,
+    ) -> Result<Uuid> {
         let id = Uuid::new_v4();
         let state = UploadState {
             repo: repo.to_string(),
             algorithm,
             offset: 0,
         };
-        self.storage.create_upload(id, &state).await?;
+        self.quotas.open(id, repo, user)?;
+        if let Err(e) = self.storage.create_upload(id, &state).await {
+            self.quotas.closed(id);
+            return Err(e.into());
+        }
         self.open.fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }
@@ -126,7 +153,7 @@ impl UploadService {
     {
         let mut guard = self.lock(repo, id).await?;
         let s = guard.as_mut().expect("locked session is loaded");
-        self.write_chunk(id, s, range, body).await?;
+        self.write_chunk(id, s, range, body, true).await?;
         Ok(s.state.offset)
     }
 
@@ -146,7 +173,10 @@ impl UploadService {
         let mut guard = self.lock(repo, id).await?;
         let s = guard.as_mut().expect("locked session is loaded");
         let before = (s.state.clone(), s.hasher.clone());
-        self.write_chunk(id, s, range, body).await?;
+        // Content the repository already links costs no quota, so its bytes are not
+        // held to it on the way in either.
+        let counted = self.storage.repo_blob_size(repo, digest).await?.is_none();
+        self.write_chunk(id, s, range, body, counted).await?;
 
         let received = if digest.algorithm() == s.state.algorithm {
             s.hasher.clone().finish()
@@ -166,8 +196,11 @@ impl UploadService {
             .into());
         }
         let _commit = self.gate.read().await;
+        let _repo = self.quotas.lock(repo).await;
         // Over quota, the session stays as it is: the client may delete it.
-        super::check_quota(&*self.storage, self.quota, repo, digest, s.state.offset).await?;
+        if self.storage.repo_blob_size(repo, digest).await?.is_none() {
+            self.quotas.check(repo, s.state.offset, Some(id)).await?;
+        }
         self.storage
             .commit_upload(id, digest, s.state.offset)
             .await?;
@@ -203,6 +236,7 @@ impl UploadService {
                 // Already gone from storage: just stop caching it.
                 *guard = None;
                 self.sessions.remove(&id);
+                self.quotas.closed(id);
             }
         }
         Ok(removed)
@@ -213,6 +247,7 @@ impl UploadService {
     fn forget(&self, id: Uuid, guard: &mut OwnedMutexGuard<Option<Session>>) {
         **guard = None;
         self.sessions.remove(&id);
+        self.quotas.closed(id);
         self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -252,14 +287,22 @@ impl UploadService {
         s: &mut Session,
         range: Option<ChunkRange>,
         body: S,
+        counted: bool,
     ) -> Result<(), AppendError>
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
+        let quota_left = if counted {
+            let repo = RepoName::parse(&s.state.repo).map_err(RegistryError::from)?;
+            self.quotas.room_for_upload(&repo).await?
+        } else {
+            None
+        };
         let mut body = Capped {
             inner: body,
             left: self.max_blob.map(|m| m.saturating_sub(s.state.offset)),
             max: self.max_blob.unwrap_or(u64::MAX),
+            quota_left,
         };
         if let Some(r) = range {
             if r.start != s.state.offset || r.end < r.start {
@@ -322,6 +365,7 @@ impl UploadService {
         s.state.offset += received;
         s.hasher = hasher;
         self.storage.save_upload(id, &s.state).await?;
+        self.quotas.grew(id, s.state.offset);
         Ok(())
     }
 
@@ -413,13 +457,16 @@ fn session(guard: &OwnedMutexGuard<Option<Session>>) -> &Session {
     guard.as_ref().expect("locked session is loaded")
 }
 
-/// A body that fails (`FileTooLarge`) once it would take the blob past the maximum
-/// upload size; the chunk is then rolled back like any failed chunk.
+/// A body that fails once it would take the blob past the maximum upload size
+/// (`FileTooLarge`) or its repository past its quota (`QuotaExceeded`); the chunk is
+/// then rolled back like any failed chunk.
 struct Capped<S> {
     inner: S,
     /// Bytes the blob may still grow by; `None` is unbounded.
     left: Option<u64>,
     max: u64,
+    /// Bytes the repository may still take; `None` without a quota.
+    quota_left: Option<u64>,
 }
 
 impl<S: Stream<Item = io::Result<Bytes>> + Unpin> Stream for Capped<S> {
@@ -430,9 +477,9 @@ impl<S: Stream<Item = io::Result<Bytes>> + Unpin> Stream for Capped<S> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         let item = futures::ready!(std::pin::Pin::new(&mut self.inner).poll_next(cx));
-        if let (Some(Ok(chunk)), Some(left)) = (&item, self.left) {
+        if let Some(Ok(chunk)) = &item {
             let n = chunk.len() as u64;
-            if n > left {
+            if self.left.is_some_and(|left| n > left) {
                 self.left = Some(0);
                 let max = self.max;
                 return std::task::Poll::Ready(Some(Err(io::Error::new(
@@ -440,7 +487,16 @@ impl<S: Stream<Item = io::Result<Bytes>> + Unpin> Stream for Capped<S> {
                     format!("the blob would exceed the maximum upload size of {max} bytes"),
                 ))));
             }
-            self.left = Some(left - n);
+            if self.quota_left.is_some_and(|left| n > left) {
+                self.quota_left = Some(0);
+                return std::task::Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::QuotaExceeded,
+                    "the upload would take the repository over its quota \
+                     (open uploads count too)",
+                ))));
+            }
+            self.left = self.left.map(|l| l - n);
+            self.quota_left = self.quota_left.map(|l| l - n);
         }
         std::task::Poll::Ready(item)
     }

@@ -248,7 +248,8 @@ impl BundleIndex {
             }
             let parsed = manifest::parse(declared_type.as_deref(), &body)
                 .with_context(|| format!("manifest {digest}"))?;
-            let media_type = declared_type.unwrap_or_else(|| parsed.media_type().to_string());
+            // Served as a type the registry knows, whatever the bundle's index says.
+            let media_type = parsed.served_type(declared_type.as_deref()).to_string();
             let repository = self.repositories.entry(repo.clone()).or_default();
             repository.manifests.insert(digest.clone());
             repository.blobs.insert(digest.clone());

@@ -92,12 +92,16 @@ impl BundleStorage {
     }
 
     fn stream(&self, at: Location, range: Option<ByteRange>) -> ByteStream {
-        let (start, len) = match range {
-            Some(r) => (at.offset + r.offset, r.len),
-            None => (at.offset, at.size),
+        let (from, len) = match range {
+            Some(r) => (r.offset, r.len),
+            None => (0, at.size),
         };
+        // Never past the entry's end, whatever size the caller was told: beyond it lie
+        // the next entry's bytes.
+        let start = at.offset + from.min(at.size);
+        let end = start + len.min(at.size - from.min(at.size));
         let reading = Reading::start(&self.reading);
-        stream_range(self.index.files[at.file].1.clone(), start, start + len)
+        stream_range(self.index.files[at.file].1.clone(), start, end)
             .map(move |chunk| {
                 let _in_flight = &reading;
                 chunk
@@ -164,13 +168,13 @@ impl BundleStorage {
 #[async_trait]
 impl Storage for BundleStorage {
     async fn repo_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        if let Some(at) = self.blob_in(repo, digest) {
-            return Ok(Some(at.size));
+        // A repository of the store reads the store's copy (see `read_blob`).
+        if let Some(s) = &self.store
+            && let Some(size) = s.repo_blob_size(repo, digest).await?
+        {
+            return Ok(Some(size));
         }
-        match &self.store {
-            Some(s) => s.repo_blob_size(repo, digest).await,
-            None => Ok(None),
-        }
+        Ok(self.blob_in(repo, digest).map(|at| at.size))
     }
 
     async fn read_blob(
@@ -178,13 +182,12 @@ impl Storage for BundleStorage {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<Option<ByteStream>> {
-        if let Some(at) = self.blob(digest) {
-            return Ok(Some(self.stream(at, range)));
+        // The store's copy first: it was verified before it became visible, while a
+        // bundle's is verified in the background (and a damaged one may not be known yet).
+        if let Some(s) = self.store.as_ref().filter(|s| s.has_blob(digest)) {
+            return s.read_blob(digest, range).await;
         }
-        match &self.store {
-            Some(s) => s.read_blob(digest, range).await,
-            None => Ok(None),
-        }
+        Ok(self.blob(digest).map(|at| self.stream(at, range)))
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {

@@ -497,14 +497,20 @@ impl Storage for FsStorage {
     }
 
     async fn repo_usage(&self, repo: &RepoName) -> Result<u64> {
-        let dir = self.layout.repo(repo).join("_layers");
+        // Linked blobs and manifests alike: both are content the repository holds.
+        let dirs = [
+            self.layout.repo(repo).join("_layers"),
+            self.layout.manifests_dir(repo).join("revisions"),
+        ];
         let layout = self.layout();
         blocking(move || {
             let mut total = 0;
-            for alg in list_dir_names(&dir)?.unwrap_or_default() {
-                for hex in list_dir_names(&dir.join(&alg))?.unwrap_or_default() {
-                    if let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() {
-                        total += file_size(&layout.blob(&d))?.unwrap_or(0);
+            for dir in &dirs {
+                for alg in list_dir_names(dir)?.unwrap_or_default() {
+                    for hex in list_dir_names(&dir.join(&alg))?.unwrap_or_default() {
+                        if let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() {
+                            total += file_size(&layout.blob(&d))?.unwrap_or(0);
+                        }
                     }
                 }
             }
