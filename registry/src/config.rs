@@ -67,6 +67,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALER_REGISTRY_ANONYMOUS_PULL")]
     pub anonymous_pull: bool,
 
+    /// Serve /metrics only to signed-in users (Basic credentials, with --htpasswd).
+    #[arg(long, env = "SEALER_REGISTRY_METRICS_AUTH")]
+    pub metrics_auth: bool,
+
     /// TOML configuration file; flags and environment variables override its values.
     #[arg(long, short = 'c', env = "SEALER_REGISTRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -227,6 +231,8 @@ pub struct AuthSection {
     pub htpasswd: Option<PathBuf>,
     pub policy: Option<PathBuf>,
     pub anonymous_pull: Option<bool>,
+    /// `true`: /metrics only for signed-in users.
+    pub metrics: Option<bool>,
     /// `false`: challenge with Basic instead of sending clients to /token.
     pub token: Option<bool>,
     pub service: Option<String>,
@@ -477,15 +483,17 @@ impl Settings {
 fn auth_settings(args: &ServeArgs, file: AuthSection) -> anyhow::Result<Option<AuthSettings>> {
     let policy = args.policy.clone().or(file.policy);
     let anonymous_pull = args.anonymous_pull || file.anonymous_pull.unwrap_or(false);
+    let metrics_auth = args.metrics_auth || file.metrics.unwrap_or(false);
     let Some(htpasswd) = args.htpasswd.clone().or(file.htpasswd) else {
-        if policy.is_some() || anonymous_pull {
-            bail!("--policy and --anonymous-pull need users: give --htpasswd FILE");
+        if policy.is_some() || anonymous_pull || metrics_auth {
+            bail!("--policy, --anonymous-pull and --metrics-auth need users: give --htpasswd FILE");
         }
         return Ok(None);
     };
     let mut settings = AuthSettings::new(htpasswd);
     settings.policy = policy;
     settings.anonymous_pull = anonymous_pull;
+    settings.metrics_auth = metrics_auth;
     settings.token = file.token.unwrap_or(true);
     if let Some(service) = file.service {
         if service.is_empty() || service.contains('"') {

@@ -194,13 +194,15 @@ impl Drop for Finished {
             target: "access",
             remote = %Remote(self.remote),
             method = %self.method,
-            uri = %self.uri,
+            // The path as HTTP/1.1 sends it; HTTP/2 gives the whole URL.
+            uri = %self.uri.path_and_query().map_or("/", |p| p.as_str()),
             status = self.status,
             route,
             user = %self.user.as_deref().unwrap_or("-"),
             bytes_in = self.received.load(Ordering::Relaxed),
             bytes_out = self.sent,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            // To a tenth of a millisecond: more digits are noise.
+            duration_ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0,
             user_agent,
         );
     }

@@ -566,3 +566,36 @@ async fn pushes_tag_changes_and_deletes_are_audited_with_their_user() {
         }
     }
 }
+
+#[tokio::test]
+async fn metrics_can_be_kept_to_signed_in_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = secured(dir.path(), None, &["--metrics-auth"]);
+    let resp = client().get(reg.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(header(&resp, "www-authenticate").starts_with("Basic "));
+    let resp = client_as("alice", "wrong")
+        .get(reg.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = client_as("alice", "a-pass")
+        .get(reg.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("sealer_registry_http_requests")
+    );
+
+    // Without the flag a signed-in registry's metrics stay open to scrapers.
+    let other = tempfile::tempdir().unwrap();
+    let open = secured(other.path(), None, &[]);
+    let resp = client().get(open.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}

@@ -104,9 +104,32 @@ async fn every_request_gets_one_access_log_line() {
         "route=\"manifest\"",
         "user_agent=\"probe/1\"",
         "duration_ms=",
+        "uri=/v2/o/log/manifests/missing?ns=docker.io ",
     ] {
         assert!(lines[0].contains(field), "{field} in {}", lines[0]);
     }
+    // Rounded to a tenth of a millisecond.
+    let ms = lines[0].split("duration_ms=").nth(1).unwrap();
+    let ms = ms.split(' ').next().unwrap();
+    assert!(ms.split('.').nth(1).is_none_or(|d| d.len() == 1), "{ms}");
+
+    // HTTP/2 requests are logged by their path too, not the whole URL.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    h2.get(reg.url("/v2/o/log/manifests/h2"))
+        .send()
+        .await
+        .unwrap();
+    let log = reg.log_where("the HTTP/2 access line", |l| {
+        l.contains("/v2/o/log/manifests/h2")
+    });
+    let line = log
+        .lines()
+        .find(|l| l.contains("/v2/o/log/manifests/h2"))
+        .unwrap();
+    assert!(line.contains("uri=/v2/o/log/manifests/h2 "), "{line}");
 
     let json_reg = Registry::start_with(&["--log-format", "json"]);
     client()

@@ -25,6 +25,8 @@ pub struct AuthSettings {
     pub htpasswd: PathBuf,
     pub policy: Option<PathBuf>,
     pub anonymous_pull: bool,
+    /// `/metrics` only for signed-in users.
+    pub metrics_auth: bool,
     /// Challenge with `Bearer` and serve `/token` (the Docker token flow); otherwise
     /// challenge with `Basic`.
     pub token: bool,
@@ -41,6 +43,7 @@ impl AuthSettings {
             htpasswd,
             policy: None,
             anonymous_pull: false,
+            metrics_auth: false,
             token: true,
             service: "sealer-registry".into(),
             realm: None,

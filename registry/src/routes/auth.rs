@@ -33,6 +33,30 @@ pub(crate) async fn caller(app: &App, parts: &Parts) -> Result<Option<Caller>> {
     Ok(Some(caller))
 }
 
+/// With `--metrics-auth`, `/metrics` answers signed-in users only (scrapers send Basic
+/// credentials, so the challenge is Basic).
+pub(crate) async fn metrics_caller(app: &App, parts: &Parts) -> Result<()> {
+    let Some(auth) = app.auth.as_ref().filter(|a| a.settings().metrics_auth) else {
+        return Ok(());
+    };
+    let signed_in = match credentials(&parts.headers)? {
+        Credentials::None => false,
+        credentials => auth
+            .authenticate(credentials)
+            .await
+            .is_ok_and(|c| c.principal != crate::auth::Principal::Anonymous),
+    };
+    if signed_in {
+        return Ok(());
+    }
+    Err(
+        RegistryError::new(ErrorCode::Unauthorized, "sign in to read the metrics").with_header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"sealer-registry metrics\""),
+        ),
+    )
+}
+
 /// Whether `caller` may make this request.
 pub(crate) fn check(app: &App, parts: &Parts, route: &Route, caller: &Caller) -> Result<()> {
     let Some(auth) = &app.auth else {

@@ -299,7 +299,12 @@ async fn healthz() -> Response {
     r
 }
 
-async fn render_metrics(State(app): State<Arc<App>>) -> Response {
+async fn render_metrics(State(app): State<Arc<App>>, request: Request) -> Response {
+    if let Err(refused) = auth::metrics_caller(&app, &request.into_parts().0).await {
+        let mut r = refused.into_response();
+        r.extensions_mut().insert(RouteTag(RouteKind::Metrics));
+        return r;
+    }
     app.metrics
         .uploads_in_progress
         .set(app.registry.uploads.open_sessions());

@@ -226,7 +226,12 @@ impl ManifestService {
         repo: &RepoName,
         parsed: &manifest::ParsedManifest,
     ) -> Result<()> {
+        // Each descriptor once: a manifest may list one layer thousands of times.
+        let mut checked = std::collections::HashSet::new();
         for blob in parsed.blobs.iter().filter(|b| !b.foreign) {
+            if !checked.insert((&blob.digest, blob.size)) {
+                continue;
+            }
             match self.storage.repo_blob_size(repo, &blob.digest).await? {
                 None => {
                     return Err(RegistryError::new(
@@ -248,7 +253,12 @@ impl ManifestService {
             }
         }
         if self.options.strict_indexes {
-            for m in &parsed.manifests {
+            let mut checked = std::collections::HashSet::new();
+            for m in parsed
+                .manifests
+                .iter()
+                .filter(|m| checked.insert(&m.digest))
+            {
                 if !self.storage.has_manifest(repo, &m.digest).await? {
                     return Err(RegistryError::new(
                         ErrorCode::ManifestBlobUnknown,

@@ -124,3 +124,48 @@ mod tests {
         ));
     }
 }
+
+/// How long the repository list is reused when this process has not changed it: other
+/// processes writing the same store (`sealer load`) show within this time.
+pub const CATALOG_TTL: Duration = Duration::from_secs(5);
+
+/// The list of repositories, sorted, so that `_catalog` does not walk the whole store on
+/// each request. This process's own writes that add or remove a repository drop it.
+#[derive(Debug, Default)]
+pub struct CatalogCache {
+    entry: Mutex<Option<(Instant, Arc<Vec<String>>)>>,
+    /// Bumped by every [`CatalogCache::forget`]: a list read across one is not kept.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl CatalogCache {
+    /// The kept list, if it is younger than [`CATALOG_TTL`].
+    pub fn get(&self) -> Option<Arc<Vec<String>>> {
+        let entry = self.entry.lock().expect("catalog lock");
+        entry
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < CATALOG_TTL)
+            .map(|(_, list)| list.clone())
+    }
+
+    /// Call before reading the list; pass the answer to [`CatalogCache::put`].
+    pub fn begin(&self) -> (Instant, u64) {
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        (Instant::now(), generation)
+    }
+
+    /// Keeps `list` unless the repositories changed while it was read.
+    pub fn put(&self, list: Arc<Vec<String>>, (read_at, generation): (Instant, u64)) {
+        let mut entry = self.entry.lock().expect("catalog lock");
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            *entry = Some((read_at, list));
+        }
+    }
+
+    pub fn forget(&self) {
+        let mut entry = self.entry.lock().expect("catalog lock");
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *entry = None;
+    }
+}

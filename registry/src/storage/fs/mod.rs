@@ -27,6 +27,7 @@ use crate::oci::{Digest, RepoName, Tag};
 pub struct FsStorage {
     layout: Layout,
     tag_lists: Arc<listing::SortedDirCache>,
+    catalog: Arc<listing::CatalogCache>,
 }
 
 /// Runs filesystem work off the async runtime.
@@ -73,6 +74,7 @@ impl FsStorage {
         Ok(FsStorage {
             layout,
             tag_lists: Arc::default(),
+            catalog: Arc::default(),
         })
     }
 
@@ -329,6 +331,7 @@ impl FsStorage {
     pub async fn remove_repository(&self, repo: &RepoName) -> Result<()> {
         let tags = self.layout.tags_dir(repo);
         self.tag_lists.invalidate(&tags);
+        self.catalog.forget();
         let layout = self.layout();
         let repo = repo.clone();
         blocking(move || {
@@ -691,7 +694,8 @@ impl Storage for FsStorage {
         let blob = self.layout.blob(digest);
         let revision = self.layout.revision(repo, digest);
         let media_type = media_type.to_string();
-        blocking(move || {
+        let new_repository = !self.layout.manifests_dir(repo).exists();
+        let written = blocking(move || {
             if file_size(&blob)?.is_none() {
                 durable::write_atomic(&layout.tmp_dir(), &blob, &body)
                     .map_err(ctx("writing", &blob))?;
@@ -699,7 +703,11 @@ impl Storage for FsStorage {
             durable::write_atomic(&layout.tmp_dir(), &revision, media_type.as_bytes())
                 .map_err(ctx("writing", &revision))
         })
-        .await
+        .await;
+        if new_repository {
+            self.catalog.forget();
+        }
+        written
     }
 
     async fn get_manifest(
@@ -791,13 +799,20 @@ impl Storage for FsStorage {
     }
 
     async fn list_repositories(&self) -> Result<Vec<String>> {
+        if let Some(list) = self.catalog.get() {
+            return Ok(list.as_ref().clone());
+        }
         let root = self.layout.repositories();
-        blocking(move || {
+        let begun = self.catalog.begin();
+        let list = blocking(move || {
             let mut out = Vec::new();
             walk_repositories(&root, "", &mut out)?;
+            out.sort_unstable();
             Ok(out)
         })
-        .await
+        .await?;
+        self.catalog.put(Arc::new(list.clone()), begun);
+        Ok(list)
     }
 
     async fn add_referrer(
