@@ -554,6 +554,70 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lying_entry_neither_shadows_the_store_nor_reads_past_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = b"the real layer".repeat(1000);
+        let digest = Digest::sha256_of(&real);
+        // An entry named after the layer, short and wrong, then a secret.
+        let path = dir.path().join("b.tar");
+        let mut tar = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        let index = br#"{"schemaVersion":2,"manifests":[]}"#;
+        let fake = format!("blobs/sha256/{}", digest.hex());
+        let secret = b"SECRET".repeat(1000);
+        let secret_name = format!("blobs/sha256/{}", Digest::sha256_of(&secret).hex());
+        for (name, data) in [
+            ("index.json", &index[..]),
+            (fake.as_str(), b"short and wrong"),
+            (secret_name.as_str(), &secret),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, name, data).unwrap();
+        }
+        tar.finish().unwrap();
+        drop(tar);
+        let store = Arc::new(FsStorage::open(dir.path().join("store")).unwrap());
+        let file = dir.path().join("store/tmp/layer");
+        std::fs::write(&file, &real).unwrap();
+        store.adopt_blob(file, &digest).await.unwrap();
+        let repo = RepoName::parse("mine/app").unwrap();
+        store.link_blob(&repo, &digest).await.unwrap();
+        // Before background verification has looked at the entry (none runs here).
+        let storage = BundleStorage {
+            index: Arc::new(BundleIndex::open(&[path]).unwrap()),
+            damaged: Arc::default(),
+            reading: Arc::default(),
+            store: Some(store),
+        };
+        let size = storage.repo_blob_size(&repo, &digest).await.unwrap();
+        assert_eq!(size, Some(real.len() as u64));
+        let range = ByteRange {
+            offset: 0,
+            len: real.len() as u64,
+        };
+        let got = read_all(
+            storage
+                .read_blob(&digest, Some(range))
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .await;
+        assert!(got == real, "the store's copy is read, not the entry");
+        // Read directly, the entry never yields more than its own bytes.
+        let at = storage.blob(&digest).unwrap();
+        let got = read_all(storage.stream(at, Some(range))).await;
+        assert_eq!(got, b"short and wrong");
+        let past = ByteRange {
+            offset: 100,
+            len: 10,
+        };
+        assert!(read_all(storage.stream(at, Some(past))).await.is_empty());
+    }
+
+    #[tokio::test]
     async fn over_a_store_a_mount_copies_the_blob_into_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let (path, layer_a, _) = bundle(dir.path());

@@ -757,11 +757,15 @@ impl Storage for FsStorage {
         let tmp = self.layout.tmp_dir();
         let path = self.layout.tag(repo, tag);
         let content = digest.to_string();
+        let new_repository = !self.layout.manifests_dir(repo).exists();
         let written = blocking(move || {
             durable::write_atomic(&tmp, &path, content.as_bytes()).map_err(ctx("writing", &path))
         })
         .await;
         self.tag_lists.invalidate(&self.layout.tags_dir(repo));
+        if new_repository {
+            self.catalog.forget();
+        }
         written
     }
 
