@@ -2,11 +2,12 @@
 //! hyper-util, graceful shutdown, and the connection-level limits that keep slow clients
 //! from holding connections forever.
 
-use std::collections::VecDeque;
-use std::future::Future;
+mod connections;
+mod write_timeout;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,6 +16,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+
+use self::connections::{Activity, Busy, Connections, Slot};
+use self::write_timeout::WriteTimeout;
 
 /// Connection limits (see `docs/security.md#limits`).
 #[derive(Debug, Clone, Copy)]
@@ -223,246 +227,6 @@ async fn connection<IO>(
                 closing = true;
             }
         }
-    }
-}
-
-/// The open connections, bounded. At the cap, a new connection takes the place of the
-/// oldest one that has not sent a request yet (a silent socket cannot keep real clients
-/// out); if every connection is busy, the new one is closed at once.
-struct Connections {
-    cap: usize,
-    /// Kept outside `waiting`'s lock: a slot may be dropped while that lock is held.
-    open: AtomicUsize,
-    /// Connections in accept order that had not sent a request when admitted.
-    waiting: std::sync::Mutex<VecDeque<std::sync::Weak<Slot>>>,
-    /// Told when the last connection closes.
-    emptied: tokio::sync::Notify,
-}
-
-/// One admitted connection; dropping it frees its place.
-struct Slot {
-    owner: Arc<Connections>,
-    /// It has sent a request.
-    served: AtomicBool,
-    /// Told to close to make room.
-    evicted: tokio::sync::Notify,
-}
-
-impl Connections {
-    fn new(cap: usize) -> Arc<Connections> {
-        Arc::new(Connections {
-            cap,
-            open: AtomicUsize::new(0),
-            waiting: std::sync::Mutex::default(),
-            emptied: tokio::sync::Notify::new(),
-        })
-    }
-
-    fn admit(self: &Arc<Self>) -> Option<Arc<Slot>> {
-        let mut waiting = self.waiting.lock().expect("connections lock");
-        let silent =
-            |w: &std::sync::Weak<Slot>| w.upgrade().filter(|s| !s.served.load(Ordering::Relaxed));
-        // Forget the front entries that have closed or been served.
-        while waiting.front().is_some_and(|w| silent(w).is_none()) {
-            waiting.pop_front();
-        }
-        if self.open.load(Ordering::Relaxed) >= self.cap {
-            let victim = std::iter::from_fn(|| waiting.pop_front()).find_map(|w| silent(&w))?;
-            victim.evicted.notify_one();
-        }
-        self.open.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(Slot {
-            owner: self.clone(),
-            served: AtomicBool::new(false),
-            evicted: tokio::sync::Notify::new(),
-        });
-        waiting.push_back(Arc::downgrade(&slot));
-        Some(slot)
-    }
-
-    /// Completes once no connection is open.
-    async fn drained(&self) {
-        loop {
-            let emptied = self.emptied.notified();
-            tokio::pin!(emptied);
-            emptied.as_mut().enable();
-            if self.open.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            emptied.await;
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        // No lock here: the last reference may be dropped inside `admit`.
-        if self.owner.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.owner.emptied.notify_waiters();
-        }
-    }
-}
-
-/// Requests in flight on one connection and when the last one ended.
-struct Activity {
-    in_flight: AtomicUsize,
-    last_end: std::sync::Mutex<tokio::time::Instant>,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Activity {
-            in_flight: AtomicUsize::new(0),
-            last_end: std::sync::Mutex::new(tokio::time::Instant::now()),
-        }
-    }
-}
-
-impl Activity {
-    fn begin(self: &Arc<Self>) -> BusyGuard {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        BusyGuard(self.clone())
-    }
-
-    /// Completes once no request has been in flight for `limit`.
-    async fn idle_for(&self, limit: Duration) {
-        loop {
-            let since = *self.last_end.lock().expect("activity lock");
-            let busy = self.in_flight.load(Ordering::Relaxed) > 0;
-            if !busy && since.elapsed() >= limit {
-                return;
-            }
-            let wait = if busy { limit } else { limit - since.elapsed() };
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
-
-struct BusyGuard(Arc<Activity>);
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        *self.0.last_end.lock().expect("activity lock") = tokio::time::Instant::now();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A response body that keeps its request counted as in flight until it is done.
-struct Busy {
-    body: axum::body::Body,
-    _busy: BusyGuard,
-}
-
-impl http_body::Body for Busy {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// A socket whose writes fail once they have been unable to proceed for `limit`: a
-/// client that stops reading a download cannot hold its connection (and the blob's
-/// file) for ever. Reads are untouched (the header and body timeouts bound them).
-struct WriteTimeout<IO> {
-    io: IO,
-    limit: Duration,
-    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<IO> WriteTimeout<IO> {
-    fn new(io: IO, limit: Duration) -> WriteTimeout<IO> {
-        WriteTimeout {
-            io,
-            limit,
-            stalled: None,
-        }
-    }
-
-    /// Passes a write's outcome on, timing how long it has been pending.
-    fn timed<T>(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-        outcome: std::task::Poll<std::io::Result<T>>,
-    ) -> std::task::Poll<std::io::Result<T>> {
-        use std::task::Poll;
-        if outcome.is_ready() {
-            self.stalled = None;
-            return outcome;
-        }
-        let limit = self.limit;
-        let timer = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the client read nothing for {}s", limit.as_secs_f32()),
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for WriteTimeout<IO> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<IO> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let outcome = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
-        self.timed(cx, outcome)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let outcome = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.timed(cx, outcome)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let outcome = std::pin::Pin::new(&mut self.io).poll_flush(cx);
-        self.timed(cx, outcome)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let outcome = std::pin::Pin::new(&mut self.io).poll_shutdown(cx);
-        self.timed(cx, outcome)
     }
 }
 
