@@ -221,3 +221,31 @@ async fn gc_dry_run_reports_what_would_go_and_removes_nothing() {
     let reg = Registry::spawn(&root, dir.path().join("r2.log"), &[], &[]);
     pulls_back(&reg, &keep).await;
 }
+
+#[tokio::test]
+async fn a_blob_head_through_ns_restarts_the_grace_of_the_link_it_found() {
+    let reg = Registry::start();
+    let data = random_bytes(4096);
+    let digest = push_blob(&reg, "team/app", &data).await;
+    let link = reg
+        .root
+        .join("repositories/team/app/_layers/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&link)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    // A cluster registry answers `?ns=` pulls from short names: found in `team/app`,
+    // the second candidate after `sea.hub/team/app`.
+    let resp = head(&reg, format!("/v2/team/app/blobs/{digest}?ns=sea.hub")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let touched = std::fs::metadata(&link).unwrap().modified().unwrap();
+    let age = touched.elapsed().unwrap_or_default();
+    assert!(
+        age < Duration::from_secs(60),
+        "the link is still {age:?} old"
+    );
+}
