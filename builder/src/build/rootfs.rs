@@ -38,6 +38,11 @@ pub fn unpack_layer(blob: &Path, media_type: &str, dir: &Path) -> io::Result<()>
 }
 
 /// Unpacks a tar stream into `dir`, refusing paths that leave it.
+///
+/// Whiteouts and the removal of a file that a folder replaces (or the reverse) act on
+/// paths inside `dir` only: an entry whose folders go through a symlink (placed by an
+/// earlier entry or layer) is refused before anything is removed, since the link may
+/// point anywhere on the host (this runs as root on every cluster host).
 pub fn unpack_tar(reader: impl Read, dir: &Path) -> io::Result<()> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
@@ -45,20 +50,10 @@ pub fn unpack_tar(reader: impl Read, dir: &Path) -> io::Result<()> {
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
+        let parent = checked_parent(&path)?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let parent = path.parent().unwrap_or(Path::new(""));
-        if parent.components().any(|c| {
-            !matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        }) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("layer entry {} leaves the root folder", path.display()),
-            ));
-        }
         if name == ".wh..wh..opq" {
+            beneath(dir, parent, &path)?;
             let d = dir.join(parent);
             if let Ok(children) = std::fs::read_dir(&d) {
                 for c in children.flatten() {
@@ -68,6 +63,10 @@ pub fn unpack_tar(reader: impl Read, dir: &Path) -> io::Result<()> {
             continue;
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
+            if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
+                return Err(refused(&path, "is a whiteout of no file"));
+            }
+            beneath(dir, parent, &path)?;
             remove_any(&dir.join(parent).join(hidden))?;
             continue;
         }
@@ -76,9 +75,49 @@ pub fn unpack_tar(reader: impl Read, dir: &Path) -> io::Result<()> {
         if let Ok(m) = std::fs::symlink_metadata(&target)
             && m.is_dir() != entry.header().entry_type().is_dir()
         {
+            beneath(dir, parent, &path)?;
             remove_any(&target)?;
         }
         entry.unpack_in(dir)?;
+    }
+    Ok(())
+}
+
+fn refused(path: &Path, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("layer entry {} {why}", path.display()),
+    )
+}
+
+/// The folder part of an entry's path, which must name folders inside the root (no
+/// `..`, no absolute path); the last component must not be `..` either.
+fn checked_parent(path: &Path) -> io::Result<&Path> {
+    use std::path::Component;
+    let inside = |c: Component| matches!(c, Component::Normal(_) | Component::CurDir);
+    if !path.components().all(inside) {
+        return Err(refused(path, "leaves the root folder"));
+    }
+    Ok(path.parent().unwrap_or(Path::new("")))
+}
+
+/// Refuses `entry` if a folder on its way from `dir` to `parent` is a symlink.
+fn beneath(dir: &Path, parent: &Path, entry: &Path) -> io::Result<()> {
+    let mut at = dir.to_path_buf();
+    for c in parent.components() {
+        let std::path::Component::Normal(part) = c else {
+            continue;
+        };
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refused(entry, "goes through a symlink"));
+            }
+            Ok(_) => {}
+            // Nothing further exists, so nothing there can be removed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -237,5 +276,74 @@ mod tests {
             std::fs::read_to_string(copy.join("etc/change")).unwrap(),
             "22"
         );
+    }
+
+    /// A tar of (path, kind) entries: `Some(target)` a symlink, `None` an empty file.
+    fn tar_of(entries: &[(&str, Option<&Path>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(0);
+            match link {
+                Some(target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    b.append_link(&mut h, path, target).unwrap();
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_cksum();
+                    b.append_data(&mut h, path, io::empty()).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn whiteouts_and_replacements_never_act_through_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::create_dir_all(victim.join("target/inner")).unwrap();
+        std::fs::write(victim.join("file"), "keep").unwrap();
+        for (entries, why) in [
+            (
+                vec![("l", Some(&*victim)), ("l/.wh.target", None)],
+                "symlink",
+            ),
+            (
+                vec![("l", Some(&*victim)), ("l/.wh..wh..opq", None)],
+                "symlink",
+            ),
+            // A file where the victim has a folder: would remove the folder first.
+            (vec![("l", Some(&*victim)), ("l/target", None)], "symlink"),
+            (
+                vec![("m", Some(Path::new("/"))), ("m/.wh..", None)],
+                "whiteout",
+            ),
+            (
+                vec![("m", Some(Path::new("/"))), ("m/.wh...", None)],
+                "whiteout",
+            ),
+            (vec![(".wh..", None)], "whiteout"),
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            let err = unpack_tar(io::Cursor::new(tar_of(&entries)), root.path()).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+            assert!(
+                victim.join("target/inner").is_dir(),
+                "{entries:?} removed it"
+            );
+            assert!(victim.join("file").is_file());
+        }
+        // Whiteouts inside the root, and ordinary entries through a link that stays in
+        // it (merged /usr), keep working.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", root.path().join("lib")).unwrap();
+        let entries = [("etc", None), (".wh.etc", None), ("lib/foo", None)];
+        unpack_tar(io::Cursor::new(tar_of(&entries)), root.path()).unwrap();
+        assert!(!root.path().join("etc").exists());
+        assert!(root.path().join("usr/lib/foo").is_file());
     }
 }
