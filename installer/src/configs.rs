@@ -21,6 +21,9 @@ pub fn apply(dir: &Path, configs: &[ConfigSpec]) -> anyhow::Result<()> {
                 c.path.display()
             );
         }
+        // Never through a link of the image's: it may point anywhere on the host.
+        sealer_builder::build::rootfs::beneath(dir, &c.path)
+            .with_context(|| format!("the Config for {}", c.path.display()))?;
         let target = dir.join(&c.path);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)
@@ -31,10 +34,23 @@ pub fn apply(dir: &Path, configs: &[ConfigSpec]) -> anyhow::Result<()> {
             ConfigStrategy::Merge => merge_file(&target, &c.data)
                 .with_context(|| format!("merging the Config into {}", c.path.display()))?,
         };
-        std::fs::write(&target, content)
+        write_no_follow(&target, content.as_bytes())
             .with_context(|| format!("cannot write {}", target.display()))?;
     }
     Ok(())
+}
+
+/// Writes `path` whole, refusing (`ELOOP`) if it is a symlink.
+fn write_no_follow(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    f.write_all(content)
 }
 
 fn parse(text: &str) -> anyhow::Result<serde_json::Value> {
@@ -148,5 +164,32 @@ mod tests {
             format!("{err:#}").contains("merging the Config into bad.yaml"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn a_config_never_writes_through_a_link_of_the_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("shadow"), "root:secret").unwrap();
+        let dir = tmp.path().join("rootfs");
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        // The image's file is a link out, and so is one of its folders.
+        std::os::unix::fs::symlink(outside.join("shadow"), dir.join("etc/app.yaml")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("conf")).unwrap();
+        for (path, strategy) in [
+            ("etc/app.yaml", ConfigStrategy::Overwrite),
+            ("etc/app.yaml", ConfigStrategy::Merge),
+            ("conf/shadow", ConfigStrategy::Overwrite),
+            ("conf/new/x.yaml", ConfigStrategy::Overwrite),
+        ] {
+            let err = apply(&dir, &[spec(path, "a: 1\n", strategy)]).unwrap_err();
+            assert!(format!("{err:#}").contains("symlink"), "{path}: {err:#}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(outside.join("shadow")).unwrap(),
+            "root:secret"
+        );
+        assert!(!outside.join("new").exists());
     }
 }

@@ -53,7 +53,7 @@ pub fn unpack_tar(reader: impl Read, dir: &Path) -> io::Result<()> {
         let parent = checked_parent(&path)?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name == ".wh..wh..opq" {
-            beneath(dir, parent, &path)?;
+            beneath(dir, parent).map_err(|e| refused(&path, &e.to_string()))?;
             let d = dir.join(parent);
             if let Ok(children) = std::fs::read_dir(&d) {
                 for c in children.flatten() {
@@ -66,7 +66,7 @@ pub fn unpack_tar(reader: impl Read, dir: &Path) -> io::Result<()> {
             if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
                 return Err(refused(&path, "is a whiteout of no file"));
             }
-            beneath(dir, parent, &path)?;
+            beneath(dir, parent).map_err(|e| refused(&path, &e.to_string()))?;
             remove_any(&dir.join(parent).join(hidden))?;
             continue;
         }
@@ -75,7 +75,7 @@ pub fn unpack_tar(reader: impl Read, dir: &Path) -> io::Result<()> {
         if let Ok(m) = std::fs::symlink_metadata(&target)
             && m.is_dir() != entry.header().entry_type().is_dir()
         {
-            beneath(dir, parent, &path)?;
+            beneath(dir, parent).map_err(|e| refused(&path, &e.to_string()))?;
             remove_any(&target)?;
         }
         entry.unpack_in(dir)?;
@@ -101,20 +101,30 @@ fn checked_parent(path: &Path) -> io::Result<&Path> {
     Ok(path.parent().unwrap_or(Path::new("")))
 }
 
-/// Refuses `entry` if a folder on its way from `dir` to `parent` is a symlink.
-fn beneath(dir: &Path, parent: &Path, entry: &Path) -> io::Result<()> {
+/// Refuses `rel` (a path inside `dir`) if any of its components that exist is a
+/// symlink: what is written or removed there must be the file inside `dir`, never what
+/// a link in the image points at (anywhere on the host). Used for layer whiteouts and for
+/// the installer's Config documents.
+pub fn beneath(dir: &Path, rel: &Path) -> io::Result<()> {
     let mut at = dir.to_path_buf();
-    for c in parent.components() {
+    for c in rel.components() {
         let std::path::Component::Normal(part) = c else {
             continue;
         };
         at.push(part);
         match std::fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(refused(entry, "goes through a symlink"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} goes through a symlink ({})",
+                        rel.display(),
+                        at.display()
+                    ),
+                ));
             }
             Ok(_) => {}
-            // Nothing further exists, so nothing there can be removed.
+            // Nothing further exists, so nothing there can be reached.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         }
