@@ -194,6 +194,15 @@ pub async fn head(reg: &Registry, path: impl AsRef<str>) -> Response {
         .unwrap()
 }
 
+/// `POST` of a registry path with no body (an upload's start).
+pub async fn post(reg: &Registry, path: impl AsRef<str>) -> Response {
+    reg.client()
+        .post(reg.url(path.as_ref()))
+        .send()
+        .await
+        .unwrap()
+}
+
 pub async fn delete(reg: &Registry, path: impl AsRef<str>) -> Response {
     reg.client()
         .delete(reg.url(path.as_ref()))

@@ -312,11 +312,7 @@ async fn manifests_and_open_uploads_count_against_the_quota() {
 
     // Bytes parked in an open upload session count too.
     let other = Registry::start_with(&["--repo-quota", "100000"]);
-    let resp = client()
-        .post(other.url("/v2/team/u/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&other, "/v2/team/u/blobs/uploads/").await;
     let parked = format!("{}{}", other.url(""), header(&resp, "location"));
     let resp = client()
         .patch(&parked)
@@ -349,33 +345,17 @@ async fn open_upload_sessions_are_capped_per_repository() {
     let reg = Registry::start_with(&["--max-sessions-per-repo", "20"]);
     let mut locations = Vec::new();
     for _ in 0..20 {
-        let resp = client()
-            .post(reg.url("/v2/team/s/blobs/uploads/"))
-            .send()
-            .await
-            .unwrap();
+        let resp = post(&reg, "/v2/team/s/blobs/uploads/").await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED);
         locations.push(header(&resp, "location"));
     }
-    let resp = client()
-        .post(reg.url("/v2/team/s/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&reg, "/v2/team/s/blobs/uploads/").await;
     let body = assert_error(resp, 429, "TOOMANYREQUESTS").await;
     assert!(body.to_string().contains("upload sessions open"), "{body}");
     // Other repositories are not affected; finishing one makes room.
     push_blob(&reg, "team/other", b"x").await;
-    let resp = client()
-        .delete(reg.url(&locations[0]))
-        .send()
-        .await
-        .unwrap();
+    let resp = delete(&reg, &locations[0]).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let resp = client()
-        .post(reg.url("/v2/team/s/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&reg, "/v2/team/s/blobs/uploads/").await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
 }
