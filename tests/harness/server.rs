@@ -94,19 +94,15 @@ impl Registry {
             args.push("--bundle".to_string());
             args.push(b.display().to_string());
         }
-        let mut r = Registry {
-            child: None,
-            host: String::new(),
-            scheme: "http".into(),
-            login: None,
-            root: tmp.path().join("no-store"),
-            log: tmp.path().join("registry.log"),
-            args,
-            envs: Vec::new(),
-            without_store: true,
-            nofile: None,
-            _tmp: Some(tmp),
-        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut r = Registry::unlaunched(
+            &tmp.path().join("no-store"),
+            tmp.path().join("registry.log"),
+            &args,
+            &[],
+        );
+        r.without_store = true;
+        r._tmp = Some(tmp);
         r.launch("127.0.0.1:0");
         r
     }
@@ -114,7 +110,29 @@ impl Registry {
     /// A registry on `root` (kept by the caller), logging to `log`, with extra flags and
     /// environment variables.
     pub fn spawn(root: &Path, log: PathBuf, args: &[&str], envs: &[(&str, &str)]) -> Registry {
-        let mut r = Registry {
+        let mut r = Registry::unlaunched(root, log, args, envs);
+        r.launch("127.0.0.1:0");
+        r
+    }
+
+    /// As [`Registry::start_with`], with an open-file limit of `nofile` (as `ulimit -n`).
+    pub fn start_with_nofile(args: &[&str], nofile: u64) -> Registry {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut r = Registry::unlaunched(
+            &tmp.path().join("store"),
+            tmp.path().join("registry.log"),
+            args,
+            &[],
+        );
+        r.nofile = Some(nofile);
+        r._tmp = Some(tmp);
+        r.launch("127.0.0.1:0");
+        r
+    }
+
+    /// The settings of a registry not started yet.
+    fn unlaunched(root: &Path, log: PathBuf, args: &[&str], envs: &[(&str, &str)]) -> Registry {
+        Registry {
             child: None,
             host: String::new(),
             scheme: "http".into(),
@@ -129,29 +147,7 @@ impl Registry {
             without_store: false,
             nofile: None,
             _tmp: None,
-        };
-        r.launch("127.0.0.1:0");
-        r
-    }
-
-    /// As [`Registry::start_with`], with an open-file limit of `nofile` (as `ulimit -n`).
-    pub fn start_with_nofile(args: &[&str], nofile: u64) -> Registry {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let mut r = Registry {
-            child: None,
-            host: String::new(),
-            scheme: "http".into(),
-            login: None,
-            root: tmp.path().join("store"),
-            log: tmp.path().join("registry.log"),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            envs: Vec::new(),
-            without_store: false,
-            nofile: Some(nofile),
-            _tmp: Some(tmp),
-        };
-        r.launch("127.0.0.1:0");
-        r
+        }
     }
 
     fn launch(&mut self, addr: &str) {
