@@ -71,6 +71,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALER_REGISTRY_METRICS_AUTH")]
     pub metrics_auth: bool,
 
+    /// Serve no /metrics at all (404), e.g. on a registry open to a network.
+    #[arg(
+        long,
+        env = "SEALER_REGISTRY_NO_METRICS",
+        conflicts_with = "metrics_auth"
+    )]
+    pub no_metrics: bool,
+
     /// TOML configuration file; flags and environment variables override its values.
     #[arg(long, short = 'c', env = "SEALER_REGISTRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -210,6 +218,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub gc: GcSection,
     pub read_only: Option<bool>,
+    /// `false`: serve no /metrics.
+    pub metrics: Option<bool>,
     #[serde(default, with = "humantime_serde_opt")]
     pub shutdown_timeout: Option<Duration>,
     /// The pull-through mirror's table, read by `sealer-pull-proxy`.
@@ -342,6 +352,8 @@ pub struct Settings {
     /// Collect garbage this often while serving.
     pub gc_interval: Option<Duration>,
     pub gc: GcPolicy,
+    /// Whether `/metrics` is served at all.
+    pub metrics: bool,
 }
 
 impl Settings {
@@ -474,6 +486,7 @@ impl Settings {
             limits,
             gc_interval,
             gc,
+            metrics: !args.no_metrics && file.metrics.unwrap_or(true),
         })
     }
 }

@@ -122,6 +122,7 @@ pub async fn serve(
         auth,
         tls: tls.is_some(),
         body_timeout: settings.limits.body_timeout,
+        serve_metrics: settings.metrics,
     });
     let listener = TcpListener::bind(settings.addr)
         .await

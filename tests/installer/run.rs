@@ -7,7 +7,7 @@ use std::process::Command;
 
 use sealer_e2e::*;
 
-fn sealer(root: &Path, args: &[&str]) -> String {
+pub(crate) fn sealer(root: &Path, args: &[&str]) -> String {
     let out = Command::new(binary("sealer"))
         .arg("--root")
         .arg(root)
@@ -24,7 +24,7 @@ fn sealer(root: &Path, args: &[&str]) -> String {
     text
 }
 
-fn sealer_fails(root: &Path, args: &[&str]) -> String {
+pub(crate) fn sealer_fails(root: &Path, args: &[&str]) -> String {
     let out = Command::new(binary("sealer"))
         .arg("--root")
         .arg(root)
@@ -115,7 +115,11 @@ fn write_ha_clusterfile(
 
 /// A Clusterfile for the example (launch: `echo launched > launched`) on `hosts` with
 /// their roles, and `extra` lines under `spec` (indented two spaces), written into `dir`.
-fn write_cluster(dir: &Path, hosts: &[(&TestHost, &str)], extra: &str) -> std::path::PathBuf {
+pub(crate) fn write_cluster(
+    dir: &Path,
+    hosts: &[(&TestHost, &str)],
+    extra: &str,
+) -> std::path::PathBuf {
     let mut text = format!(
         "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {{name: shop}}\nspec:\n  \
          image: example.com/shop:1.0\n  cmd: [\"echo launched > launched\"]\n  \
@@ -158,7 +162,7 @@ fn stop_containerd(host: &TestHost) {
 }
 
 /// What is left in the folders sealer writes on a host (names, one per line).
-fn leftovers(host: &TestHost) -> String {
+pub(crate) fn leftovers(host: &TestHost) -> String {
     host.ssh("ls -A /var/lib/sealer /etc/containerd /etc/containers /run/sealer /root/.docker | grep -v '^/' | grep -v '^$' || true")
         .trim()
         .to_string()
@@ -246,6 +250,30 @@ async fn sealer_run_puts_the_image_on_two_hosts_and_a_rerun_sends_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // Nobody on the network writes to it: no push, no tag over a carried image, no
+    // delete, no metrics (it has no login to keep them to).
+    let base = format!("http://{}:5000", master.ip);
+    let nginx = format!("{base}/v2/library/nginx/manifests/1.25?ns=docker.io");
+    let attempts = [
+        client().post(format!("{base}/v2/library/app/blobs/uploads/")),
+        client()
+            .put(format!("{base}/v2/ghcr.io/x/manifests/1"))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body("{}"),
+        client().delete(&nginx),
+    ];
+    for attempt in attempts {
+        let resp = attempt.send().await.unwrap();
+        assert_eq!(resp.status(), 405, "{}", resp.url());
+    }
+    let resp = client().get(&nginx).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "still served");
+    let resp = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
 
     // containerd on the node pulls a carried image through the cluster's registry, with
     // no route to docker.io.
@@ -353,6 +381,14 @@ fn ha_tls_registries_hooks_scale_up_and_delete_of_a_node() {
         assert_eq!(tls_v2_status(host, "-u admin:wrong"), "401");
         let login = format!("-u 'admin:{REGISTRY_PASSWORD}'");
         assert_eq!(tls_v2_status(host, &login), "200");
+        // Read-only even for the login; metrics only with it.
+        let push = host.ssh(&format!("curl -sS --cacert /var/lib/sealer/cluster/pki/ca.crt {login} -X POST https://sea.hub:5000/v2/library/app/blobs/uploads/ -o /dev/null -w '%{{http_code}}'"));
+        assert_eq!(push, "405");
+        let metrics = |login: &str| {
+            host.ssh(&format!("curl -sS --cacert /var/lib/sealer/cluster/pki/ca.crt {login} https://sea.hub:5000/metrics -o /dev/null -w '%{{http_code}}'"))
+        };
+        assert_eq!(metrics(""), "401");
+        assert_eq!(metrics(&login), "200");
         assert_eq!(
             host.ssh("stat -c %a /var/lib/sealer/cluster/pki/login")
                 .trim(),

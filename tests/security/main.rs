@@ -599,3 +599,13 @@ async fn metrics_can_be_kept_to_signed_in_users() {
     let resp = client().get(open.url("/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    let reg = Registry::start_with(&["--no-metrics"]);
+    let resp = client().get(reg.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // Everything else is served as before.
+    let resp = client().get(reg.url("/v2/")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}

@@ -8,7 +8,8 @@
 //! registry hosts. On each registry host, the image's content is loaded into the
 //! registry's store (its file layers by hard link from the blobs step 3 sent, the rest
 //! as a delta bundle against what that store has), and `sealer-registry
-//! serve` runs as a service: a systemd unit where systemd runs, a pid-file daemon
+//! serve --read-only` runs as a service (nothing reaches the store over the network;
+//! `/metrics` only for the login, or not at all without one): a systemd unit where systemd runs, a pid-file daemon
 //! otherwise, restarted only when its command line or its logins change.
 //!
 //! An external registry (`externalRegistry`): the image's container images are pushed
@@ -459,8 +460,11 @@ async fn load(
 /// The script that keeps `sealer-registry serve` running on `ip` with this command line
 /// (restarted when it or the logins change: the registry reads them at start).
 fn service(registry: &LocalRegistry, ip: IpAddr) -> String {
+    // Content arrives only through `sealer load` on the host, so the network gets no
+    // way to write: a push or delete would let anyone who reaches the host replace
+    // what every node pulls.
     let mut command = format!(
-        "{HOST_DIR}/bin/sealer-registry serve --addr {ip}:{port} --root {HOST_REGISTRY_ROOT}",
+        "{HOST_DIR}/bin/sealer-registry serve --addr {ip}:{port} --root {HOST_REGISTRY_ROOT} --read-only",
         port = registry.port
     );
     if registry.tls.is_some() {
@@ -470,8 +474,11 @@ fn service(registry: &LocalRegistry, ip: IpAddr) -> String {
     }
     let mut logins = String::new();
     if let Some(h) = &registry.htpasswd {
-        command.push_str(&format!(" --htpasswd {HOST_PKI}/htpasswd"));
+        command.push_str(&format!(" --htpasswd {HOST_PKI}/htpasswd --metrics-auth"));
         logins = format!("# logins {}", Digest::sha256_of(h));
+    } else {
+        // Metrics name every repository and client; without logins nobody may read them.
+        command.push_str(" --no-metrics");
     }
     format!(
         "set -e\nmkdir -p /run/sealer /var/log/sealer\n\

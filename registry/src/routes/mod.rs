@@ -44,6 +44,8 @@ pub struct App {
     pub tls: bool,
     /// A request body idle this long fails.
     pub body_timeout: std::time::Duration,
+    /// Whether `/metrics` answers (`--no-metrics`: it is not found).
+    pub serve_metrics: bool,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -300,6 +302,9 @@ async fn healthz() -> Response {
 }
 
 async fn render_metrics(State(app): State<Arc<App>>, request: Request) -> Response {
+    if !app.serve_metrics {
+        return not_found().await;
+    }
     if let Err(refused) = auth::metrics_caller(&app, &request.into_parts().0).await {
         let mut r = refused.into_response();
         r.extensions_mut().insert(RouteTag(RouteKind::Metrics));
