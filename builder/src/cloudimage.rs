@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::reference::Platform;
+use crate::shell::quote;
 
 /// On the rootfs manifest (and the index): the [`ImageExtension`] as JSON, as sealer 0.9+.
 pub const ANNOTATION_EXTENSION: &str = "sealer.image.extension";
@@ -94,22 +95,23 @@ pub fn default_launch(app: &Application) -> Vec<String> {
     if !app.cmds.is_empty() {
         return app.cmds.clone();
     }
-    let dir = format!("application/apps/{}", app.name);
+    // Names come from the image (anyone's): each reaches the shell as one quoted word.
+    let path = |f: &str| quote(&format!("application/apps/{}/{f}", app.name));
     match app.kind.as_str() {
         "kube" => app
             .files
             .iter()
-            .map(|f| format!("kubectl apply -f {dir}/{f}"))
+            .map(|f| format!("kubectl apply -f {}", path(f)))
             .collect(),
         "helm" => app
             .files
             .iter()
-            .map(|f| format!("helm upgrade --install {} {dir}/{f}", app.name))
+            .map(|f| format!("helm upgrade --install {} {}", quote(&app.name), path(f)))
             .collect(),
         "shell" => app
             .files
             .iter()
-            .map(|f| format!("bash {dir}/{f}"))
+            .map(|f| format!("bash {}", path(f)))
             .collect(),
         _ => Vec::new(),
     }

@@ -16,5 +16,6 @@ pub mod layer;
 pub mod progress;
 pub mod reference;
 pub mod remote;
+pub mod shell;
 pub mod store;
 pub mod transfer;

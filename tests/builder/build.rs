@@ -53,7 +53,7 @@ fn example_builds_pushes_and_pulls_back_complete_and_rebuilds_offline() {
     assert_eq!(platform["labels"]["app.example.com/channel"], "stable");
     assert_eq!(
         platform["launchCommands"][1],
-        "kubectl apply -f application/apps/shop/app.yaml"
+        "kubectl apply -f 'application/apps/shop/app.yaml'"
     );
     let images = info["containerImages"].as_array().unwrap();
     assert_eq!(images.len(), 6);

@@ -2,5 +2,6 @@
 //! its own mount namespace (`harness/hosts.rs`).
 
 mod distribute;
+mod hostile;
 mod hosts;
 mod run;

@@ -7,6 +7,7 @@
 //! in and every rule checked; errors name the document, the field and, where the YAML
 //! itself is at fault, the line.
 
+mod fields;
 pub mod model;
 mod validate;
 

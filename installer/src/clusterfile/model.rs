@@ -63,10 +63,14 @@ pub struct EnvVar {
 impl EnvVar {
     pub fn parse(s: &str) -> Result<EnvVar, String> {
         match s.split_once('=') {
-            Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => Ok(EnvVar {
+            // The key reaches `export KEY=...` on every host: only a shell name is one.
+            Some((k, v)) if sealer_builder::shell::is_env_name(k) => Ok(EnvVar {
                 key: k.to_string(),
                 value: v.to_string(),
             }),
+            Some((k, _)) if !k.is_empty() => Err(format!(
+                "{k:?} is not a variable name (letters, digits and '_', not starting with a digit)"
+            )),
             _ => Err(format!("{s:?} is not KEY=VALUE")),
         }
     }

@@ -1,4 +1,5 @@
 use super::*;
+use std::path::Path;
 
 const FULL: &str = r#"# a cluster of three
 apiVersion: sealer.io/v2
@@ -188,6 +189,43 @@ fn errors_name_the_document_the_field_and_the_line() {
     assert!(e.message.contains("no document of kind Cluster"), "{e}");
     let e = error_of(&format!("{FULL}---\n{}", FULL.split("---").next().unwrap()));
     assert!(e.message.contains("second Cluster"), "{e}");
+}
+
+#[test]
+fn values_that_reach_a_shell_hosts_or_rm_are_checked() {
+    // An env key is written as `export KEY=...` on every host.
+    let e = error_of(&FULL.replace("Mode=prod", "\"A;touch /tmp/x;B=1\""));
+    assert_eq!(e.field.as_deref(), Some("spec.env[1]"), "{e}");
+    assert!(e.message.contains("not a variable name"), "{e}");
+    let e = error_of(&FULL.replace("env: [Mode=edge]", "env: [\"$(id)=1\"]"));
+    assert!(e.message.contains("not a variable name"), "{e}");
+    // The registry's domain and host aliases go into /etc/hosts line by line.
+    let e = error_of(&FULL.replace("domain: hub.local", "domain: \"hub.local\\n10.9.9.9 evil\""));
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.registry.localRegistry.domain"),
+        "{e}"
+    );
+    let aliases = "  hostAliases: [{ip: 10.0.0.7, hostnames: [db.local, \"x y\"]}]\n  registry:";
+    let e = error_of(&FULL.replacen("  registry:", aliases, 1));
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.hostAliases[0].hostnames[1]"),
+        "{e}"
+    );
+    // `delete` removes <dataRoot>/<name>.
+    for bad in ["/", "/etc", "/srv", "relative", "/var/lib/sealer/../../etc"] {
+        let text = FULL.replacen(
+            "  registry:",
+            &format!("  dataRoot: \"{bad}\"\n  registry:"),
+            1,
+        );
+        let e = error_of(&text);
+        assert_eq!(e.field.as_deref(), Some("spec.dataRoot"), "{bad}: {e}");
+    }
+    let text = FULL.replacen("  registry:", "  dataRoot: /data/it's\n  registry:", 1);
+    let c = parse(&text, "Clusterfile").unwrap();
+    assert_eq!(c.data_dir(), Path::new("/data/it's/shop-prod"));
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::Documents;
+use super::fields;
 use super::model::*;
 
 /// A Clusterfile, checked and resolved.
@@ -303,15 +304,14 @@ pub(super) fn cluster(
                     "username and password go together",
                 ));
             }
-            if e.domain.is_empty() || e.domain.contains(['/', ':', ' ']) {
+            if e.domain.contains(':') {
                 return Err(invalid(
                     "spec.registry.externalRegistry.domain",
-                    format!(
-                        "{:?} is not a host name (give the port as `port`)",
-                        e.domain
-                    ),
+                    format!("{:?}: give the port as `port`", e.domain),
                 ));
             }
+            fields::dns_name(&e.domain)
+                .map_err(|m| invalid("spec.registry.externalRegistry.domain", m))?;
             if e.insecure && e.ca.is_some() {
                 return Err(invalid(
                     "spec.registry.externalRegistry",
@@ -335,6 +335,8 @@ pub(super) fn cluster(
                     "username and password go together",
                 ));
             }
+            fields::dns_name(&l.domain)
+                .map_err(|m| invalid("spec.registry.localRegistry.domain", m))?;
             let masters: Vec<IpAddr> = hosts
                 .iter()
                 .filter(|h| h.is_master())
@@ -351,6 +353,16 @@ pub(super) fn cluster(
                 ips: l.cert.subject_alt_name.ips,
             }
         }
+    };
+    for (a, alias) in spec.host_aliases.iter().enumerate() {
+        for (n, name) in alias.hostnames.iter().enumerate() {
+            fields::dns_name(name)
+                .map_err(|m| invalid(format!("spec.hostAliases[{a}].hostnames[{n}]"), m))?;
+        }
+    }
+    let data_root = match &spec.data_root {
+        Some(p) => fields::data_root(p).map_err(|m| invalid("spec.dataRoot", m))?,
+        None => PathBuf::from("/var/lib/sealer/data"),
     };
     let mut checked_configs = Vec::new();
     for (number, c) in configs {
@@ -425,9 +437,7 @@ pub(super) fn cluster(
         hosts,
         runtime: spec.container_runtime.kind,
         registry,
-        data_root: spec
-            .data_root
-            .unwrap_or_else(|| PathBuf::from("/var/lib/sealer/data")),
+        data_root,
         host_aliases: spec.host_aliases,
         configs: checked_configs,
         plugins: checked_plugins,

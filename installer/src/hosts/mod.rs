@@ -110,10 +110,7 @@ pub trait Host: Send + Sync {
     }
 }
 
-/// `s` quoted as one word for `sh`.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
+pub use sealer_builder::shell::quote as sh_quote;
 
 fn first_line(script: &str) -> String {
     let line = script.trim().lines().next().unwrap_or("");

@@ -1,19 +1,21 @@
 //! Taking a host back to how it was: the registry stopped, the runtime configuration
 //! files `sealer run` wrote restored from their `.sealer-backup` copies (or removed when
-//! there was none), sealer's lines out of `/etc/hosts`, sealer's folders removed. The
+//! there was none), sealer's lines out of `/etc/hosts`, sealer's folders removed (the
+//! cluster's data folder only when it carries sealer's mark for this cluster). The
 //! clean-host hooks run around it. Running it again after a failure finishes the job.
 
 use std::sync::Arc;
 
-use super::{HOST_DIR, HOSTS_MARK, MIRROR_FILES, check_on_all, hooks};
+use super::{HOST_DIR, HOSTS_MARK, MIRROR_FILES, check_on_all, claim_data_dir, hooks};
 use crate::clusterfile::{Cluster, Phase};
+use crate::distribute::quote;
 use crate::hosts::Host;
 use crate::run::Environment;
 
 /// The script that cleans one host.
 fn script(cluster: &Cluster) -> String {
     format!(
-        "set -e\n\
+        "set -e\n{claim}\
          pid=/run/sealer/registry.pid\n\
          if [ -f $pid ]; then p=$(cat $pid); kill \"$p\" 2>/dev/null || true;\n\
            for i in $(seq 50); do kill -0 \"$p\" 2>/dev/null || break; sleep 0.1; done\n\
@@ -30,10 +32,10 @@ fn script(cluster: &Cluster) -> String {
          if grep -q '{HOSTS_MARK}\\(-registry\\)\\?$' /etc/hosts; then\n\
            t=$(mktemp); grep -v '{HOSTS_MARK}\\(-registry\\)\\?$' /etc/hosts > \"$t\" || true\n\
            cat \"$t\" > /etc/hosts; rm -f \"$t\"; fi\n\
-         rm -rf '{data}' {HOST_DIR} /var/log/sealer/registry.log\n\
-         for d in '{data_root}' /var/lib/sealer /var/log/sealer /run/sealer; do rmdir \"$d\" 2>/dev/null || true; done\n",
-        data = cluster.data_dir().display(),
-        data_root = cluster.data_root.display(),
+         rm -rf \"$data\" {HOST_DIR} /var/log/sealer/registry.log\n\
+         for d in {data_root} /var/lib/sealer /var/log/sealer /run/sealer; do rmdir \"$d\" 2>/dev/null || true; done\n",
+        claim = claim_data_dir(cluster, false),
+        data_root = quote(&cluster.data_root),
     )
 }
 

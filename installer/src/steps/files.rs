@@ -1,12 +1,13 @@
 //! Step 3: the image's file layers sent to every host and laid out in
 //! `<dataRoot>/<cluster>/rootfs`, with the Clusterfile's `Config` documents applied.
 //! The folder is built beside the old one and swapped in, and stamped with what it was
-//! made from, so an unchanged image is not laid out again.
+//! made from, so an unchanged image is not laid out again. `<dataRoot>/<cluster>` is
+//! made and marked as sealer's here; a folder already there without the mark is refused.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{HOST_DIR, all_ok};
+use super::{HOST_DIR, all_ok, claim_data_dir};
 use crate::clusterfile::Cluster;
 use crate::distribute::{self, Blob, quote};
 use crate::hosts::{Host, on_all, sh_quote};
@@ -39,8 +40,9 @@ pub async fn lay_out(
         ));
     }
     let mut script = format!(
-        "set -e\nif [ \"$(cat {dir}/.sealer-layers 2>/dev/null)\" = \"$(printf '%s' {stamp})\" ]; then exit 0; fi\n\
+        "set -e\n{claim}if [ \"$(cat {dir}/.sealer-layers 2>/dev/null)\" = \"$(printf '%s' {stamp})\" ]; then exit 0; fi\n\
          rm -rf {dir}.new\n{HOST_DIR}/bin/sealer unpack-layers {dir}.new --configs /dev/stdin",
+        claim = claim_data_dir(cluster, true),
         dir = quote(&rootfs),
         stamp = sh_quote(&stamp),
     );

@@ -33,6 +33,32 @@ pub const HOST_REGISTRY_ROOT: &str = "/var/lib/sealer/cluster/registry";
 pub const HOST_PKI: &str = "/var/lib/sealer/cluster/pki";
 /// Marks the lines sealer adds to `/etc/hosts`.
 pub const HOSTS_MARK: &str = " # sealer";
+/// The file in `<dataRoot>/<name>` that says sealer made the folder for that cluster
+/// (it holds the name); `delete` removes no folder without it.
+pub const DATA_MARK: &str = ".sealer-cluster";
+
+/// Shell lines that stop the script unless the cluster's folder on the host is
+/// sealer's own for this cluster (or absent). With `create`, an absent folder is made and
+/// marked. A folder laid out before marks existed (it has `rootfs/.sealer-layers`) is
+/// marked now. A folder that is a link, or holds neither, is someone else's: `run` does
+/// not move in and `delete` does not remove it.
+pub fn claim_data_dir(cluster: &clusterfile::Cluster, create: bool) -> String {
+    let name = sh_quote(&cluster.name);
+    let mut script = format!(
+        "data={dir}\n\
+         if [ -L \"$data\" ] || {{ [ -e \"$data\" ] && [ \"$(cat \"$data/{DATA_MARK}\" 2>/dev/null)\" != {name} ] \
+         && [ ! -f \"$data/rootfs/.sealer-layers\" ]; }}; then\n\
+         echo \"$data was not made by sealer for cluster {name} (it has no {DATA_MARK} file): \
+         sealer leaves it alone; choose another dataRoot, or remove it yourself\" >&2; exit 1\nfi\n",
+        dir = sh_quote(&cluster.data_dir().to_string_lossy()),
+    );
+    if create {
+        script.push_str(&format!(
+            "mkdir -p \"$data\"\n[ -f \"$data/{DATA_MARK}\" ] || printf '%s\\n' {name} > \"$data/{DATA_MARK}\"\n"
+        ));
+    }
+    script
+}
 
 /// Turns each host's result into one error naming every host that failed.
 pub fn all_ok<T>(step: &str, results: Vec<(IpAddr, anyhow::Result<T>)>) -> anyhow::Result<Vec<T>> {

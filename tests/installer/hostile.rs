@@ -1,0 +1,159 @@
+//! Hostile CloudImages and Clusterfiles against test hosts: what a layer, a file name or
+//! a field holds never acts outside the cluster's own folders, never runs as a command,
+//! and `delete` removes only what `sealer run` made. Victims live in the hosts' private
+//! mounts (`/var/lib/sealer`), never on the machine running the tests.
+
+use std::path::{Path, PathBuf};
+
+use sealer_e2e::*;
+
+use super::run::{sealer, sealer_fails, write_cluster};
+
+/// Builds the Kubefile `kubefile` with `files` (name, content; a content starting with
+/// `->` makes a symlink to the rest) into `store` as `example.com/t:1`.
+fn build(store: &Path, kubefile: &str, files: &[(&str, &str)]) {
+    let ctx = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        let path = ctx.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        match content.strip_prefix("->") {
+            Some(target) => std::os::unix::fs::symlink(target, &path).unwrap(),
+            None => std::fs::write(&path, content).unwrap(),
+        }
+    }
+    std::fs::write(ctx.path().join("Kubefile"), kubefile).unwrap();
+    sealer(
+        store,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "example.com/t:1",
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+}
+
+/// A Clusterfile running `example.com/t:1` on `host` (master, insecure registry, no
+/// launch command of its own unless `extra` gives one), with `extra` under `spec`.
+fn clusterfile(dir: &Path, host: &TestHost, extra: &str) -> PathBuf {
+    let path = write_cluster(
+        dir,
+        &[(host, "master")],
+        &format!("  registry: {{localRegistry: {{insecure: true}}}}\n{extra}"),
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("example.com/shop:1.0", "example.com/t:1")
+        .replace("  cmd: [\"echo launched > launched\"]\n", "");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_layer_reaching_through_a_link_it_placed_is_refused_and_harms_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    // A plain build: a folder holding a link to a host folder, then a whiteout "in" it.
+    build(
+        &store,
+        "FROM scratch\nCOPY d .\nCOPY empty l/.wh.target\n",
+        &[("d/l", "->/var/lib/sealer/victim"), ("empty", "")],
+    );
+    let host = TestHost::start();
+    host.ssh("mkdir -p /var/lib/sealer/victim && echo keep > /var/lib/sealer/victim/target");
+    let file = clusterfile(work.path(), &host, "");
+    let err = sealer_fails(&store, &["run", "-q", "-f", file.to_str().unwrap()]);
+    assert!(
+        err.contains("l/.wh.target") && err.contains("goes through a symlink"),
+        "{err}"
+    );
+    assert_eq!(
+        host.ssh("cat /var/lib/sealer/victim/target").trim(),
+        "keep",
+        "the file the link points at is still there"
+    );
+}
+
+#[test]
+fn names_from_the_image_and_the_clusterfile_never_run_as_commands() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    // An application whose file name is a command substitution.
+    build(
+        &store,
+        "FROM scratch\nAPP web 'local://$(touch pwned-by-name).sh'\nLAUNCH [\"web\"]\n",
+        &[("$(touch pwned-by-name).sh", "echo ran > ran\n")],
+    );
+    let host = TestHost::start();
+    // A data root with a quote in it: `delete` once ran the rest as a command.
+    let root = "/var/lib/sealer/it's; touch /var/lib/sealer/pwned-by-root; '";
+    let file = clusterfile(work.path(), &host, &format!("  dataRoot: \"{root}\"\n"));
+    let out = sealer(&store, &["run", "-q", "-f", file.to_str().unwrap()]);
+    assert!(out.contains("launched"), "{out}");
+    let rootfs = format!("{root}/shop/rootfs");
+    assert_eq!(
+        host.ssh(&format!("cat \"{rootfs}/ran\"")).trim(),
+        "ran",
+        "the application's script ran under its own name"
+    );
+    sealer(&store, &["delete", "--all", "--cluster", "shop"]);
+    let pwned = host.ssh("find /var/lib/sealer -type f -name 'pwned*'");
+    assert!(pwned.trim().is_empty(), "a name ran as a command: {pwned}");
+    assert_eq!(
+        host.ssh(&format!("[ -e \"{root}/shop\" ] && echo left || echo gone"))
+            .trim(),
+        "gone",
+        "delete removed the cluster's folder"
+    );
+}
+
+#[test]
+fn delete_removes_only_a_folder_run_made_and_run_moves_into_none_it_did_not() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build(&store, "FROM scratch\nCOPY f f\n", &[("f", "file\n")]);
+    let host = TestHost::start();
+
+    // A system folder as the data root is refused before any host is touched
+    // (`delete` would remove /var/lib/sealer, here the host's private one).
+    let file = clusterfile(work.path(), &host, "  dataRoot: /var/lib\n");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("name: shop", "name: sealer")).unwrap();
+    let err = sealer_fails(&store, &["run", "-q", "-f", file.to_str().unwrap()]);
+    assert!(
+        err.contains("spec.dataRoot") && err.contains("system folder"),
+        "{err}"
+    );
+    assert_eq!(host.logins(), 0, "nothing ran on the host");
+
+    // Someone's folder where the cluster's would go: run does not move in.
+    let data = "/var/lib/sealer/data/shop";
+    host.ssh(&format!("mkdir -p {data} && echo keep > {data}/precious"));
+    let file = clusterfile(work.path(), &host, "");
+    let file = file.to_str().unwrap();
+    let err = sealer_fails(&store, &["run", "-q", "-f", file]);
+    assert!(
+        err.contains(&format!("{data} was not made by sealer")),
+        "{err}"
+    );
+    assert_eq!(host.ssh(&format!("ls -A {data}")).trim(), "precious");
+
+    // Its own folder carries the mark; a folder without it survives delete.
+    host.ssh(&format!("rm -rf {data}"));
+    sealer(&store, &["run", "-q", "-f", file]);
+    assert_eq!(
+        host.ssh(&format!("cat {data}/.sealer-cluster")).trim(),
+        "shop"
+    );
+    assert_eq!(host.ssh(&format!("cat {data}/rootfs/f")).trim(), "file");
+    host.ssh(&format!(
+        "rm -rf {data} && mkdir {data} && echo keep > {data}/precious"
+    ));
+    let err = sealer_fails(&store, &["delete", "--all", "--cluster", "shop"]);
+    assert!(
+        err.contains(&format!("{data} was not made by sealer")),
+        "{err}"
+    );
+    assert_eq!(host.ssh(&format!("cat {data}/precious")).trim(), "keep");
+}
