@@ -246,9 +246,16 @@ struct BuildArgs {
     /// KEY=VALUE label on the image (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// List the container images the build would carry, with where each comes from; build nothing.
+    /// List the container images the build would carry, with where each comes from;
+    /// run nothing, download nothing, write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Largest file an APP URL may download, e.g. 512MiB. [default: 4GiB]
+    #[arg(long, value_name = "SIZE", value_parser = bundle::parts::parse_size)]
+    max_download_size: Option<u64>,
+    /// An APP download that receives nothing for this long fails, e.g. 30s. [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    download_timeout: Option<std::time::Duration>,
     /// With --dry-run: print JSON.
     #[arg(long)]
     json: bool,
@@ -455,6 +462,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 labels: key_values(&a.labels, "--label")?,
                 dry_run: a.dry_run,
                 jobs: g.jobs,
+                download: download_limits(a.max_download_size, a.download_timeout),
             };
             let report = build(&store, &registries, progress.as_ref(), &opts).await?;
             if opts.dry_run {
@@ -986,4 +994,15 @@ fn print_discovery(found: &discover::Discovery, json: bool) -> anyhow::Result<()
         eprintln!("{p}");
     }
     Ok(())
+}
+
+/// `APP` download bounds: the defaults with the flags given over them.
+fn download_limits(
+    max: Option<u64>,
+    stall: Option<std::time::Duration>,
+) -> sealer_builder::build::sources::DownloadLimits {
+    let mut limits = sealer_builder::build::sources::DownloadLimits::default();
+    limits.max_bytes = max.unwrap_or(limits.max_bytes);
+    limits.stall = stall.unwrap_or(limits.stall);
+    limits
 }

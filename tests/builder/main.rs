@@ -6,6 +6,7 @@ mod build;
 mod bundle;
 mod commands;
 mod discover;
+mod hostile;
 mod steps;
 
 use std::path::{Path, PathBuf};

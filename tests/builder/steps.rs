@@ -71,16 +71,11 @@ fn run_and_add_make_layers_and_their_files_are_scanned_for_images() {
     let kubefile = c.join("Kubefile");
     assert_eq!(
         places,
-        [
-            (
-                "docker.io/library/nginx:1.25".to_string(),
-                format!("{}!/etc/pod.yaml", c.join("bundle.tar.gz").display())
-            ),
-            (
-                "registry.k8s.io/pause:3.9".to_string(),
-                format!("{}:6 RUN made /manifests/gen.yaml", kubefile.display())
-            ),
-        ]
+        [(
+            "docker.io/library/nginx:1.25".to_string(),
+            format!("{}!/etc/pod.yaml", c.join("bundle.tar.gz").display())
+        )],
+        "RUN is not run, so only what the context holds is listed"
     );
     assert!(sealer.images().is_empty(), "a dry run stores nothing");
 
@@ -313,11 +308,74 @@ fn app_sources_over_http_are_downloaded_typed_and_scanned() {
     assert_eq!(p["extension"]["applications"][0]["type"], "kube");
     assert_eq!(
         p["launchCommands"],
-        json!(["kubectl apply -f application/apps/remote/deploy.yaml"])
+        json!(["kubectl apply -f 'application/apps/remote/deploy.yaml'"])
     );
     assert_eq!(
         info["containerImages"][0]["image"],
         "docker.io/library/nginx:1.25"
     );
     assert_eq!(info["containerImages"][0]["appName"], "remote");
+}
+
+#[test]
+fn a_dry_run_runs_nothing_downloads_nothing_and_writes_nothing() {
+    let sealer = Sealer::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    // A server that counts who calls it.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let marker = c.join("ran");
+    std::fs::write(c.join("pod.yaml"), "image: nginx:1.25\n").unwrap();
+    std::fs::write(
+        c.join("Kubefile"),
+        format!(
+            "FROM scratch\nCOPY pod.yaml manifests/\nRUN touch {}\n\
+             APP remote http://127.0.0.1:{port}/deploy.yaml\nLAUNCH [\"remote\"]\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let out = sealer.run(&["build", "-t", "t:1", "--dry-run", c.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("docker.io/library/nginx:1.25"), "{text}");
+    assert!(text.contains("not run in a dry run"), "{text}");
+    assert!(!marker.exists(), "RUN ran");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "APP was downloaded"
+    );
+    let stored: Vec<String> = walk(&sealer.root())
+        .into_iter()
+        .filter(|p| p.contains("/blobs/") || p.ends_with("layer-cache.json"))
+        .collect();
+    assert!(stored.is_empty(), "a dry run wrote {stored:?}");
+}
+
+/// Every file under `dir`, as paths.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
 }

@@ -58,6 +58,8 @@ pub struct BuildOptions {
     pub dry_run: bool,
     /// Blob transfers at once.
     pub jobs: usize,
+    /// Bounds on `APP` downloads.
+    pub download: sources::DownloadLimits,
 }
 
 /// What a build did.
@@ -120,6 +122,8 @@ struct Image {
     /// Container images the base image carries: (index entry, listed image).
     base_images: Vec<(Descriptor, ContainerImage)>,
     base_repo: Option<RepoName>,
+    /// A dry run without the base in the store: what it declares is not known.
+    base_unknown: bool,
 }
 
 struct Builder<'a> {
@@ -194,8 +198,10 @@ pub async fn build(
         }
         images.push(image);
     }
-    b.hashes.save().ok();
-    b.cache.save().ok();
+    if !opts.dry_run {
+        b.hashes.save().ok();
+        b.cache.save().ok();
+    }
 
     for list in &opts.image_lists {
         let text = std::fs::read_to_string(list)
@@ -278,6 +284,7 @@ impl Builder<'_> {
             },
             base_images: Vec::new(),
             base_repo: None,
+            base_unknown: false,
         };
         let Some(base) = kf.base() else {
             return Ok(image);
@@ -294,10 +301,26 @@ impl Builder<'_> {
             None => platform.clone(),
         };
         let name = ImageName::parse(base).map_err(anyhow::Error::msg)?;
-        let fetched = transfer
-            .fetch(&name, std::slice::from_ref(platform), self.opts.pull)
+        // A dry run fetches nothing: it uses the base only if the store has it.
+        let pull = if self.opts.dry_run {
+            PullPolicy::Never
+        } else {
+            self.opts.pull
+        };
+        let fetched = match transfer
+            .fetch(&name, std::slice::from_ref(platform), pull)
             .await
-            .with_context(|| format!("cannot get the base image {name}"))?;
+        {
+            Ok(f) => f,
+            Err(_) if self.opts.dry_run => {
+                self.progress.message(&format!(
+                    "FROM {name}: not in the local store (a build pulls it); its applications are not known"
+                ));
+                image.base_unknown = true;
+                return Ok(image);
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot get the base image {name}")),
+        };
         let index = self
             .store
             .manifest(&fetched.repo, &fetched.digest)
@@ -441,6 +464,11 @@ impl Builder<'_> {
                     }
                 }
                 let text = format!("{keyword} {} {dest}", sources.join(" "));
+                if self.opts.dry_run {
+                    self.progress
+                        .message(&format!("{text}: {} file(s)", inputs.len()));
+                    return Ok(());
+                }
                 let work = self.work.clone();
                 let line = step.line;
                 let layer = self
@@ -479,6 +507,8 @@ impl Builder<'_> {
                 sources: app_sources,
             } => {
                 let mut paths = Vec::new();
+                // A dry run's remote sources: named, not fetched.
+                let mut remote_files = Vec::new();
                 for s in app_sources {
                     match s {
                         AppSource::Local(p) => {
@@ -487,11 +517,20 @@ impl Builder<'_> {
                                 sources::resolve(&context, &written).map_err(anyhow::Error::msg)?;
                             paths.append(&mut found_paths);
                         }
+                        AppSource::Remote(url) if self.opts.dry_run => {
+                            let (parsed, _) = sources::app_url(url).map_err(anyhow::Error::msg)?;
+                            let file =
+                                sources::url_file_name(&parsed).map_err(anyhow::Error::msg)?;
+                            self.progress.message(&format!(
+                                "APP {name}: a build downloads {url} (not scanned)"
+                            ));
+                            remote_files.push(PathBuf::from(file));
+                        }
                         AppSource::Remote(url) => {
                             self.progress.message(&format!("downloading {url}"));
                             let dir = self.work.join(format!("app-{name}"));
                             paths.push(
-                                sources::download(url, &dir)
+                                sources::download(url, &dir, &self.opts.download)
                                     .await
                                     .map_err(anyhow::Error::msg)?,
                             );
@@ -521,8 +560,14 @@ impl Builder<'_> {
                         .collect::<Vec<_>>()
                         .join(" ")
                 );
-                let layer = self.layer(&text, &inputs, |i| Ok(i.to_vec())).await?;
-                image.push_layer(layer, &text);
+                if !self.opts.dry_run {
+                    let layer = self.layer(&text, &inputs, |i| Ok(i.to_vec())).await?;
+                    image.push_layer(layer, &text);
+                }
+                for f in &remote_files {
+                    files.push(f.to_string_lossy().into_owned());
+                }
+                paths.extend(remote_files);
                 let role_name = match role {
                     AppRole::App => None,
                     AppRole::Cni => Some("cni"),
@@ -559,6 +604,11 @@ impl Builder<'_> {
                     .history
                     .push((format!("LABEL {}", pairs(labels)), true));
             }
+            Instruction::Run(command) if self.opts.dry_run => {
+                self.progress.message(&format!(
+                    "RUN {command}: not run in a dry run (images its files name are not listed)"
+                ));
+            }
             Instruction::Run(command) => {
                 let layer = self.run(kubefile, step.line, command, image, found).await?;
                 let text = format!("RUN {command}");
@@ -567,6 +617,8 @@ impl Builder<'_> {
                     None => image.history.push((text, true)),
                 }
             }
+            Instruction::AppCmds { .. } | Instruction::AppEnv { .. } | Instruction::Launch(_)
+                if image.base_unknown => {}
             Instruction::AppCmds { name, cmds } => {
                 app_mut(image, name)?.cmds = cmds.clone();
             }

@@ -1,7 +1,9 @@
 //! Where a step's files come from: paths in the build context (never outside it),
 //! wildcards, local archives that `ADD` unpacks, and `APP` sources with their type.
 
+use std::io::Write;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use crate::archive::Kind;
 
@@ -132,10 +134,9 @@ pub fn app_type(files: &[PathBuf]) -> String {
     }
 }
 
-/// Downloads an `APP` source to `dir`, named by the URL's last segment.
-pub async fn download(url: &str, dir: &Path) -> Result<PathBuf, String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
-    let name = parsed
+/// The file an `APP` URL names: its last path segment.
+pub fn url_file_name(url: &url::Url) -> Result<String, String> {
+    let name = url
         .path_segments()
         .and_then(|mut s| s.next_back())
         .filter(|s| !s.is_empty())
@@ -144,24 +145,135 @@ pub async fn download(url: &str, dir: &Path) -> Result<PathBuf, String> {
     if name == ".." || name == "." || name.contains('/') {
         return Err(format!("{url}: unusable file name {name:?}"));
     }
+    Ok(name)
+}
+
+/// Bounds on an `APP` download: the server and the URL are the Kubefile author's.
+#[derive(Debug, Clone, Copy)]
+pub struct DownloadLimits {
+    /// Largest file taken.
+    pub max_bytes: u64,
+    /// A download that receives nothing for this long fails.
+    pub stall: Duration,
+    pub connect: Duration,
+    /// The whole download, however steadily it trickles.
+    pub overall: Duration,
+}
+
+impl Default for DownloadLimits {
+    fn default() -> Self {
+        DownloadLimits {
+            max_bytes: 4 << 30,
+            stall: Duration::from_secs(60),
+            connect: Duration::from_secs(10),
+            overall: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// An `APP` URL and the SHA-256 its `#sha256=HEX` fragment pins, if any.
+pub fn app_url(url: &str) -> Result<(url::Url, Option<String>), String> {
+    let mut parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let pinned = match parsed.fragment() {
+        None => None,
+        Some(f) => {
+            let hex = f
+                .strip_prefix("sha256=")
+                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| format!("{url}: the fragment must be #sha256=<64 hex digits>"))?;
+            Some(hex.to_ascii_lowercase())
+        }
+    };
+    parsed.set_fragment(None);
+    Ok((parsed, pinned))
+}
+
+/// Redirects stay on the URL's own host and never go from https to http: a download
+/// elsewhere is the Kubefile's to name.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = &attempt.previous()[0];
+        let to = attempt.url();
+        if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else if first.scheme() == "https" && to.scheme() != "https" {
+            let why = format!("redirected from https to {to}");
+            attempt.error(why)
+        } else if to.host_str() != first.host_str() {
+            let why = format!("redirected to another host ({to}); name that URL in the Kubefile");
+            attempt.error(why)
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Downloads an `APP` source to `dir`, named by the URL's last segment: streamed to a
+/// file within `limits`, checked against a pinned SHA-256, and only then given its
+/// name.
+pub async fn download(url: &str, dir: &Path, limits: &DownloadLimits) -> Result<PathBuf, String> {
+    let (parsed, pinned) = app_url(url)?;
+    let name = url_file_name(&parsed)?;
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let http = reqwest::Client::builder()
         .tls_backend_preconfigured(
             sealer_pull_proxy::upstream::tls_client_config().map_err(|e| e.to_string())?,
         )
+        .connect_timeout(limits.connect)
+        .read_timeout(limits.stall)
+        .timeout(limits.overall)
+        .redirect(redirect_policy())
         .build()
         .map_err(|e| e.to_string())?;
-    let resp = http
-        .get(parsed)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {}", sealer_pull_proxy::upstream::error_chain(&e)))?;
+    let failed = |e: reqwest::Error| {
+        let why = if e.is_timeout() {
+            format!(
+                "no data for {:?} or longer than {:?} in all",
+                limits.stall, limits.overall
+            )
+        } else {
+            sealer_pull_proxy::upstream::error_chain(&e)
+        };
+        format!("{url}: {why}")
+    };
+    let mut resp = http.get(parsed).send().await.map_err(failed)?;
     if !resp.status().is_success() {
         return Err(format!("{url}: the server answered {}", resp.status()));
     }
-    let bytes = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    let too_big = || format!("{url}: larger than the limit of {} bytes", limits.max_bytes);
+    if resp.content_length().is_some_and(|n| n > limits.max_bytes) {
+        return Err(too_big());
+    }
+    let part = dir.join(format!(".{name}.part"));
+    let result = async {
+        let mut file =
+            std::fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+        let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut total = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
+            total += chunk.len() as u64;
+            if total > limits.max_bytes {
+                return Err(too_big());
+            }
+            hash.update(&chunk);
+            file.write_all(&chunk)
+                .map_err(|e| format!("{}: {e}", part.display()))?;
+        }
+        let got = hex::encode(hash.finish());
+        match pinned {
+            Some(want) if want != got => Err(format!(
+                "{url}: the file's sha256 is {got}, not the pinned {want}"
+            )),
+            _ => Ok(()),
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&part);
+        return Err(e);
+    }
     let path = dir.join(&name);
-    std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::rename(&part, &path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }
 
