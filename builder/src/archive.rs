@@ -1,5 +1,6 @@
 //! Recognising archive formats by their first bytes, shared by `ADD` (which unpacks local
-//! archives) and bundles (plain or zstd tars).
+//! archives) and bundles (plain or zstd tars); and reading a tar someone else made
+//! within bounds ([`Guarded`]).
 
 use std::io::{self, Read};
 
@@ -45,6 +46,8 @@ pub fn sniff_file(path: &std::path::Path) -> Option<Kind> {
     let n = read_full(&mut f, &mut head).ok()?;
     sniff(&head[..n])
 }
+
+pub use sealer_registry::storage::bundle::tar_guard::{EntryGuard, Guarded, MAX_HEADER_BYTES};
 
 #[cfg(test)]
 mod tests {

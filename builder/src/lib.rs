@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod cache;
 pub mod cloudimage;
 pub mod discover;
+pub mod filelock;
 pub mod inspect;
 pub mod kubefile;
 pub mod layer;

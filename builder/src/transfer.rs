@@ -247,7 +247,8 @@ impl<'a> Transfer<'a> {
             .append(true)
             .open(&partial)
             .with_context(|| format!("cannot write {}", partial.display()))?;
-        let file = tokio::task::spawn_blocking(move || lock_exclusive(file)).await??;
+        let file =
+            tokio::task::spawn_blocking(move || crate::filelock::lock_exclusive(file)).await??;
         if self.store.link_if_present(repo, digest).await? {
             let _ = std::fs::remove_file(&partial);
             return Ok(());
@@ -431,16 +432,6 @@ impl<'a> Transfer<'a> {
         task.finish("pushed");
         Ok(())
     }
-}
-
-/// Blocks until this process holds the file's exclusive lock (released on close).
-fn lock_exclusive(file: std::fs::File) -> std::io::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a file descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(file)
 }
 
 /// A digest as progress lines show it.

@@ -253,6 +253,9 @@ struct BuildArgs {
     /// Largest file an APP URL may download, e.g. 512MiB. [default: 4GiB]
     #[arg(long, value_name = "SIZE", value_parser = bundle::parts::parse_size)]
     max_download_size: Option<u64>,
+    /// Most bytes one ADD archive may unpack to, e.g. 100GiB. [default: 64GiB]
+    #[arg(long, value_name = "SIZE", value_parser = bundle::parts::parse_size)]
+    max_add_size: Option<u64>,
     /// An APP download that receives nothing for this long fails, e.g. 30s. [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     download_timeout: Option<std::time::Duration>,
@@ -463,6 +466,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dry_run: a.dry_run,
                 jobs: g.jobs,
                 download: download_limits(a.max_download_size, a.download_timeout),
+                max_add_bytes: a.max_add_size.unwrap_or(64 << 30),
             };
             let report = build(&store, &registries, progress.as_ref(), &opts).await?;
             if opts.dry_run {

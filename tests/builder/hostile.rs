@@ -91,3 +91,201 @@ async fn app_downloads_are_bounded_pinned_and_stay_on_their_host() {
         None
     );
 }
+
+/// A tar holding `entries` (name, content); names of any length (GNU long names).
+fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, body) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, *body).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = gz.stdin.take().unwrap();
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(&data).unwrap();
+    });
+    let out = gz.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out.stdout
+}
+
+#[test]
+fn archives_and_values_are_bounded_and_sparse_files_refused() {
+    let sealer = Sealer::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    let add = |file: &str, flags: &[&str]| {
+        let kubefile = format!("FROM scratch\nADD {file} /\n");
+        std::fs::write(c.join("Kubefile"), kubefile).unwrap();
+        let mut args = vec!["build", "-q", "-t", "t:1"];
+        args.extend(flags);
+        args.push(c.to_str().unwrap());
+        let out = sealer.run(&args);
+        (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    // A long name of 8 MiB compresses to a few KiB; it is refused, not held in memory.
+    let long = "n".repeat(8 << 20);
+    let bomb = gzip(&tar_of(&[(&long, b"x")]));
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    std::fs::write(c.join("names.tar.gz"), &bomb).unwrap();
+    let err = add("names.tar.gz", &[]).expect("a huge long name fails");
+    assert!(
+        err.contains("names.tar.gz") && err.contains("headers"),
+        "{err}"
+    );
+
+    // What one ADD unpacks to is capped.
+    let big = vec![0u8; 3 << 20];
+    std::fs::write(c.join("big.tar.gz"), gzip(&tar_of(&[("big", &big)]))).unwrap();
+    let err = add("big.tar.gz", &["--max-add-size", "1MiB"]).expect("past the cap fails");
+    assert!(err.contains("size limit"), "{err}");
+    assert_eq!(
+        add("big.tar.gz", &[]),
+        None,
+        "within the default it is taken"
+    );
+
+    // A sparse file: an 8 GiB entry from a tiny archive.
+    let sparse = c.join("holes");
+    run(std::process::Command::new("truncate")
+        .args(["-s", "8G"])
+        .arg(&sparse));
+    run(std::process::Command::new("tar")
+        .arg("--sparse")
+        .arg("-czf")
+        .arg(c.join("sparse.tar.gz"))
+        .arg("-C")
+        .arg(c)
+        .arg("holes"));
+    std::fs::remove_file(&sparse).unwrap();
+    let err = add("sparse.tar.gz", &[]).expect("a sparse file fails");
+    assert!(err.contains("holes") && err.contains("sparse"), "{err}");
+
+    // A bundle with a huge long name: `sealer load` refuses it.
+    let bundle = c.join("bundle.tar");
+    std::fs::write(&bundle, tar_of(&[("index.json", b"{}"), (&long, b"x")])).unwrap();
+    let err = sealer.fails(&["load", "-i", bundle.to_str().unwrap()]);
+    assert!(err.contains("headers"), "{err}");
+
+    // A value that doubles on each line, and values that add up: clear errors.
+    let mut doubling = String::from("FROM scratch\nENV A=0123456789abcdef\n");
+    for _ in 0..40 {
+        doubling.push_str("ENV A=$A$A\n");
+    }
+    let err = build_fails(&sealer, &doubling, &["--dry-run"]).expect("doubling fails");
+    assert!(err.contains("expands to more than 64 KiB"), "{err}");
+    let value = "v".repeat(60 << 10);
+    let mut many = format!("FROM scratch\nARG BIG={value}\n");
+    for i in 0..20 {
+        many.push_str(&format!("ENV K{i}=$BIG\n"));
+    }
+    let err = build_fails(&sealer, &many, &["--dry-run"]).expect("adding up fails");
+    assert!(err.contains("more than 1024 KiB in all"), "{err}");
+}
+
+#[test]
+fn a_killed_build_leaves_nothing_behind_for_long_and_a_running_one_is_kept() {
+    let sealer = Sealer::new();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Kubefile"), "FROM scratch\nRUN sleep 60\n").unwrap();
+    let scratch = sealer.root().join("builder/tmp");
+    let folders = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&scratch)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("build-")
+            })
+            .collect()
+    };
+    let start = |sealer: &Sealer| {
+        let child = sealer
+            .cmd(&["build", "-q", "-t", "t:1", ctx.path().to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !folders().iter().any(|f| f.join(".lock").exists()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no build folder appeared"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    };
+    // Backdates every build folder past the age at which a new build looks at it.
+    let age = || {
+        for f in folders() {
+            run(std::process::Command::new("touch")
+                .args(["-d", "2 hours ago"])
+                .arg(&f));
+        }
+    };
+
+    let mut killed = start(&sealer);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let left = folders();
+    assert_eq!(left.len(), 1, "{left:?}");
+    age();
+    // A running build's folder stays while a new build sweeps.
+    let mut running = start(&sealer);
+    age();
+    let out = sealer.run(&[
+        "build",
+        "-q",
+        "-t",
+        "t:2",
+        "--dry-run",
+        ctx.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let now = folders();
+    assert!(
+        !now.contains(&left[0]),
+        "the killed build's folder is gone: {now:?}"
+    );
+    assert_eq!(now.len(), 1, "the running build's folder is kept: {now:?}");
+    running.kill().unwrap();
+    running.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_takes_no_manifest_larger_than_the_cap() {
+    let server = Hostile::start().await;
+    server.answer(
+        "/v2/big/manifests/1",
+        Answer::Endless {
+            content_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        },
+    );
+    let sealer = Sealer::new();
+    let image = format!("{}/big:1", server.host);
+    let err = sealer.fails(&["pull", "--insecure-registry", &server.host, &image]);
+    assert!(
+        err.contains("manifest") && err.contains("larger than"),
+        "{err}"
+    );
+    assert!(sealer.images().is_empty());
+}

@@ -4,6 +4,7 @@
 
 pub mod rootfs;
 pub mod sources;
+mod vars;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -60,6 +61,8 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// Bounds on `APP` downloads.
     pub download: sources::DownloadLimits,
+    /// Most bytes one archive of an `ADD` may unpack to.
+    pub max_add_bytes: u64,
 }
 
 /// What a build did.
@@ -114,9 +117,9 @@ struct Image {
     platform: Platform,
     layers: Vec<LayerRecord>,
     history: Vec<(String, bool)>,
-    env: Vec<(String, String)>,
+    env: vars::Vars,
     /// `ARG`s declared so far with their values: in `RUN`'s environment (not the image's).
-    args: Vec<(String, String)>,
+    args: vars::Vars,
     labels: BTreeMap<String, String>,
     ext: ImageExtension,
     /// Container images the base image carries: (index entry, listed image).
@@ -155,10 +158,7 @@ pub async fn build(
         .unwrap_or_else(|| opts.context.join("Kubefile"));
     let repo = opts.tag.repo().map_err(anyhow::Error::msg)?;
     let transfer = Transfer::new(store, registries, progress, opts.jobs);
-    let work = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(store.scratch())
-        .context("cannot create a build folder")?;
+    let (work, _in_use) = work_folder(&store.scratch())?;
     let state = store.state_dir();
     let mut b = Builder {
         store,
@@ -256,6 +256,46 @@ pub async fn build(
     Ok(report)
 }
 
+/// A new `build-*` folder in `scratch`, locked while the build runs (the lock goes
+/// when the process does, however it ends). Folders of builds that were killed, whose
+/// lock no one holds, are removed first.
+fn work_folder(scratch: &Path) -> anyhow::Result<(tempfile::TempDir, std::fs::File)> {
+    std::fs::create_dir_all(scratch)?;
+    for entry in std::fs::read_dir(scratch)?.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with("build-") || !entry.path().is_dir() {
+            continue;
+        }
+        // A folder a build is still making (it locks it a moment after) is left alone.
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if age.as_secs() < 60 {
+            continue;
+        }
+        let stale = match std::fs::File::open(entry.path().join(".lock")) {
+            Ok(f) => crate::filelock::try_lock_exclusive(&f).unwrap_or(false),
+            // From a build that died before it locked, or from an older sealer.
+            Err(_) => age.as_secs() > 3600,
+        };
+        if stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let work = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(scratch)
+        .context("cannot create a build folder")?;
+    let lock = std::fs::File::create(work.path().join(".lock"))?;
+    if !crate::filelock::try_lock_exclusive(&lock)? {
+        bail!("{}: another process holds its lock", work.path().display());
+    }
+    Ok((work, lock))
+}
+
 impl Builder<'_> {
     /// The starting point: nothing for `scratch`, else the base CloudImage's rootfs for
     /// this platform, its settings and its container images.
@@ -271,8 +311,8 @@ impl Builder<'_> {
             platform: platform.clone(),
             layers: Vec::new(),
             history: Vec::new(),
-            env: Vec::new(),
-            args: Vec::new(),
+            env: vars::Vars::default(),
+            args: vars::Vars::default(),
             labels,
             ext: ImageExtension {
                 build_client: BuildClient {
@@ -368,7 +408,7 @@ impl Builder<'_> {
         if let Some(c) = config.config() {
             for e in c.env().iter().flatten() {
                 if let Some((k, v)) = e.split_once('=') {
-                    image.env.push((k.into(), v.into()));
+                    image.env.set(k, v);
                 }
             }
             for (k, v) in c.labels().iter().flatten() {
@@ -434,12 +474,12 @@ impl Builder<'_> {
             Instruction::Arg { name, default } => {
                 let value = self.opts.build_args.get(name).or(default.as_ref());
                 if let Some(v) = value {
-                    image.args.retain(|(k, _)| k != name);
-                    image.args.push((name.clone(), v.clone()));
+                    image.args.set(name, v);
                 }
             }
             Instruction::Copy { sources, dest } | Instruction::Add { sources, dest } => {
                 let unpack = matches!(step.instruction, Instruction::Add { .. });
+                let max_add = self.opts.max_add_bytes;
                 let keyword = if unpack { "ADD" } else { "COPY" };
                 let mut paths = Vec::new();
                 for s in sources {
@@ -454,7 +494,7 @@ impl Builder<'_> {
                         Some(kind) => {
                             let dir = self.work.join(format!("add-{}-{i}", step.line));
                             if !dir.exists() {
-                                sources::unpack_archive(p, kind, &dir)?;
+                                sources::unpack_archive(p, kind, &dir, max_add)?;
                             }
                             let mut inside = discover::scan_dir(&dir)?;
                             inside.relocate(&dir, &format!("{}!", p.display()));
@@ -484,7 +524,7 @@ impl Builder<'_> {
                                 Some(kind) => {
                                     let dir = work.join(format!("add-{line}-{i}"));
                                     if !dir.exists() {
-                                        sources::unpack_archive(p, kind, &dir)?;
+                                        sources::unpack_archive(p, kind, &dir, max_add)?;
                                     }
                                     let d = if many || dest.ends_with('/') {
                                         dest.to_string()
@@ -592,8 +632,7 @@ impl Builder<'_> {
             }
             Instruction::Env(vars) => {
                 for (k, v) in vars {
-                    image.env.retain(|(key, _)| key != k);
-                    image.env.push((k.clone(), v.clone()));
+                    image.env.set(k, v);
                     image.ext.env.insert(k.clone(), v.clone());
                 }
                 image.history.push((format!("ENV {}", pairs(vars)), true));

@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::archive::Guarded;
 use crate::layer::{Entry, MEDIA_TYPE_GZIP, MEDIA_TYPE_ZSTD};
 
 /// What identifies a file's state for change detection.
@@ -34,22 +35,29 @@ pub fn unpack_layer(blob: &Path, media_type: &str, dir: &Path) -> io::Result<()>
     } else {
         Box::new(file)
     };
-    unpack_tar(reader, dir)
+    unpack_tar(reader, dir, u64::MAX)
 }
 
-/// Unpacks a tar stream into `dir`, refusing paths that leave it.
+/// Unpacks a tar stream of at most `max_bytes` into `dir`, refusing paths that leave it.
 ///
 /// Whiteouts and the removal of a file that a folder replaces (or the reverse) act on
 /// paths inside `dir` only: an entry whose folders go through a symlink (placed by an
 /// earlier entry or layer) is refused before anything is removed, since the link may
-/// point anywhere on the host (this runs as root on every cluster host).
-pub fn unpack_tar(reader: impl Read, dir: &Path) -> io::Result<()> {
+/// point anywhere on the host (this runs as root on every cluster host). Each entry's
+/// headers are bounded ([`Guarded`]), and sparse files are refused: a few bytes of
+/// archive would become gigabytes in every layer and on every host.
+pub fn unpack_tar(reader: impl Read, dir: &Path, max_bytes: u64) -> io::Result<()> {
+    let (reader, guard) = Guarded::new(reader, max_bytes);
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_overwrite(true);
-    for entry in archive.entries()? {
+    let mut entries = archive.entries()?;
+    while let Some(entry) = guard.next(&mut entries) {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
+        if entry.header().entry_type().is_gnu_sparse() {
+            return Err(refused(&path, "is a sparse file (not supported)"));
+        }
         let parent = checked_parent(&path)?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name == ".wh..wh..opq" {
@@ -78,9 +86,22 @@ pub fn unpack_tar(reader: impl Read, dir: &Path) -> io::Result<()> {
             beneath(dir, parent).map_err(|e| refused(&path, &e.to_string()))?;
             remove_any(&target)?;
         }
-        entry.unpack_in(dir)?;
+        entry.unpack_in(dir).map_err(with_cause)?;
     }
     Ok(())
+}
+
+/// The `tar` crate wraps why an entry could not be unpacked (a limit, a full disk) in
+/// "failed to unpack <path>": keep both.
+fn with_cause(e: io::Error) -> io::Error {
+    use std::error::Error;
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    io::Error::new(e.kind(), text)
 }
 
 fn refused(path: &Path, why: &str) -> io::Error {
@@ -338,7 +359,8 @@ mod tests {
             (vec![(".wh..", None)], "whiteout"),
         ] {
             let root = tempfile::tempdir().unwrap();
-            let err = unpack_tar(io::Cursor::new(tar_of(&entries)), root.path()).unwrap_err();
+            let err =
+                unpack_tar(io::Cursor::new(tar_of(&entries)), root.path(), u64::MAX).unwrap_err();
             assert!(err.to_string().contains(why), "{err}");
             assert!(
                 victim.join("target/inner").is_dir(),
@@ -352,7 +374,7 @@ mod tests {
         std::fs::create_dir_all(root.path().join("usr/lib")).unwrap();
         std::os::unix::fs::symlink("usr/lib", root.path().join("lib")).unwrap();
         let entries = [("etc", None), (".wh.etc", None), ("lib/foo", None)];
-        unpack_tar(io::Cursor::new(tar_of(&entries)), root.path()).unwrap();
+        unpack_tar(io::Cursor::new(tar_of(&entries)), root.path(), u64::MAX).unwrap();
         assert!(!root.path().join("etc").exists());
         assert!(root.path().join("usr/lib/foo").is_file());
     }

@@ -99,14 +99,16 @@ pub fn archive_kind(path: &Path) -> Option<Kind> {
 }
 
 /// Unpacks a local archive into `dir`.
-pub fn unpack_archive(path: &Path, kind: Kind, dir: &Path) -> std::io::Result<()> {
+pub fn unpack_archive(path: &Path, kind: Kind, dir: &Path, max_bytes: u64) -> std::io::Result<()> {
+    use super::rootfs::unpack_tar;
     std::fs::create_dir_all(dir)?;
     let f = std::fs::File::open(path)?;
-    match kind {
-        Kind::Zstd => super::rootfs::unpack_tar(zstd::Decoder::new(f)?, dir),
-        Kind::Gzip => super::rootfs::unpack_tar(flate2::read::GzDecoder::new(f), dir),
-        Kind::Tar => super::rootfs::unpack_tar(f, dir),
-    }
+    let unpacked = match kind {
+        Kind::Zstd => unpack_tar(zstd::Decoder::new(f)?, dir, max_bytes),
+        Kind::Gzip => unpack_tar(flate2::read::GzDecoder::new(f), dir, max_bytes),
+        Kind::Tar => unpack_tar(f, dir, max_bytes),
+    };
+    unpacked.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 /// An application's type from its files: a chart folder or packaged chart is `helm`,

@@ -96,8 +96,10 @@ fn bundle_blobs(path: &Path) -> anyhow::Result<BTreeSet<Digest>> {
     let mut out = BTreeSet::new();
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut archive = tar::Archive::new(decompressed(Box::new(file), None)?);
-    for entry in archive.entries()? {
+    let (reader, guard) = archive::Guarded::new(decompressed(Box::new(file), None)?, u64::MAX);
+    let mut archive = tar::Archive::new(reader);
+    let mut entries = archive.entries()?;
+    while let Some(entry) = guard.next(&mut entries) {
         let entry = entry?;
         let p = entry
             .path()?
@@ -554,9 +556,11 @@ fn copy_out(
     jobs: &std::sync::mpsc::SyncSender<Job>,
     failed: &std::sync::Mutex<Option<anyhow::Error>>,
 ) -> anyhow::Result<Scanned> {
-    let mut archive = tar::Archive::new(decompressed(source, Some(task))?);
+    let (reader, guard) = archive::Guarded::new(decompressed(source, Some(task))?, u64::MAX);
+    let mut archive = tar::Archive::new(reader);
     let mut read = Scanned::default();
-    for entry in archive.entries()? {
+    let mut entries = archive.entries()?;
+    while let Some(entry) = guard.next(&mut entries) {
         if failed.lock().expect("error lock").is_some() {
             break; // a verifier found a damaged blob: stop reading
         }

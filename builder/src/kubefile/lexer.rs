@@ -60,6 +60,11 @@ fn push_line(out: &mut Vec<LogicalLine>, line: usize, text: String) {
     });
 }
 
+/// Most bytes one word or value may hold once its variables are expanded: `ENV A=$A$A`
+/// repeated doubles a value each line, and a short Kubefile would otherwise take
+/// gigabytes.
+pub const MAX_VALUE_BYTES: usize = 64 << 10;
+
 /// Variables visible to an instruction. `None` disables expansion (words are taken
 /// literally, for commands a shell runs later).
 pub type Vars<'a> = Option<&'a HashMap<String, String>>;
@@ -202,6 +207,12 @@ fn expand(
         }
         // A lone `$` stays.
         _ => out.push('$'),
+    }
+    if out.len() > MAX_VALUE_BYTES {
+        return Err(format!(
+            "a value expands to more than {} KiB",
+            MAX_VALUE_BYTES >> 10
+        ));
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod lexer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use lexer::{LogicalLine, is_name, words};
@@ -130,11 +131,21 @@ pub struct ParseOptions {
 impl Kubefile {
     /// Reads and parses the Kubefile at `path`.
     pub fn read(path: &Path, options: &ParseOptions) -> Result<Kubefile, KubefileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| KubefileError {
+        let error = |message: String| KubefileError {
             file: path.to_path_buf(),
             line: 0,
-            message: format!("cannot read the Kubefile: {e}"),
-        })?;
+            message,
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_KUBEFILE_BYTES + 1).read_to_string(&mut text))
+            .map_err(|e| error(format!("cannot read the Kubefile: {e}")))?;
+        if text.len() as u64 > MAX_KUBEFILE_BYTES {
+            return Err(error(format!(
+                "larger than {} KiB: not a Kubefile",
+                MAX_KUBEFILE_BYTES >> 10
+            )));
+        }
         Kubefile::parse(path, &text, options)
     }
 
@@ -183,9 +194,17 @@ impl Kubefile {
     }
 }
 
+/// Most bytes all `ARG` and `ENV` values may hold together.
+const MAX_VARS_BYTES: usize = 1 << 20;
+
+/// The largest Kubefile read.
+const MAX_KUBEFILE_BYTES: u64 = 1 << 20;
+
 struct Parser {
     steps: Vec<Step>,
     vars: HashMap<String, String>,
+    /// The bytes `vars` values hold.
+    vars_bytes: usize,
     build_args: BTreeMap<String, String>,
     declared_args: std::collections::HashSet<String>,
 }
@@ -206,10 +225,25 @@ impl Parser {
         vars.insert("TARGETPLATFORM".into(), platform);
         Parser {
             steps: Vec::new(),
+            vars_bytes: vars.values().map(String::len).sum(),
             vars,
             build_args: options.build_args.clone(),
             declared_args: Default::default(),
         }
+    }
+
+    /// Sets an `ARG` or `ENV` variable, within [`MAX_VARS_BYTES`] for all of them.
+    fn set_var(&mut self, name: &str, value: String) -> Result<(), String> {
+        let old = self.vars.get(name).map_or(0, String::len);
+        self.vars_bytes = self.vars_bytes - old + value.len();
+        if self.vars_bytes > MAX_VARS_BYTES {
+            return Err(format!(
+                "ARG and ENV values hold more than {} KiB in all",
+                MAX_VARS_BYTES >> 10
+            ));
+        }
+        self.vars.insert(name.to_string(), value);
+        Ok(())
     }
 
     fn has_from(&self) -> bool {
@@ -287,14 +321,14 @@ impl Parser {
                     .cloned()
                     .or_else(|| default.clone())
                     .unwrap_or_default();
-                self.vars.insert(name.clone(), value);
+                self.set_var(&name, value)?;
                 self.declared_args.insert(name.clone());
                 Instruction::Arg { name, default }
             }
             "ENV" => {
                 let pairs = key_values("ENV", rest, vars, true)?;
                 for (k, v) in &pairs {
-                    self.vars.insert(k.clone(), v.clone());
+                    self.set_var(k, v.clone())?;
                 }
                 Instruction::Env(pairs)
             }

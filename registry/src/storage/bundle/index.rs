@@ -16,6 +16,7 @@ use bytes::Bytes;
 use oci_spec::distribution::Reference as ImageReference;
 use oci_spec::image::ImageIndex;
 
+use super::tar_guard::Guarded;
 use crate::oci::{Digest, RepoName, annotations, manifest};
 use crate::storage::ReferrerRecord;
 
@@ -96,8 +97,10 @@ impl BundleIndex {
         }
         let number = self.files.len();
         let mut index_json = None;
-        let mut archive = tar::Archive::new(&file);
-        for entry in archive.entries_with_seek().context("not a tar file")? {
+        let (reader, guard) = Guarded::new(&file, u64::MAX);
+        let mut archive = tar::Archive::new(reader);
+        let mut entries = archive.entries_with_seek().context("not a tar file")?;
+        while let Some(entry) = guard.next(&mut entries) {
             let entry = entry.context("not a readable tar file")?;
             if !entry.header().entry_type().is_file() {
                 continue;

@@ -8,6 +8,7 @@
 //! own images, as in the store.
 
 mod index;
+pub mod tar_guard;
 mod verify;
 
 use std::sync::Arc;
