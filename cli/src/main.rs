@@ -312,9 +312,13 @@ struct SshFlags {
     /// SSH user. [default: root]
     #[arg(long, short)]
     user: Option<String>,
-    /// SSH password.
+    /// SSH password. Other users see it in the process list: prefer --passwd-stdin or
+    /// the SEALER_SSH_PASSWORD environment variable.
     #[arg(long, short = 'p')]
     passwd: Option<String>,
+    /// Read the SSH password from standard input.
+    #[arg(long, conflicts_with = "passwd")]
+    passwd_stdin: bool,
     /// SSH private key file.
     #[arg(long)]
     pk: Option<PathBuf>,
@@ -698,12 +702,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             password_stdin,
         } => {
             let password = match (password, password_stdin) {
-                (Some(p), _) => p,
-                (None, true) => {
-                    let mut p = String::new();
-                    std::io::stdin().read_to_string(&mut p)?;
-                    p.trim_end_matches(['\n', '\r']).to_string()
+                (Some(p), _) => {
+                    warn_visible_password("--password", "--password-stdin");
+                    p
                 }
+                (None, true) => read_password()?,
                 (None, false) => bail!("give the password with --password or --password-stdin"),
             };
             let host = login_host(&registry);
@@ -759,7 +762,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     masters: a.masters.clone(),
                     nodes: a.nodes.clone(),
                     user: a.ssh.user.clone(),
-                    passwd: a.ssh.passwd.clone(),
+                    passwd: a.ssh.password()?,
                     pk: a.ssh.pk.clone(),
                     port: a.ssh.port,
                     env: a
@@ -814,8 +817,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let env = installer_env(open()?, g.parallel_hosts)?;
             let before = state::require(&env.state_dir, cluster.as_deref().unwrap_or("default"))?;
             let ssh = sealer_installer::clusterfile::Ssh {
+                passwd: ssh.password()?,
                 user: ssh.user,
-                passwd: ssh.passwd,
                 pk: ssh.pk,
                 port: ssh.port,
                 ..Default::default()
@@ -1009,4 +1012,35 @@ fn download_limits(
     limits.max_bytes = max.unwrap_or(limits.max_bytes);
     limits.stall = stall.unwrap_or(limits.stall);
     limits
+}
+
+impl SshFlags {
+    /// The SSH password: from stdin with --passwd-stdin, else SEALER_SSH_PASSWORD, else
+    /// -p (with a warning).
+    fn password(&self) -> anyhow::Result<Option<String>> {
+        if self.passwd_stdin {
+            return read_password().map(Some);
+        }
+        if let Ok(p) = std::env::var("SEALER_SSH_PASSWORD") {
+            return Ok(Some(p));
+        }
+        if self.passwd.is_some() {
+            warn_visible_password("-p", "--passwd-stdin or SEALER_SSH_PASSWORD");
+        }
+        Ok(self.passwd.clone())
+    }
+}
+
+/// A password on standard input, without its line ending.
+fn read_password() -> anyhow::Result<String> {
+    let mut p = String::new();
+    std::io::stdin().read_to_string(&mut p)?;
+    Ok(p.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn warn_visible_password(flag: &str, instead: &str) {
+    eprintln!(
+        "warning: a password given with {flag} is visible to other users in the process \
+         list; use {instead}"
+    );
 }

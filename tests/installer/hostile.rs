@@ -4,6 +4,7 @@
 //! mounts (`/var/lib/sealer`), never on the machine running the tests.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sealer_e2e::*;
 
@@ -156,4 +157,109 @@ fn delete_removes_only_a_folder_run_made_and_run_moves_into_none_it_did_not() {
         "{err}"
     );
     assert_eq!(host.ssh(&format!("cat {data}/precious")).trim(), "keep");
+}
+
+/// Every process's arguments on this machine (test hosts share its process table).
+fn all_arguments() -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(args) = std::fs::read(entry.path().join("cmdline")) {
+            all.push_str(&String::from_utf8_lossy(&args).replace('\0', " "));
+            all.push('\n');
+        }
+    }
+    all
+}
+
+#[test]
+fn secrets_stay_out_of_process_lists_and_away_from_other_users() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build(&store, "FROM scratch\nCOPY f f\n", &[("f", "file\n")]);
+    let host = TestHost::start();
+    let secret = format!("pw-{}-secret", std::process::id());
+    let file = clusterfile(
+        work.path(),
+        &host,
+        &format!("  env: [PASSWORD={secret}]\n  cmd: [\"sleep 3; echo $PASSWORD > launched\"]\n"),
+    );
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&format!(
+        "---\napiVersion: sealer.io/v1\nkind: Config\nmetadata: {{name: s}}\n\
+         spec: {{path: etc/secret.env, data: \"PASSWORD={secret}\\n\"}}\n"
+    ));
+    std::fs::write(&file, text).unwrap();
+
+    // While the run goes on, no process here or on the host shows the password.
+    let mut child = std::process::Command::new(binary("sealer"))
+        .arg("--root")
+        .arg(&store)
+        .args(["run", "-q", "-f", file.to_str().unwrap()])
+        .env("HOME", work.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut looks = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        let seen = all_arguments();
+        assert!(
+            !seen.contains(&secret),
+            "the password is in the process list"
+        );
+        looks += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{:?}", child.wait_with_output());
+    assert!(looks > 50, "the run was watched ({looks} looks)");
+    let data = "/var/lib/sealer/data/shop";
+    assert_eq!(
+        host.ssh(&format!("cat {data}/rootfs/launched")).trim(),
+        secret,
+        "the launch had it"
+    );
+    // The files holding it are root's alone.
+    assert_eq!(host.ssh(&format!("stat -c %a {data}")).trim(), "700");
+    let other = host.ssh(&format!(
+        "runuser -u nobody -- cat {data}/rootfs/etc/secret.env 2>&1 || true"
+    ));
+    assert!(other.contains("Permission denied"), "{other}");
+
+    // A password on the command line works but warns; from stdin it does not warn.
+    let args = ["run", "example.com/t:1", "-m", "127.0.0.1", "--port", "1"];
+    let out = std::process::Command::new(binary("sealer"))
+        .arg("--root")
+        .arg(&store)
+        .args(args)
+        .args(["-p", "on-the-command-line"])
+        .env("HOME", work.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("warning: a password given with -p is visible"),
+        "{said}"
+    );
+    let mut piped = std::process::Command::new(binary("sealer"))
+        .arg("--root")
+        .arg(&store)
+        .args(args)
+        .arg("--passwd-stdin")
+        .env("HOME", work.path())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    piped
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from-stdin\n")
+        .unwrap();
+    let said = String::from_utf8_lossy(&piped.wait_with_output().unwrap().stderr).into_owned();
+    assert!(!said.contains("warning"), "{said}");
 }

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
-use super::{Host, HostError, Output};
+use super::{BOOTSTRAP, Host, HostError, Output, feed};
 
 pub struct LocalHost {
     ip: IpAddr,
@@ -33,24 +33,16 @@ impl Host for LocalHost {
         let io = |context: &str| HostError::io(self.ip, context);
         let mut child = tokio::process::Command::new("sh")
             .arg("-c")
-            .arg(script)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .arg(BOOTSTRAP)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(io("starting sh"))?;
-        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
-            // As over SSH: a command that stops reading is judged by its exit status.
-            match tokio::io::copy(data, &mut stdin).await {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    return Err(io("writing stdin")(e));
-                }
-                _ => {}
-            }
+        if let Some(mut stdin) = child.stdin.take() {
+            feed(&mut stdin, script, input)
+                .await
+                .map_err(io("writing stdin"))?;
         }
         let out = child.wait_with_output().await.map_err(io("running sh"))?;
         Ok(Output {
@@ -80,5 +72,34 @@ mod tests {
         assert!(out.stderr.contains("nothing to do"));
         let out = host.run_with_input("wc -c", &input).await.unwrap();
         assert_eq!(out.stdout.trim(), (4 << 20).to_string());
+    }
+
+    /// Every process's arguments on this machine.
+    fn all_arguments() -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(args) = std::fs::read(entry.path().join("cmdline")) {
+                all.push_str(&String::from_utf8_lossy(&args));
+                all.push('\n');
+            }
+        }
+        all
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_script_and_its_secrets_are_in_no_process_arguments() {
+        let host = LocalHost::new("127.0.0.1".parse().unwrap());
+        let secret = format!("pw-{}", std::process::id());
+        let script = format!("export PASSWORD='{secret}'\nsleep 1\necho \"$PASSWORD\"; exit 4");
+        let running = tokio::spawn(async move { host.run(&script).await.unwrap() });
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let seen = all_arguments();
+        let out = running.await.unwrap();
+        assert_eq!((out.code, out.stdout.trim()), (Some(4), secret.as_str()));
+        assert!(seen.contains("sleep"), "the script was running");
+        assert!(
+            !seen.contains(&secret),
+            "the secret is in a process's arguments"
+        );
     }
 }

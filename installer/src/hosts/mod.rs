@@ -67,6 +67,39 @@ impl HostError {
     }
 }
 
+/// What each host runs: it reads the script from stdin (its length on a line, then the
+/// script) and runs it with `eval`. Scripts hold passwords (a Clusterfile's env, hooks):
+/// this way they are in no process's arguments, on the hosts or on this machine (`ps`
+/// shows this line only). The script's own input follows it on stdin. (`dd bs=1` reads
+/// exactly the script, never a byte of the input after it.)
+pub const BOOTSTRAP: &str =
+    "IFS= read -r n && s=$(dd bs=1 count=\"$n\" 2>/dev/null) && eval \"$s\"";
+
+/// Writes `script` for [`BOOTSTRAP`], then `input`, to a host command's stdin, and
+/// closes it. A command may finish without reading all its input (a step with nothing
+/// to do): its exit status and stderr tell what happened, not the pipe.
+pub async fn feed(
+    stdin: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+    script: &str,
+    input: Option<&mut (dyn AsyncRead + Send + Unpin)>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let sent = async {
+        stdin
+            .write_all(format!("{}\n{script}", script.len()).as_bytes())
+            .await?;
+        if let Some(data) = input {
+            tokio::io::copy(data, stdin).await?;
+        }
+        stdin.shutdown().await
+    }
+    .await;
+    match sent {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// A host work runs on.
 #[async_trait]
 pub trait Host: Send + Sync {

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use openssh::{KnownHosts, Session, SessionBuilder};
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::AsyncRead;
 
-use super::{Host, HostError, Output};
+use super::{BOOTSTRAP, Host, HostError, Output, feed};
 use crate::clusterfile::{Auth, Login};
 
 /// Where connections keep their sockets and host keys.
@@ -258,25 +258,15 @@ impl Host for SshHost {
         let mut command = self.session.command("sh");
         command
             .arg("-c")
-            .arg(script)
-            .stdin(if input.is_some() {
-                openssh::Stdio::piped()
-            } else {
-                openssh::Stdio::null()
-            })
+            .arg(BOOTSTRAP)
+            .stdin(openssh::Stdio::piped())
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped());
         let mut child = command.spawn().await.map_err(lost)?;
-        if let (Some(data), Some(mut stdin)) = (input, child.stdin().take()) {
-            // A command may finish without reading all its input (a step with nothing
-            // to do): its exit status and stderr tell what happened, not the pipe.
-            match tokio::io::copy(data, &mut stdin).await {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    return Err(HostError::io(self.ip, "sending input")(e));
-                }
-                _ => {}
-            }
-            stdin.shutdown().await.ok();
+        if let Some(mut stdin) = child.stdin().take() {
+            feed(&mut stdin, script, input)
+                .await
+                .map_err(HostError::io(self.ip, "sending input"))?;
         }
         let out = child.wait_with_output().await.map_err(lost)?;
         // ssh reports a lost connection as exit 255 with its own message.

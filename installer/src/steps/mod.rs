@@ -39,7 +39,8 @@ pub const DATA_MARK: &str = ".sealer-cluster";
 
 /// Shell lines that stop the script unless the cluster's folder on the host is
 /// sealer's own for this cluster (or absent). With `create`, an absent folder is made and
-/// marked. A folder laid out before marks existed (it has `rootfs/.sealer-layers`) is
+/// marked, and kept to root (mode 0700: Config documents and image files may hold
+/// passwords). A folder laid out before marks existed (it has `rootfs/.sealer-layers`) is
 /// marked now. A folder that is a link, or holds neither, is someone else's: `run` does
 /// not move in and `delete` does not remove it.
 pub fn claim_data_dir(cluster: &clusterfile::Cluster, create: bool) -> String {
@@ -54,7 +55,7 @@ pub fn claim_data_dir(cluster: &clusterfile::Cluster, create: bool) -> String {
     );
     if create {
         script.push_str(&format!(
-            "mkdir -p \"$data\"\n[ -f \"$data/{DATA_MARK}\" ] || printf '%s\\n' {name} > \"$data/{DATA_MARK}\"\n"
+            "mkdir -p \"$data\"\nchmod 700 \"$data\"\n[ -f \"$data/{DATA_MARK}\" ] || printf '%s\\n' {name} > \"$data/{DATA_MARK}\"\n"
         ));
     }
     script
