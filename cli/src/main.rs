@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use sealer_builder::build::{BuildOptions, build};
+use sealer_builder::build::{BuildOptions, RunLimits, build};
 use sealer_builder::bundle;
 use sealer_builder::discover;
 use sealer_builder::inspect;
@@ -253,6 +253,13 @@ struct BuildArgs {
     /// Largest file an APP URL may download, e.g. 512MiB. [default: 4GiB]
     #[arg(long, value_name = "SIZE", value_parser = bundle::parts::parse_size)]
     max_download_size: Option<u64>,
+    /// A RUN still running after this long is killed and fails the build. [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    run_timeout: Option<std::time::Duration>,
+    /// Run each RUN in namespaces of its own: no network, its own processes, the store
+    /// read-only, registry logins hidden (needs util-linux's unshare, as root).
+    #[arg(long)]
+    isolate: bool,
     /// Most bytes one ADD archive may unpack to, e.g. 100GiB. [default: 64GiB]
     #[arg(long, value_name = "SIZE", value_parser = bundle::parts::parse_size)]
     max_add_size: Option<u64>,
@@ -471,6 +478,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 jobs: g.jobs,
                 download: download_limits(a.max_download_size, a.download_timeout),
                 max_add_bytes: a.max_add_size.unwrap_or(64 << 30),
+                run: RunLimits {
+                    timeout: a.run_timeout.unwrap_or(RunLimits::default().timeout),
+                    isolate: a.isolate,
+                },
             };
             let report = build(&store, &registries, progress.as_ref(), &opts).await?;
             if opts.dry_run {

@@ -289,3 +289,137 @@ async fn pull_takes_no_manifest_larger_than_the_cap() {
     );
     assert!(sealer.images().is_empty());
 }
+
+/// The content of `path` in the image `t:1` (its last layer holding it).
+fn file_in_image(sealer: &Sealer, path: &str) -> String {
+    let info = sealer.inspect("t:1");
+    let layers = info["platforms"][0]["layers"].as_array().unwrap().clone();
+    for l in layers.iter().rev() {
+        let hex = &l["digest"].as_str().unwrap()[7..];
+        let blob = sealer
+            .root()
+            .join(format!("blobs/sha256/{}/{hex}", &hex[..2]));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "zstd -dc {} | tar xOf - {path} 2>/dev/null",
+                blob.display()
+            ))
+            .output()
+            .unwrap();
+        if !out.stdout.is_empty() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+    }
+    panic!("{path} is in no layer")
+}
+
+/// Whether a process with exactly these arguments runs on this machine.
+fn running(args: &[&str]) -> bool {
+    let wanted: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted))
+}
+
+#[test]
+fn run_gets_a_clean_environment_a_time_limit_and_leaves_no_process_behind() {
+    let sealer = Sealer::new();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        "FROM scratch\nARG WHO=arg\nENV GREETING=env\n\
+         RUN (sleep 417 &); env | sort > env.txt\n",
+    )
+    .unwrap();
+    let out = sealer
+        .cmd(&["build", "-q", "-t", "t:1", ctx.path().to_str().unwrap()])
+        .env("SEALER_TEST_TOKEN", "builder-secret")
+        .env("DOCKER_CONFIG", "/root/.docker")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = file_in_image(&sealer, "env.txt");
+    assert!(
+        env.contains("WHO=arg") && env.contains("GREETING=env"),
+        "{env}"
+    );
+    assert!(
+        env.contains("PATH=") && env.contains("SEALER_ROOTFS="),
+        "{env}"
+    );
+    assert!(
+        !env.contains("builder-secret") && !env.contains("DOCKER_CONFIG"),
+        "the builder's environment leaked: {env}"
+    );
+    let home = env.lines().find_map(|l| l.strip_prefix("HOME=")).unwrap();
+    assert!(home.contains("/builder/tmp/build-"), "HOME={home}");
+    assert!(
+        !running(&["sleep", "417"]),
+        "a process RUN started outlived it"
+    );
+
+    // A RUN that does not end is killed at the limit.
+    let started = std::time::Instant::now();
+    let err = build_fails(
+        &sealer,
+        "FROM scratch\nRUN sleep 418\n",
+        &["--run-timeout", "2s"],
+    )
+    .expect("a RUN past its limit fails");
+    assert!(
+        err.contains("RUN sleep 418 did not finish within 2s"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(!running(&["sleep", "418"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_isolated_run_has_no_network_no_writable_store_and_no_logins() {
+    let server = Hostile::start().await;
+    server.answer("/hello", Answer::ok("text/plain", "hello"));
+    let sealer = Sealer::new();
+    // A login the builder holds, which RUN must not read.
+    std::fs::create_dir_all(sealer.auth_file().parent().unwrap()).unwrap();
+    std::fs::write(sealer.auth_file(), r#"{"auths":{"x":{"auth":"c2VjcmV0"}}}"#).unwrap();
+    let kubefile = format!(
+        "FROM scratch\n\
+         RUN (curl -sf -m 3 {}/hello || echo unreachable) > net.txt; \
+         (touch \"$SEALER_ROOTFS/../../../../planted\" && echo written || echo refused) > store.txt; \
+         (cat {} 2>/dev/null || echo hidden) > login.txt; echo $$ > pid.txt; \
+         echo home > \"$HOME/x\" && cp \"$HOME/x\" home.txt\n",
+        server.url,
+        sealer.auth_file().display()
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Kubefile"), &kubefile).unwrap();
+    let build = |flags: &[&str]| {
+        let mut args = vec!["build", "-q", "--no-cache", "-t", "t:1"];
+        args.extend(flags);
+        args.push(ctx.path().to_str().unwrap());
+        sealer.ok(&args);
+    };
+    build(&["--isolate"]);
+    assert_eq!(file_in_image(&sealer, "net.txt").trim(), "unreachable");
+    assert_eq!(file_in_image(&sealer, "store.txt").trim(), "refused");
+    assert_eq!(file_in_image(&sealer, "login.txt").trim(), "hidden");
+    assert_eq!(file_in_image(&sealer, "pid.txt").trim(), "1");
+    assert_eq!(file_in_image(&sealer, "home.txt").trim(), "home");
+    assert!(!sealer.root().join("planted").exists());
+    assert_eq!(server.asked("/hello"), 0);
+
+    // Without --isolate the same RUN reaches all three: what the docs say it can do.
+    build(&[]);
+    assert_eq!(file_in_image(&sealer, "net.txt").trim(), "hello");
+    assert_eq!(file_in_image(&sealer, "store.txt").trim(), "written");
+    assert!(file_in_image(&sealer, "login.txt").contains("c2VjcmV0"));
+}

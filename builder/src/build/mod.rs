@@ -3,8 +3,11 @@
 //! and tagged there.
 
 pub mod rootfs;
+mod sandbox;
 pub mod sources;
 mod vars;
+
+pub use sandbox::RunLimits;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -63,6 +66,8 @@ pub struct BuildOptions {
     pub download: sources::DownloadLimits,
     /// Most bytes one archive of an `ADD` may unpack to.
     pub max_add_bytes: u64,
+    /// How `RUN` commands run.
+    pub run: RunLimits,
 }
 
 /// What a build did.
@@ -139,6 +144,8 @@ struct Builder<'a> {
     layers_made: usize,
     layers_cached: usize,
     work: PathBuf,
+    /// Folders an isolated `RUN` must not see: the builder's credentials.
+    hidden: Vec<PathBuf>,
 }
 
 pub async fn build(
@@ -170,6 +177,7 @@ pub async fn build(
         layers_made: 0,
         layers_cached: 0,
         work: work.path().to_path_buf(),
+        hidden: credential_folders(registries),
     };
 
     let mut images = Vec::new();
@@ -254,6 +262,22 @@ pub async fn build(
     report.digest = Some(digest);
     report.images = fetched;
     Ok(report)
+}
+
+/// Where the builder's registry logins live: hidden from an isolated `RUN`.
+fn credential_folders(registries: &Registries) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = registries
+        .auth_file()
+        .parent()
+        .map(Path::to_path_buf)
+        .into_iter()
+        .collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        out.push(PathBuf::from(home).join(".docker"));
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// A new `build-*` folder in `scratch`, locked while the build runs (the lock goes
@@ -819,43 +843,19 @@ impl Builder<'_> {
             rootfs::unpack_layer(&blob, &l.media_type, &root)?;
         }
         let before = rootfs::snapshot(&root)?;
-        let mut cmd = match command {
-            Command::Exec(argv) => {
-                let mut c = tokio::process::Command::new(&argv[0]);
-                c.args(&argv[1..]);
-                c
-            }
-            Command::Shell(line) => {
-                let mut c = tokio::process::Command::new("/bin/sh");
-                c.arg("-c").arg(line);
-                c
-            }
-        };
-        let path = format!(
-            "{}:{}",
-            root.join("bin").display(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
-        );
-        cmd.current_dir(&root)
-            // An ENV overrides an ARG of the same name, as in a Dockerfile.
-            .envs(image.args.iter().cloned())
-            .envs(image.env.iter().cloned())
-            .env("PATH", path)
-            .env("SEALER_ROOTFS", &root)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::inherit())
-            .stderr(std::process::Stdio::inherit());
         self.progress.message(&format!("RUN {command}"));
-        let status = cmd
-            .status()
+        let home = self.work.join("home");
+        std::fs::create_dir_all(&home)?;
+        let place = sandbox::RunPlace {
+            root: &root,
+            home: &home,
+            store: self.store.root(),
+            hidden: self.hidden.clone(),
+            vars: image.args.iter().chain(image.env.iter()).cloned().collect(),
+        };
+        sandbox::run(command, &place, &self.opts.run)
             .await
-            .with_context(|| format!("cannot start RUN {command}"))?;
-        if !status.success() {
-            bail!(
-                "{}:{line}: RUN {command} failed ({status})",
-                kubefile.display()
-            );
-        }
+            .map_err(|e| anyhow::anyhow!("RUN {command} {e:#}"))?;
         let after = rootfs::snapshot(&root)?;
         let empty = self.work.join("empty");
         std::fs::write(&empty, "")?;

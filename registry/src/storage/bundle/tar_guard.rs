@@ -5,15 +5,15 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Most bytes the tar reader may take to produce one entry: its GNU long name and link,
-/// its pax records, and the unread rest of the entry before. The `tar` crate holds long
-/// names and pax records in memory whole, so a small compressed archive could otherwise
-/// make it allocate gigabytes.
+/// Most bytes the tar reader may take to produce one entry beyond the unread rest of
+/// the entry before: its GNU long name and link and its pax records. The `tar` crate
+/// holds those in memory whole, so a small compressed archive could otherwise make it
+/// allocate gigabytes.
 pub const MAX_HEADER_BYTES: u64 = 1 << 20;
 
-/// A reader of a tar stream that fails once more than [`MAX_HEADER_BYTES`] are read to
-/// produce one entry, or more than a total in all (what an archive unpacks to). Use
-/// [`Guarded::next`] to step through entries.
+/// A reader of a tar stream that fails once more than [`MAX_HEADER_BYTES`] of headers
+/// are read for one entry, or once it has read a total (what an archive unpacks to).
+/// Step through the entries with [`EntryGuard::next`].
 pub struct Guarded<R> {
     inner: R,
     state: Arc<Budget>,
@@ -21,10 +21,14 @@ pub struct Guarded<R> {
 
 #[derive(Default)]
 struct Budget {
-    /// Bytes left for the entry being read, while [`Guarded::next`] runs.
-    header_left: AtomicU64,
+    /// Where the reader is in the stream.
+    pos: AtomicU64,
+    /// While [`EntryGuard::next`] runs: reads may not go past this position.
+    header_end: AtomicU64,
     armed: AtomicBool,
-    total_left: AtomicU64,
+    /// Where the last entry's data (padded to a block) ends.
+    data_end: AtomicU64,
+    total: u64,
 }
 
 /// The handle that steps through a [`Guarded`] archive's entries.
@@ -35,7 +39,7 @@ impl<R: Read> Guarded<R> {
     /// `inner`, to be read as a tar of at most `total` bytes.
     pub fn new(inner: R, total: u64) -> (Guarded<R>, EntryGuard) {
         let state = Arc::new(Budget {
-            total_left: AtomicU64::new(total),
+            total,
             ..Budget::default()
         });
         (
@@ -49,29 +53,37 @@ impl<R: Read> Guarded<R> {
 }
 
 impl EntryGuard {
-    /// The next entry of `entries`, its headers read within [`MAX_HEADER_BYTES`].
-    pub fn next<I: Iterator>(&self, entries: &mut I) -> Option<I::Item> {
-        self.0.header_left.store(MAX_HEADER_BYTES, Ordering::SeqCst);
-        self.0.armed.store(true, Ordering::SeqCst);
+    /// The next entry of `entries`, its headers read within [`MAX_HEADER_BYTES`] (the
+    /// rest of the entry before, which the reader skips, does not count).
+    pub fn next<'a, R: Read>(
+        &self,
+        entries: &mut tar::Entries<'a, R>,
+    ) -> Option<io::Result<tar::Entry<'a, R>>> {
+        let s = &self.0;
+        let from = s
+            .pos
+            .load(Ordering::SeqCst)
+            .max(s.data_end.load(Ordering::SeqCst));
+        s.header_end
+            .store(from.saturating_add(MAX_HEADER_BYTES), Ordering::SeqCst);
+        s.armed.store(true, Ordering::SeqCst);
         let next = entries.next();
-        self.0.armed.store(false, Ordering::SeqCst);
+        s.armed.store(false, Ordering::SeqCst);
+        if let Some(Ok(entry)) = &next {
+            let padded = entry.size().div_ceil(512).saturating_mul(512);
+            let end = entry.raw_file_position().saturating_add(padded);
+            s.data_end.store(end, Ordering::SeqCst);
+        }
         next
     }
-}
-
-fn take(counter: &AtomicU64, n: u64) -> bool {
-    counter
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-            left.checked_sub(n)
-        })
-        .is_ok()
 }
 
 impl<R: Read> Read for Guarded<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         let s = &self.state;
-        if s.armed.load(Ordering::SeqCst) && !take(&s.header_left, n as u64) {
+        let pos = s.pos.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+        if s.armed.load(Ordering::SeqCst) && pos > s.header_end.load(Ordering::SeqCst) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -79,7 +91,7 @@ impl<R: Read> Read for Guarded<R> {
                 ),
             ));
         }
-        if !take(&s.total_left, n as u64) {
+        if pos > s.total {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "the archive unpacks to more than its size limit",
@@ -92,7 +104,9 @@ impl<R: Read> Read for Guarded<R> {
 impl<R: Seek> Seek for Guarded<R> {
     /// Seeking skips bytes without reading them: nothing is held in memory for them.
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.inner.seek(pos)
+        let at = self.inner.seek(pos)?;
+        self.state.pos.store(at, Ordering::SeqCst);
+        Ok(at)
     }
 }
 
@@ -133,5 +147,26 @@ mod tests {
         // So does an archive past its total.
         let err = read_all(long_named(10, 1 << 20), 512 << 10).unwrap_err();
         assert!(err.to_string().contains("size limit"), "{err}");
+    }
+
+    #[test]
+    fn entries_left_unread_are_skipped_without_counting_as_headers() {
+        let mut b = tar::Builder::new(Vec::new());
+        for name in ["a", "b", "c"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(3 << 20);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, &vec![1u8; 3 << 20][..])
+                .unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let (reader, guard) = Guarded::new(io::Cursor::new(tar), u64::MAX);
+        let mut archive = tar::Archive::new(reader);
+        let mut entries = archive.entries().unwrap();
+        let mut names = Vec::new();
+        while let Some(e) = guard.next(&mut entries) {
+            names.push(e.unwrap().path().unwrap().display().to_string());
+        }
+        assert_eq!(names, ["a", "b", "c"]);
     }
 }
