@@ -121,7 +121,7 @@ impl HashCache {
             return Ok(k.blake3.clone());
         }
         let mut hash = blake3::Hasher::new();
-        hash.update_reader(std::fs::File::open(path)?)?;
+        hash.update_reader(crate::layer::open_regular(path)?.0)?;
         self.files_read += 1;
         let digest = hash.finalize().to_hex().to_string();
         self.known.insert(

@@ -71,12 +71,54 @@ pub struct Layer {
     pub contents: Vec<ContentHash>,
 }
 
+/// Opens a regular file for reading without following a symlink (and without waiting on
+/// a FIFO), and returns it with its own metadata: what is read is what was checked, even
+/// if the path is swapped for a link to another file meanwhile.
+pub fn open_regular(path: &Path) -> io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: became a symlink while it was read", path.display()),
+            ),
+            _ => io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
+    Ok((file, meta))
+}
+
+/// Files a layer can hold: folders, regular files and symlinks. A FIFO, socket or
+/// device in a build context is an error (reading a FIFO would wait forever).
+fn copyable(path: &Path, kind: std::fs::FileType) -> io::Result<()> {
+    if kind.is_dir() || kind.is_file() || kind.is_symlink() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{}: a FIFO, socket or device cannot be copied into an image",
+            path.display()
+        ),
+    ))
+}
+
 /// The entries for copying `source` (a file, a symlink or a folder, recursively) to
 /// `dest` in the image, as `COPY` does: a folder's contents go under `dest`.
 pub fn entries_for(source: &Path, dest: &str) -> io::Result<Vec<Entry>> {
     let dest = dest.trim_start_matches('/').trim_end_matches('/');
     let mut out = Vec::new();
     let meta = std::fs::symlink_metadata(source)?;
+    copyable(source, meta.file_type())?;
     if meta.is_dir() {
         if !dest.is_empty() && dest != "." {
             out.push(Entry {
@@ -109,6 +151,7 @@ fn collect(dir: &Path, dest: &str, out: &mut Vec<Entry>) -> io::Result<()> {
         } else {
             format!("{dest}/{name}")
         };
+        copyable(&entry.path(), entry.file_type()?)?;
         out.push(Entry {
             source: entry.path(),
             dest: child.clone(),
@@ -208,21 +251,26 @@ fn write_tar<W: Write>(
     let mut contents = Vec::new();
     for e in entries {
         let meta = std::fs::symlink_metadata(&e.source)?;
+        copyable(&e.source, meta.file_type())?;
         if meta.is_dir() {
             tar.append_dir(&e.dest, &e.source)?;
-        } else if options.hash_contents && meta.is_file() {
+        } else if meta.is_file() {
+            // The header comes from the opened file, not from the path checked above.
+            let (file, meta) = open_regular(&e.source)?;
             let mut header = tar::Header::new_gnu();
             header.set_metadata_in_mode(&meta, mode);
             let mut reader = HashingReader {
-                inner: std::fs::File::open(&e.source)?,
-                hash: blake3::Hasher::new(),
+                inner: file,
+                hash: options.hash_contents.then(blake3::Hasher::new),
             };
             tar.append_data(&mut header, &e.dest, &mut reader)?;
-            contents.push(ContentHash {
-                path: e.source.clone(),
-                stamp: Stamp::of(&meta),
-                blake3: reader.hash.finalize().to_hex().to_string(),
-            });
+            if let Some(hash) = reader.hash {
+                contents.push(ContentHash {
+                    path: e.source.clone(),
+                    stamp: Stamp::of(&meta),
+                    blake3: hash.finalize().to_hex().to_string(),
+                });
+            }
         } else {
             tar.append_path_with_name(&e.source, &e.dest)?;
         }
@@ -309,13 +357,16 @@ impl Write for ChannelWriter {
 /// A reader that hashes what passes through.
 struct HashingReader<R> {
     inner: R,
-    hash: blake3::Hasher,
+    /// `None`: nothing to hash.
+    hash: Option<blake3::Hasher>,
 }
 
 impl<R: io::Read> io::Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
+        if let Some(h) = &mut self.hash {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -358,6 +409,26 @@ impl<W: Write> Write for Hashing<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copied_file_is_read_as_opened_never_through_a_link_or_from_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("secret"), "root only").unwrap();
+        std::os::unix::fs::symlink(d.join("secret"), d.join("link")).unwrap();
+        let err = open_regular(&d.join("link")).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        let fifo = d.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let err = open_regular(&fifo).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let err = entries_for(d, "x").unwrap_err();
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        let (_, meta) = open_regular(&d.join("secret")).unwrap();
+        assert_eq!(meta.len(), 9);
+    }
     use std::fs::File;
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;

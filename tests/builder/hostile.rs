@@ -423,3 +423,29 @@ async fn an_isolated_run_has_no_network_no_writable_store_and_no_logins() {
     assert_eq!(file_in_image(&sealer, "store.txt").trim(), "written");
     assert!(file_in_image(&sealer, "login.txt").contains("c2VjcmV0"));
 }
+
+#[test]
+fn a_fifo_in_the_context_is_an_error_not_a_hang() {
+    let sealer = Sealer::new();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(ctx.path().join("d")).unwrap();
+    run(std::process::Command::new("mkfifo").arg(ctx.path().join("d/pipe")));
+    std::fs::write(ctx.path().join("Kubefile"), "FROM scratch\nCOPY d d\n").unwrap();
+    let mut child = sealer
+        .cmd(&["build", "-q", "-t", "t:1", ctx.path().to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the build hung on a FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("d/pipe") && err.contains("FIFO"), "{err}");
+}
