@@ -89,9 +89,33 @@ pub struct ContainerImage {
     pub platform: Option<Platform>,
 }
 
-/// The default launch command of an application, as `sealer run` runs it from the
-/// rootfs folder.
-pub fn default_launch(app: &Application) -> Vec<String> {
+/// The launch commands of an application, as `sealer run` runs them from the rootfs
+/// folder: its `APPCMDS`, else its type's default; each with its `APPENV` exported in a
+/// subshell of its own. Fails for an `APPENV` key that is not a shell variable name (an
+/// image is anyone's).
+pub fn app_launch(app: &Application) -> Result<Vec<String>, String> {
+    let mut exports = String::new();
+    for (k, v) in &app.env {
+        if !crate::shell::is_env_name(k) {
+            return Err(format!(
+                "application {:?}: its env key {k:?} is not a variable name",
+                app.name
+            ));
+        }
+        exports.push_str(&format!(" {k}={}", quote(v)));
+    }
+    let cmds = default_launch(app);
+    if exports.is_empty() {
+        return Ok(cmds);
+    }
+    Ok(cmds
+        .into_iter()
+        .map(|c| format!("(export{exports}; {c})"))
+        .collect())
+}
+
+/// The command that launches an application: its `APPCMDS`, else its type's default.
+fn default_launch(app: &Application) -> Vec<String> {
     if !app.cmds.is_empty() {
         return app.cmds.clone();
     }

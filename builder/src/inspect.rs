@@ -173,15 +173,21 @@ pub async fn inspect(
                     .blob_path(&config)
                     .and_then(|p| std::fs::read(p).ok())
                     .and_then(|b| serde_json::from_slice(&b).ok());
-                let launch = ext.as_ref().map(|e| {
-                    let mut cmds: Vec<String> = e.launch.cmds.clone();
-                    for name in &e.launch.app_names {
-                        if let Some(app) = e.applications.iter().find(|a| &a.name == name) {
-                            cmds.extend(crate::cloudimage::default_launch(app));
+                let launch = ext
+                    .as_ref()
+                    .map(|e| -> anyhow::Result<Vec<String>> {
+                        let mut cmds: Vec<String> = e.launch.cmds.clone();
+                        for name in &e.launch.app_names {
+                            if let Some(app) = e.applications.iter().find(|a| &a.name == name) {
+                                cmds.extend(
+                                    crate::cloudimage::app_launch(app)
+                                        .map_err(anyhow::Error::msg)?,
+                                );
+                            }
                         }
-                    }
-                    cmds
-                });
+                        Ok(cmds)
+                    })
+                    .transpose()?;
                 let layers = manifest
                     .layers()
                     .iter()

@@ -239,6 +239,29 @@ impl Store {
         Ok(())
     }
 
+    /// Tags `digest`; when the tag named another image, says so in `notes` (a name
+    /// moved by a bundle or a pull is never silent).
+    pub async fn tag_noting(
+        &self,
+        repo: &RepoName,
+        tag: &str,
+        digest: &Digest,
+        notes: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        let parsed =
+            Tag::parse(tag).map_err(|e| anyhow::anyhow!("invalid tag {tag:?}: {}", e.0))?;
+        if let Some(old) = self.storage.get_tagged_manifest(repo, &parsed).await?
+            && &old.digest != digest
+        {
+            notes.push(format!(
+                "{}:{tag} now names {digest}, no longer {}",
+                repo.as_str(),
+                old.digest
+            ));
+        }
+        self.tag(repo, tag, digest).await
+    }
+
     pub async fn tag(&self, repo: &RepoName, tag: &str, digest: &Digest) -> anyhow::Result<()> {
         let tag = Tag::parse(tag).map_err(|e| anyhow::anyhow!("invalid tag {tag:?}: {}", e.0))?;
         self.storage.set_tag(repo, &tag, digest).await?;
@@ -368,12 +391,15 @@ impl Store {
         Ok(())
     }
 
-    /// Gives the container images a CloudImage carries their own names in the store, so
-    /// `sealer-registry serve` hands them to container runtimes as they ask (after a
-    /// pull or a load).
-    pub async fn unfold(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<()> {
+    /// Gives each container image a CloudImage carries its own name (the reference it
+    /// was built from), linked into that repository. Returns what deserves a word: a
+    /// name that moved to another image, and names not given because they would take a
+    /// CloudImage's name (the one being unfolded, or one already in the store): an
+    /// image's annotation is anyone's to write.
+    pub async fn unfold(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<Vec<String>> {
+        let mut notes = Vec::new();
         let Some(top) = self.manifest(repo, digest).await? else {
-            return Ok(());
+            return Ok(notes);
         };
         for child in children(&top.media_type, &top.body)?.manifests {
             if child.annotations.get(ANNOTATION_ROLE).map(String::as_str)
@@ -390,12 +416,30 @@ impl Store {
             if self.manifest(repo, &child.digest).await?.is_none() {
                 continue;
             }
+            if &own == repo || self.holds_cloud_image(&own, name.tag.as_deref()).await? {
+                notes.push(format!(
+                    "{name} not tagged: a carried image may not take a CloudImage's name"
+                ));
+                continue;
+            }
             self.link_graph(repo, &own, &child.digest).await?;
             if let Some(tag) = &name.tag {
-                self.tag(&own, tag, &child.digest).await?;
+                self.tag_noting(&own, tag, &child.digest, &mut notes)
+                    .await?;
             }
         }
-        Ok(())
+        Ok(notes)
+    }
+
+    /// Whether `repo:tag` names a CloudImage in the store.
+    async fn holds_cloud_image(&self, repo: &RepoName, tag: Option<&str>) -> anyhow::Result<bool> {
+        let Some(tag) = tag.and_then(|t| Tag::parse(t).ok()) else {
+            return Ok(false);
+        };
+        let Some(m) = self.storage.get_tagged_manifest(repo, &tag).await? else {
+            return Ok(false);
+        };
+        Ok(is_cloud_image(&m))
     }
 
     /// Every tagged image in the store, sorted by name and tag.
@@ -482,6 +526,16 @@ impl Store {
         }
         Ok((count, bytes))
     }
+}
+
+/// Whether a manifest is a CloudImage: an index with a rootfs entry.
+pub fn is_cloud_image(m: &StoredManifest) -> bool {
+    children(&m.media_type, &m.body).is_ok_and(|c| {
+        c.manifests.iter().any(|m| {
+            m.annotations.get(ANNOTATION_ROLE).map(String::as_str)
+                == Some(crate::cloudimage::ROLE_ROOTFS)
+        })
+    })
 }
 
 #[cfg(test)]

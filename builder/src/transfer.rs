@@ -52,6 +52,8 @@ pub struct Fetched {
     pub size: u64,
     /// It was already complete in the store; the registry was not asked.
     pub from_store: bool,
+    /// Names that moved to another image, and carried images' names not given.
+    pub notes: Vec<String>,
 }
 
 pub struct Transfer<'a> {
@@ -103,6 +105,7 @@ impl<'a> Transfer<'a> {
                 digest: m.digest,
                 media_type: m.media_type,
                 from_store: true,
+                notes: Vec::new(),
             });
         }
         if policy == PullPolicy::Never {
@@ -165,10 +168,13 @@ impl<'a> Transfer<'a> {
         for (d, mt, body) in manifests.into_iter().rev() {
             self.store.put_manifest_as(&repo, &d, &mt, body).await?;
         }
+        let mut notes = Vec::new();
         if let Some(tag) = &image.tag {
-            self.store.tag(&repo, tag, &top_digest).await?;
+            self.store
+                .tag_noting(&repo, tag, &top_digest, &mut notes)
+                .await?;
         }
-        self.store.unfold(&repo, &top_digest).await?;
+        notes.extend(self.store.unfold(&repo, &top_digest).await?);
         Ok(Fetched {
             image: image.clone(),
             repo,
@@ -176,6 +182,7 @@ impl<'a> Transfer<'a> {
             media_type: top_type,
             size: top_size,
             from_store: false,
+            notes,
         })
     }
 

@@ -581,6 +581,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let f = transfer
                 .fetch(&name, &platforms, PullPolicy::Always)
                 .await?;
+            for note in &f.notes {
+                eprintln!("warning: {note}");
+            }
             println!("{name} {}", f.digest);
         }
         Command::Push {
@@ -694,6 +697,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let store = open()?;
             let r = bundle::load(&store, &input, trust_store_blobs, progress.as_ref()).await?;
+            for note in &r.notes {
+                eprintln!("warning: {note}");
+            }
             for (name, digest) in &r.images {
                 println!("{name} {digest}");
             }

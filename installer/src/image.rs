@@ -19,6 +19,9 @@ pub struct Image {
     /// The file layers, in order, with their media types.
     pub layers: Vec<(Blob, String)>,
     pub launch: Vec<String>,
+    /// The image's global env (`ENV`): exported for the launch commands, under the
+    /// Clusterfile's.
+    pub env: Vec<crate::clusterfile::EnvVar>,
     /// Registry hosts of the container images it carries (`docker.io`, `quay.io`).
     pub upstreams: BTreeSet<String>,
     /// The container images it carries and holds, by name, with their top digests.
@@ -69,7 +72,18 @@ impl Image {
                 ))
             })
             .collect();
+        let mut env = Vec::new();
+        for (key, value) in files.extension.iter().flat_map(|e| &e.env) {
+            if !sealer_builder::shell::is_env_name(key) {
+                anyhow::bail!("{name}: its env key {key:?} is not a variable name");
+            }
+            env.push(crate::clusterfile::EnvVar {
+                key: key.clone(),
+                value: value.clone(),
+            });
+        }
         Ok(Image {
+            env,
             launch: files.launch_commands.clone().unwrap_or_default(),
             digest: top.digest,
             name,

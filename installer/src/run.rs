@@ -131,8 +131,7 @@ pub async fn run(
     } else {
         &cluster.cmd
     };
-    report.launched =
-        hooks::launch(cluster, master0.as_ref(), commands, image.digest.hex()).await?;
+    report.launched = hooks::launch(cluster, master0.as_ref(), &image, commands).await?;
     hooks::run_phase(cluster, &hosts, post, once, env.jobs).await?;
 
     state::save(&env.state_dir, cluster)?;

@@ -449,3 +449,60 @@ fn a_fifo_in_the_context_is_an_error_not_a_hang() {
     assert!(!out.status.success());
     assert!(err.contains("d/pipe") && err.contains("FIFO"), "{err}");
 }
+
+#[test]
+fn load_never_moves_a_name_silently_nor_gives_a_cloudimage_name_to_a_carried_image() {
+    let up = example_upstream();
+    let flags = upstream_flags(&up.host);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("pod.yaml"), "image: nginx:1.25\n").unwrap();
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        "FROM scratch\nCOPY pod.yaml manifests/\n",
+    )
+    .unwrap();
+    // A CloudImage carrying docker.io/library/nginx:1.25, saved.
+    let maker = Sealer::new();
+    maker.build("example.com/b:1", ctx.path(), &flags);
+    let bundle = ctx.path().join("b.tar");
+    maker.ok(&["save", "-o", bundle.to_str().unwrap(), "example.com/b:1"]);
+    let load = |store: &Sealer| {
+        let out = store.run(&["load", "-i", bundle.to_str().unwrap()]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let nginx = "docker.io/library/nginx:1.25";
+
+    // Where that name holds a CloudImage, the carried image does not take it.
+    let store = Sealer::new();
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("f"), "a\n").unwrap();
+    std::fs::write(other.path().join("Kubefile"), "FROM scratch\nCOPY f f\n").unwrap();
+    let a = store.build("example.com/a:1", other.path(), &[]);
+    store.ok(&["tag", "example.com/a:1", nginx]);
+    let said = load(&store);
+    assert!(
+        said.contains(&format!(
+            "warning: {nginx} not tagged: a carried image may not take a CloudImage's name"
+        )),
+        "{said}"
+    );
+    assert_eq!(store.inspect(nginx)["digest"], a.as_str());
+    assert_eq!(store.inspect(nginx)["cloudImage"], true);
+
+    // Where it names another image (here a plain image manifest), it moves, and the
+    // load says so.
+    let store = Sealer::new();
+    store.build("example.com/a:1", other.path(), &[]);
+    let plain = store.inspect("example.com/a:1")["platforms"][0]["manifest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    store.ok(&["tag", &format!("example.com/a@{plain}"), nginx]);
+    let said = load(&store);
+    assert!(
+        said.contains(&format!("warning: {nginx} now names"))
+            && said.contains(&format!("no longer {plain}")),
+        "{said}"
+    );
+}

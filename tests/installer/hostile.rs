@@ -83,20 +83,29 @@ fn names_from_the_image_and_the_clusterfile_never_run_as_commands() {
     // An application whose file name is a command substitution.
     build(
         &store,
-        "FROM scratch\nAPP web 'local://$(touch pwned-by-name).sh'\nLAUNCH [\"web\"]\n",
-        &[("$(touch pwned-by-name).sh", "echo ran > ran\n")],
+        "FROM scratch\nENV GLOBAL=image OVER=image\nAPP web 'local://$(touch pwned-by-name).sh'\n\
+         APPENV web APPV=app\nLAUNCH [\"web\"]\n",
+        &[(
+            "$(touch pwned-by-name).sh",
+            "echo \"ran $GLOBAL $OVER $APPV\" > ran\n",
+        )],
     );
     let host = TestHost::start();
     // A data root with a quote in it: `delete` once ran the rest as a command.
     let root = "/var/lib/sealer/it's; touch /var/lib/sealer/pwned-by-root; '";
-    let file = clusterfile(work.path(), &host, &format!("  dataRoot: \"{root}\"\n"));
+    let file = clusterfile(
+        work.path(),
+        &host,
+        &format!("  dataRoot: \"{root}\"\n  env: [OVER=cluster]\n"),
+    );
     let out = sealer(&store, &["run", "-q", "-f", file.to_str().unwrap()]);
     assert!(out.contains("launched"), "{out}");
     let rootfs = format!("{root}/shop/rootfs");
+    // The script ran under its own name, with the image's env, the Clusterfile's over
+    // it, and the application's over both.
     assert_eq!(
         host.ssh(&format!("cat \"{rootfs}/ran\"")).trim(),
-        "ran",
-        "the application's script ran under its own name"
+        "ran image cluster app",
     );
     sealer(&store, &["delete", "--all", "--cluster", "shop"]);
     let pwned = host.ssh("find /var/lib/sealer -type f -name 'pwned*'");
@@ -107,6 +116,15 @@ fn names_from_the_image_and_the_clusterfile_never_run_as_commands() {
         "gone",
         "delete removed the cluster's folder"
     );
+
+    // A launch command the host lacks is named as such, not as a lost host.
+    let file = clusterfile(work.path(), &host, "  cmd: [no-such-command-xyz]\n");
+    let err = sealer_fails(&store, &["run", "-q", "-f", file.to_str().unwrap()]);
+    assert!(
+        err.contains("a command was not found") && err.contains("no-such-command-xyz"),
+        "{err}"
+    );
+    assert!(!err.contains("unreachable"), "{err}");
 }
 
 #[test]

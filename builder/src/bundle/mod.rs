@@ -357,6 +357,8 @@ pub struct LoadReport {
     pub blobs_added: usize,
     pub blobs_present: usize,
     pub bytes_added: u64,
+    /// Names that moved to another image, and carried images' names not given.
+    pub notes: Vec<String>,
 }
 
 /// Loads a bundle written by `save` (or any OCI layout tar, e.g. skopeo's
@@ -447,7 +449,15 @@ pub async fn load(
     };
     let mut missing = Vec::new();
     for (name, digest, media_type) in images {
-        let lacking = register(store, &name, &digest, &media_type, &usable).await?;
+        let lacking = register(
+            store,
+            &name,
+            &digest,
+            &media_type,
+            &usable,
+            &mut report.notes,
+        )
+        .await?;
         if lacking.is_empty() {
             report.images.push((name, digest));
         } else {
@@ -683,6 +693,7 @@ async fn register(
     top: &Digest,
     top_type: &str,
     usable: &Usable<'_>,
+    notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<String>> {
     let repo = name.repo().map_err(anyhow::Error::msg)?;
     let mut lacking = BTreeSet::new();
@@ -726,8 +737,8 @@ async fn register(
             .await?;
     }
     if let Some(tag) = &name.tag {
-        store.tag(&repo, tag, top).await?;
+        store.tag_noting(&repo, tag, top, notes).await?;
     }
-    store.unfold(&repo, top).await?;
+    notes.extend(store.unfold(&repo, top).await?);
     Ok(Vec::new())
 }

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
-use super::{BOOTSTRAP, Host, HostError, Output, feed};
+use super::{BOOTSTRAP, Host, HostError, Output, exit_status, feed};
 
 pub struct LocalHost {
     ip: IpAddr,
@@ -45,10 +45,11 @@ impl Host for LocalHost {
                 .map_err(io("writing stdin"))?;
         }
         let out = child.wait_with_output().await.map_err(io("running sh"))?;
+        let (code, stderr) = exit_status(out.status.code(), &String::from_utf8_lossy(&out.stderr));
         Ok(Output {
-            code: out.status.code(),
+            code,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stderr,
         })
     }
 }
@@ -72,6 +73,14 @@ mod tests {
         assert!(out.stderr.contains("nothing to do"));
         let out = host.run_with_input("wc -c", &input).await.unwrap();
         assert_eq!(out.stdout.trim(), (4 << 20).to_string());
+        // A command not found is exit 127, with the shell's words and nothing of ours.
+        let out = host
+            .run("echo before >&2; no-such-command-xyz")
+            .await
+            .unwrap();
+        assert_eq!(out.code, Some(127));
+        assert!(out.stderr.starts_with("before\n"), "{:?}", out.stderr);
+        assert!(out.stderr.contains("not found") && !out.stderr.contains("sealer-exit"));
     }
 
     /// Every process's arguments on this machine.

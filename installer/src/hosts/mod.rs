@@ -71,9 +71,24 @@ impl HostError {
 /// script) and runs it with `eval`. Scripts hold passwords (a Clusterfile's env, hooks):
 /// this way they are in no process's arguments, on the hosts or on this machine (`ps`
 /// shows this line only). The script's own input follows it on stdin. (`dd bs=1` reads
-/// exactly the script, never a byte of the input after it.)
-pub const BOOTSTRAP: &str =
-    "IFS= read -r n && s=$(dd bs=1 count=\"$n\" 2>/dev/null) && eval \"$s\"";
+/// exactly the script, never a byte of the input after it.) The script's exit status
+/// comes back as the last line of stderr ([`exit_status`]): ssh gives 127 and 255 a
+/// meaning of its own ("remote command not found", "connection lost"), and a script's
+/// own 127 must read as a command it did not find.
+pub const BOOTSTRAP: &str = "IFS= read -r n && s=$(dd bs=1 count=\"$n\" 2>/dev/null) && \
+     { ( eval \"$s\" ); printf '\\nsealer-exit:%d\\n' $? >&2; }";
+
+/// The script's exit status and its stderr, from what [`BOOTSTRAP`] left: `code` is the
+/// shell's own when the status line is missing (the bootstrap itself failed).
+pub fn exit_status(code: Option<i32>, stderr: &str) -> (Option<i32>, String) {
+    let trimmed = stderr.strip_suffix('\n').unwrap_or(stderr);
+    if let Some((before, last)) = trimmed.rsplit_once("\nsealer-exit:")
+        && let Ok(script_code) = last.parse::<i32>()
+    {
+        return (Some(script_code), before.to_string());
+    }
+    (code, stderr.to_string())
+}
 
 /// Writes `script` for [`BOOTSTRAP`], then `input`, to a host command's stdin, and
 /// closes it. A command may finish without reading all its input (a step with nothing

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use openssh::{KnownHosts, Session, SessionBuilder};
 use tokio::io::AsyncRead;
 
-use super::{BOOTSTRAP, Host, HostError, Output, feed};
+use super::{BOOTSTRAP, Host, HostError, Output, exit_status, feed};
 use crate::clusterfile::{Auth, Login};
 
 /// Where connections keep their sockets and host keys.
@@ -276,10 +276,11 @@ impl Host for SshHost {
                 detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
+        let (code, stderr) = exit_status(out.status.code(), &String::from_utf8_lossy(&out.stderr));
         Ok(Output {
-            code: out.status.code(),
+            code,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stderr,
         })
     }
 }

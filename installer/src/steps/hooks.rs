@@ -14,6 +14,7 @@ use super::{HOST_DIR, all_ok};
 use crate::clusterfile::{Cluster, EnvVar, Phase};
 use crate::distribute::quote;
 use crate::hosts::{Host, on_all, sh_quote};
+use crate::image::Image;
 
 /// The script prologue: stop at the first failure, the host's env, the image's files.
 fn prologue(cluster: &Cluster, env: &[EnvVar]) -> String {
@@ -91,11 +92,11 @@ pub async fn run_phase(
                 let out = h.run(&script).await?;
                 if !out.success() {
                     bail!(
-                        "host {}: the {} hook {:?} failed (exit {}): {}",
+                        "host {}: the {} hook {:?} failed ({}): {}",
                         h.ip(),
                         phase.name(),
                         p.name,
-                        out.code.map(|c| c.to_string()).unwrap_or_default(),
+                        exit_reason(out.code),
                         out.stderr.trim()
                     );
                 }
@@ -107,20 +108,22 @@ pub async fn run_phase(
     all_ok(&format!("the {} hooks", phase.name()), results).map(|_| ())
 }
 
-/// Runs the launch commands on master0 with the Clusterfile's env, once per image
-/// digest; true when they ran now.
+/// Runs the launch commands on master0 with the image's env and the Clusterfile's over
+/// it, once per image digest; true when they ran now.
 pub async fn launch(
     cluster: &Cluster,
     master0: &dyn Host,
+    image: &Image,
     commands: &[String],
-    digest_hex: &str,
 ) -> anyhow::Result<bool> {
+    let digest_hex = image.digest.hex();
     if commands.is_empty() {
         return Ok(false);
     }
     let marker = cluster.data_dir().join(format!("launched-{digest_hex}"));
     let mut script = format!("set -e\n[ ! -e {m} ] || exit 0\n(\n", m = quote(&marker));
-    script.push_str(&prologue(cluster, &cluster.env));
+    let env: Vec<EnvVar> = image.env.iter().chain(&cluster.env).cloned().collect();
+    script.push_str(&prologue(cluster, &env));
     for c in commands {
         script.push_str(c);
         script.push('\n');
@@ -132,12 +135,23 @@ pub async fn launch(
     let out = master0.run(&script).await?;
     if !out.success() {
         bail!(
-            "host {}: the launch commands failed: {}",
+            "host {}: the launch commands failed ({}): {}",
             master0.ip(),
+            exit_reason(out.code),
             out.stderr.trim()
         );
     }
     Ok(out.stdout.lines().any(|l| l == "sealer-launched"))
+}
+
+/// What a script's exit status says, in words where the shell gives it a meaning.
+fn exit_reason(code: Option<i32>) -> String {
+    match code {
+        Some(127) => "exit 127: a command was not found on the host".into(),
+        Some(126) => "exit 126: a command could not be run (not executable)".into(),
+        Some(c) => format!("exit {c}"),
+        None => "killed by a signal".into(),
+    }
 }
 
 #[cfg(test)]
