@@ -14,6 +14,7 @@ pub mod filelock;
 pub mod inspect;
 pub mod kubefile;
 pub mod layer;
+pub mod printable;
 pub mod progress;
 pub mod reference;
 pub mod remote;

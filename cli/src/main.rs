@@ -972,7 +972,7 @@ fn human_size(bytes: u64) -> String {
 }
 
 fn print_discovery(found: &discover::Discovery, json: bool) -> anyhow::Result<()> {
-    let place = |p: &discover::Place| format!("{}:{}", p.file.display(), p.line);
+    let place = discover::Place::to_string;
     if json {
         let images: Vec<_> = found
             .images
@@ -980,16 +980,20 @@ fn print_discovery(found: &discover::Discovery, json: bool) -> anyhow::Result<()
             .map(|(image, places)| {
                 serde_json::json!({
                     "image": image,
-                    "places": places.iter().map(|p| serde_json::json!({
-                        "file": p.file, "line": p.line,
-                    })).collect::<Vec<_>>(),
+                    "places": places,
                 })
             })
             .collect();
         let problems: Vec<_> = found
             .problems
             .iter()
-            .map(|p| serde_json::json!({"file": p.place.file, "line": p.place.line, "message": p.message}))
+            .map(|p| {
+                serde_json::json!({
+                    "file": sealer_builder::printable::path(&p.place.file),
+                    "line": p.place.line,
+                    "message": p.message,
+                })
+            })
             .collect();
         println!(
             "{}",

@@ -27,6 +27,8 @@ use yaml::Node;
 /// Where an image was found.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Place {
+    /// Shown (and written as JSON) escaped by [`crate::printable::path`].
+    #[serde(serialize_with = "crate::printable::serialize_path")]
     pub file: PathBuf,
     pub line: usize,
 }
@@ -38,15 +40,16 @@ pub struct Problem {
     pub message: String,
 }
 
+/// `file:line`, the file name escaped.
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", crate::printable::path(&self.file), self.line)
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}",
-            self.place.file.display(),
-            self.place.line,
-            self.message
-        )
+        write!(f, "{}: {}", self.place, self.message)
     }
 }
 
@@ -73,7 +76,13 @@ impl Discovery {
             return;
         }
         match normalize(written) {
-            Ok(reference) => self.images.entry(reference).or_default().push(place),
+            Ok(reference) => {
+                // An alias names its anchor's place again: list each place once.
+                let places = self.images.entry(reference).or_default();
+                if !places.contains(&place) {
+                    places.push(place);
+                }
+            }
             Err(e) => self.problems.push(Problem {
                 place,
                 message: format!("{written:?} is not an image reference: {e}"),
@@ -150,7 +159,7 @@ pub fn scan_files(mut files: Vec<PathBuf>) -> std::io::Result<Discovery> {
     let mut charts = Vec::new();
     files.sort();
     for file in files {
-        let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
+        let Some(name) = file.file_name().map(|n| n.to_string_lossy()) else {
             continue;
         };
         let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
@@ -170,7 +179,9 @@ pub fn scan_files(mut files: Vec<PathBuf>) -> std::io::Result<Discovery> {
         } else {
             continue;
         };
-        let text = std::fs::read_to_string(&file)?;
+        let Some(text) = read_text(&file, &mut found)? else {
+            continue;
+        };
         let app_version = match (&kind, &chart) {
             (Kind::Yaml, Some(c)) if name == "values.yaml" => app_version(c),
             _ => None,
@@ -193,6 +204,26 @@ pub fn scan_files(mut files: Vec<PathBuf>) -> std::io::Result<Discovery> {
         }
     }
     Ok(found)
+}
+
+/// A file's text; one that is not UTF-8 is a problem naming it (its images cannot be
+/// read), and an I/O error names the file.
+fn read_text(file: &Path, found: &mut Discovery) -> std::io::Result<Option<String>> {
+    let bytes = std::fs::read(file).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("{}: {e}", crate::printable::path(file)))
+    })?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) => {
+            let at = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = at.iter().filter(|b| **b == b'\n').count() + 1;
+            found.problems.push(Problem {
+                place: place(file, line),
+                message: "not UTF-8 text; its images cannot be read".into(),
+            });
+            Ok(None)
+        }
+    }
 }
 
 /// `helm` on PATH, if any: charts are then also rendered.
@@ -218,7 +249,7 @@ fn render_chart(helm: &Path, chart: &Path) -> Discovery {
                 place: place(&label, 0),
                 message: format!(
                     "helm template failed: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
+                    crate::printable::text(String::from_utf8_lossy(&o.stderr).trim())
                 ),
             }],
             ..Default::default()
@@ -241,10 +272,13 @@ enum Kind {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+    let named = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{}: {e}", crate::printable::path(dir)))
+    };
+    for entry in std::fs::read_dir(dir).map_err(named)? {
+        let entry = entry.map_err(named)?;
         let path = entry.path();
-        let kind = entry.file_type()?;
+        let kind = entry.file_type().map_err(named)?;
         if kind.is_dir() {
             walk(&path, out)?;
         } else if kind.is_file() {
@@ -292,7 +326,7 @@ pub fn scan_yaml(file: &Path, text: &str, app_version: Option<&str>) -> Discover
         }
         Err((line, message)) => found.problems.push(Problem {
             place: place(file, line),
-            message: format!("not valid YAML ({message}); its images cannot be read"),
+            message: format!("{message}; its images cannot be read"),
         }),
     }
     found
@@ -306,7 +340,7 @@ pub fn scan_chart_yaml(file: &Path, text: &str) -> Discovery {
         Err((line, message)) => {
             found.problems.push(Problem {
                 place: place(file, line),
-                message: format!("not valid YAML ({message})"),
+                message,
             });
             return found;
         }

@@ -317,3 +317,75 @@ fn ignoring_images_by_any_name() {
             .contains("--ignore-image")
     );
 }
+
+#[test]
+fn aliases_and_merge_keys_are_followed() {
+    let text = r#"base: &img registry.k8s.io/pause:3.9
+sidecar: &sidecar {repository: envoyproxy/envoy, tag: v1.28.0}
+spec:
+  containers:
+    - image: *img
+    - <<: *sidecar
+      tag: v1.29.0
+proxy: *sidecar
+"#;
+    let found = scan_yaml(Path::new("values.yaml"), text, None);
+    assert!(found.problems.is_empty(), "{:?}", found.problems);
+    assert_eq!(
+        lines(&found),
+        pairs(&[
+            ("docker.io/envoyproxy/envoy:v1.28.0", 2),
+            ("docker.io/envoyproxy/envoy:v1.29.0", 2),
+            ("registry.k8s.io/pause:3.9", 1),
+        ])
+    );
+    // A bare scalar alias is an image once it stands under `image:`.
+    let text = "x: &img nginx:1.25\nspec:\n  image: *img\n";
+    let found = scan_yaml(Path::new("a.yaml"), text, None);
+    assert_eq!(lines(&found), pairs(&[("docker.io/library/nginx:1.25", 1)]));
+}
+
+#[test]
+fn an_alias_bomb_is_a_problem_not_gigabytes() {
+    // Nine levels of ten aliases each: 10^9 copies of "lol" if expanded.
+    let mut text = String::from("a0: &a0 [image: nginx:1]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        text.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            vec![format!("*a{p}"); 10].join(",")
+        ));
+    }
+    let found = scan_yaml(Path::new("bomb.yaml"), &text, None);
+    assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
+    assert!(
+        found.problems[0]
+            .message
+            .contains("aliases expand the file beyond"),
+        "{}",
+        found.problems[0]
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_a_problem_naming_it() {
+    use std::os::unix::ffi::OsStrExt;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("ok.yaml"), "image: nginx:1.25\n").unwrap();
+    std::fs::write(root.path().join("latin1.yaml"), b"a: b\nname: caf\xe9\n").unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"odd\n\xff.yaml");
+    std::fs::write(root.path().join(odd), "image: busybox:1.36\n").unwrap();
+    let found = scan_dir(root.path()).unwrap();
+    // Files with odd names are still read; their names print escaped.
+    assert_eq!(found.images.len(), 2, "{:?}", found.images);
+    let busybox = &found.images["docker.io/library/busybox:1.36"][0];
+    assert!(busybox.to_string().ends_with("odd\\n\\xff.yaml:1"));
+    assert_eq!(found.problems.len(), 1);
+    let problem = found.problems[0].to_string();
+    assert!(
+        problem.ends_with("latin1.yaml:2: not UTF-8 text; its images cannot be read"),
+        "{problem}"
+    );
+    let json = serde_json::to_string(&found).unwrap();
+    assert!(json.contains(r#"odd\\n\\xff.yaml"#), "{json}");
+}
