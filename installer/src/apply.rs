@@ -139,6 +139,7 @@ pub async fn apply(
                 .filter(|h| plan.remove.contains(&h.ip))
                 .collect();
             let hosts = steps::connect(env, &removed, progress).await?;
+            steps::check_ownership(env, before, &hosts, false).await?;
             clean::clean(env, before, &hosts).await?;
         }
         // Recorded now: removed hosts are gone, and added ones are part of the cluster

@@ -4,7 +4,7 @@
 use crate::clusterfile::{Cluster, Phase};
 use crate::run::Environment;
 use crate::state;
-use crate::steps::{clean, connect, hooks};
+use crate::steps::{check_ownership, clean, connect, hooks};
 use sealer_builder::progress::Progress;
 
 pub async fn delete_all(
@@ -14,6 +14,7 @@ pub async fn delete_all(
 ) -> anyhow::Result<()> {
     let all: Vec<_> = cluster.hosts.iter().collect();
     let hosts = connect(env, &all, progress).await?;
+    check_ownership(env, cluster, &hosts, false).await?;
     hooks::run_phase(cluster, &hosts, Phase::PreUninstall, None, env.jobs).await?;
     clean::clean(env, cluster, &hosts).await?;
     hooks::run_phase(cluster, &hosts, Phase::PostUninstall, None, env.jobs).await?;

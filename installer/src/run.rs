@@ -97,6 +97,7 @@ pub async fn run(
     };
     let all: Vec<_> = cluster.hosts.iter().collect();
     let hosts = steps::connect(env, &all, progress).await?;
+    steps::check_ownership(env, cluster, &hosts, true).await?;
     let once = image.digest.hex().to_string();
     let once = Some(once.as_str());
     let (pre, post) = match occasion {

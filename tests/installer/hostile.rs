@@ -281,3 +281,66 @@ fn secrets_stay_out_of_process_lists_and_away_from_other_users() {
     let said = String::from_utf8_lossy(&piped.wait_with_output().unwrap().stderr).into_owned();
     assert!(!said.contains("warning"), "{said}");
 }
+
+#[test]
+fn a_host_serves_one_cluster_and_another_neither_moves_in_nor_takes_its_registry() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build(&store, "FROM scratch\nCOPY f f\n", &[("f", "file\n")]);
+    let host = TestHost::start();
+    let shop = clusterfile(work.path(), &host, "");
+    let shop = shop.to_str().unwrap();
+    sealer(&store, &["run", "-q", "-f", shop]);
+    let registry_alive = || {
+        host.ssh("kill -0 \"$(cat /run/sealer/registry.pid)\" && echo up || echo down")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(registry_alive(), "up");
+
+    // Another cluster on the same host: its hooks never run, it takes nothing over.
+    let other_dir = work.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = clusterfile(&other_dir, &host, "");
+    let hook = |action: &str| {
+        format!(
+            "---\napiVersion: sealer.io/v1\nkind: Plugin\nmetadata: {{name: {action}}}\n\
+             spec: {{type: SHELL, action: {action}, data: \"touch /var/lib/sealer/{action}-ran\"}}\n"
+        )
+    };
+    let text = std::fs::read_to_string(&other)
+        .unwrap()
+        .replace("name: shop", "name: other")
+        + &hook("pre-install")
+        + &hook("pre-uninstall");
+    std::fs::write(&other, text).unwrap();
+    let other = other.to_str().unwrap();
+    for args in [["run", "-q", "-f", other], ["delete", "--all", "-f", other]] {
+        let err = sealer_fails(&store, &args);
+        assert!(
+            err.contains("this host belongs to cluster shop, not other"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(registry_alive(), "up", "{args:?}");
+        assert_eq!(
+            host.ssh("ls /var/lib/sealer | grep -c -- -ran || true")
+                .trim(),
+            "0",
+            "{args:?}: no hook of the other cluster ran"
+        );
+        assert_eq!(
+            host.ssh("cat /var/lib/sealer/data/shop/rootfs/f").trim(),
+            "file"
+        );
+    }
+
+    // Once shop is gone, the host is free for the other cluster.
+    sealer(&store, &["delete", "--all", "-f", shop]);
+    assert_eq!(host.ssh("ls -A /var/lib/sealer").trim(), "");
+    sealer(&store, &["run", "-q", "-f", other]);
+    assert_eq!(
+        host.ssh("cat /var/lib/sealer/cluster/owner").trim(),
+        "other"
+    );
+    assert_eq!(registry_alive(), "up");
+}

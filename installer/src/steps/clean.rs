@@ -1,4 +1,5 @@
-//! Taking a host back to how it was: the registry stopped, the runtime configuration
+//! Taking a host back to how it was (only a host that belongs to the cluster): the
+//! registry stopped, the runtime configuration
 //! files `sealer run` wrote restored from their `.sealer-backup` copies (or removed when
 //! there was none), sealer's lines out of `/etc/hosts`, sealer's folders removed (the
 //! cluster's data folder only when it carries sealer's mark for this cluster). The
@@ -6,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{HOST_DIR, HOSTS_MARK, MIRROR_FILES, check_on_all, claim_data_dir, hooks};
+use super::{HOST_DIR, HOSTS_MARK, MIRROR_FILES, check_on_all, claim_data_dir, claim_host, hooks};
 use crate::clusterfile::{Cluster, Phase};
 use crate::distribute::quote;
 use crate::hosts::Host;
@@ -15,7 +16,7 @@ use crate::run::Environment;
 /// The script that cleans one host.
 fn script(cluster: &Cluster) -> String {
     format!(
-        "set -e\n{claim}\
+        "set -e\n{host}{claim}\
          pid=/run/sealer/registry.pid\n\
          if [ -f $pid ]; then p=$(cat $pid); kill \"$p\" 2>/dev/null || true;\n\
            for i in $(seq 50); do kill -0 \"$p\" 2>/dev/null || break; sleep 0.1; done\n\
@@ -34,6 +35,7 @@ fn script(cluster: &Cluster) -> String {
            cat \"$t\" > /etc/hosts; rm -f \"$t\"; fi\n\
          rm -rf \"$data\" {HOST_DIR} /var/log/sealer/registry.log\n\
          for d in {data_root} /var/lib/sealer /var/log/sealer /run/sealer; do rmdir \"$d\" 2>/dev/null || true; done\n",
+        host = claim_host(cluster, false),
         claim = claim_data_dir(cluster, false),
         data_root = quote(&cluster.data_root),
     )

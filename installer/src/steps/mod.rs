@@ -31,6 +31,10 @@ pub const MIRROR_FILES: &str = "/var/lib/sealer/cluster/mirror-files";
 pub const HOST_REGISTRY_ROOT: &str = "/var/lib/sealer/cluster/registry";
 /// The registry's CA (every host), certificate and key (registry hosts).
 pub const HOST_PKI: &str = "/var/lib/sealer/cluster/pki";
+/// Names the cluster a host belongs to. A host serves one cluster: its registry, runtime
+/// mirror configuration and `/etc/hosts` lines are the cluster's, so a second cluster
+/// neither moves in nor takes them away.
+pub const HOST_OWNER: &str = "/var/lib/sealer/cluster/owner";
 /// Marks the lines sealer adds to `/etc/hosts`.
 pub const HOSTS_MARK: &str = " # sealer";
 /// The file in `<dataRoot>/<name>` that says sealer made the folder for that cluster
@@ -61,8 +65,81 @@ pub fn claim_data_dir(cluster: &clusterfile::Cluster, create: bool) -> String {
     script
 }
 
+/// Shell lines that stop the script unless the host belongs to `cluster` or to no
+/// cluster; with `take`, it then belongs to `cluster`. A host set up before owners were
+/// recorded (sealer's folder without the file) is taken over by the first cluster run on
+/// it again.
+pub fn claim_host(cluster: &clusterfile::Cluster, take: bool) -> String {
+    let name = sh_quote(&cluster.name);
+    let mut script = format!(
+        "owner=\"$(cat {HOST_OWNER} 2>/dev/null || true)\"\nname={name}\n\
+         if [ -n \"$owner\" ] && [ \"$owner\" != \"$name\" ]; then\n\
+         echo \"this host belongs to cluster $owner, not $name: a host serves one cluster \
+         (its registry, mirror configuration and /etc/hosts lines); sealer leaves it alone. \
+         Remove it from cluster $owner first (sealer delete), or run the images on cluster $owner\" >&2; exit 1\nfi\n",
+    );
+    if take {
+        script.push_str(&format!(
+            "mkdir -p {HOST_DIR}\nprintf '%s\\n' {name} > {HOST_OWNER}\n"
+        ));
+    }
+    script
+}
+
+/// Before anything runs on `hosts`, hooks included: each belongs to `cluster` or to none
+/// and its data folder is the cluster's or absent (see [`claim_host`] and
+/// [`claim_data_dir`]). With `take`, the hosts then belong to `cluster`.
+pub async fn check_ownership(
+    env: &Environment,
+    cluster: &clusterfile::Cluster,
+    hosts: &[Arc<dyn Host>],
+    take: bool,
+) -> anyhow::Result<()> {
+    let script = format!(
+        "set -e\n{}{}",
+        claim_host(cluster, false),
+        claim_data_dir(cluster, false)
+    );
+    let results = on_all(hosts, env.jobs, |h| {
+        let script = script.clone();
+        async move { h.check(&script).await.map_err(anyhow::Error::from) }
+    })
+    .await;
+    let (_, failed) = split(results);
+    if !failed.is_empty() {
+        bail!(
+            "cluster {} cannot use {} host(s); nothing was changed on any host:\n{}",
+            cluster.name,
+            failed.len(),
+            failed.join("\n")
+        );
+    }
+    if take {
+        let script = format!("set -e\n{}", claim_host(cluster, true));
+        check_on_all("recording the hosts' cluster", hosts, env.jobs, |_| {
+            script.clone()
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 /// Turns each host's result into one error naming every host that failed.
 pub fn all_ok<T>(step: &str, results: Vec<(IpAddr, anyhow::Result<T>)>) -> anyhow::Result<Vec<T>> {
+    let (ok, failed) = split(results);
+    if failed.is_empty() {
+        Ok(ok)
+    } else {
+        bail!(
+            "{step} failed on {} host(s); run again to continue:\n{}",
+            failed.len(),
+            failed.join("\n")
+        )
+    }
+}
+
+/// The results that succeeded, and a line naming the host for each that failed.
+fn split<T>(results: Vec<(IpAddr, anyhow::Result<T>)>) -> (Vec<T>, Vec<String>) {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
     for (ip, r) in results {
@@ -78,15 +155,7 @@ pub fn all_ok<T>(step: &str, results: Vec<(IpAddr, anyhow::Result<T>)>) -> anyho
             }
         }
     }
-    if failed.is_empty() {
-        Ok(ok)
-    } else {
-        bail!(
-            "{step} failed on {} host(s); run again to continue:\n{}",
-            failed.len(),
-            failed.join("\n")
-        )
-    }
+    (ok, failed)
 }
 
 /// Connects to `hosts` in parallel; fails naming each host it cannot reach or log in to.
