@@ -12,6 +12,8 @@ use sealer_pull_proxy::metrics::MirrorMetrics;
 use sealer_pull_proxy::upstream::UpstreamClient;
 use url::Url;
 
+pub use sealer_pull_proxy::upstream::credentials::{Saved, remove_login, save_login};
+
 /// Settings shared by every registry sealer talks to.
 #[derive(Debug, Clone, Default)]
 pub struct RemoteOptions {
@@ -130,70 +132,4 @@ pub fn default_auth_file() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
     home.join(".docker/config.json")
-}
-
-/// The key docker's `config.json` uses for `host`.
-fn auth_key(host: &str) -> String {
-    if host == DOCKER_HUB {
-        "https://index.docker.io/v1/".into()
-    } else {
-        host.to_string()
-    }
-}
-
-/// Records a login in the docker `config.json` at `file`, keeping everything else in it.
-pub fn save_login(file: &std::path::Path, host: &str, c: &Credentials) -> anyhow::Result<()> {
-    let mut config = read_config(file)?;
-    config["auths"][auth_key(host)] = serde_json::json!({ "auth": c.basic() });
-    write_config(file, &config)
-}
-
-/// Removes a login; returns whether there was one.
-pub fn remove_login(file: &std::path::Path, host: &str) -> anyhow::Result<bool> {
-    if !file.exists() {
-        return Ok(false);
-    }
-    let mut config = read_config(file)?;
-    let removed = config
-        .get_mut("auths")
-        .and_then(|a| a.as_object_mut())
-        .is_some_and(|a| a.remove(&auth_key(host)).is_some());
-    if removed {
-        write_config(file, &config)?;
-    }
-    Ok(removed)
-}
-
-fn read_config(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
-    let mut config = match std::fs::read(file) {
-        Ok(b) => serde_json::from_slice(&b)
-            .with_context(|| format!("{} is not valid JSON", file.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
-    };
-    if !config.is_object() {
-        anyhow::bail!("{} does not hold a JSON object", file.display());
-    }
-    if !config["auths"].is_object() {
-        config["auths"] = serde_json::json!({});
-    }
-    Ok(config)
-}
-
-fn write_config(file: &std::path::Path, config: &serde_json::Value) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = file.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(".config.json.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(&serde_json::to_vec_pretty(config)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, file).with_context(|| format!("cannot write {}", file.display()))
 }

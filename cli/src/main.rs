@@ -735,8 +735,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot log in to {host}"))?;
             let file = registries.auth_file();
-            remote::save_login(&file, &host, &credentials)?;
-            println!("Login to {host} succeeded (saved in {})", file.display());
+            match remote::save_login(&file, &host, &credentials)? {
+                remote::Saved::File => {
+                    println!("Login to {host} succeeded (saved in {})", file.display())
+                }
+                remote::Saved::Helper(name) => println!(
+                    "Login to {host} succeeded (saved in docker-credential-{name}, as {} says)",
+                    file.display()
+                ),
+            }
         }
         Command::Logout { registry } => {
             let host = login_host(&registry);

@@ -115,6 +115,108 @@ async fn login_checks_credentials_saves_them_and_push_uses_them() {
     assert!(err.contains("401") || err.contains("credentials"), "{err}");
 }
 
+/// A `pass` password store of its own (a fresh GnuPG key without passphrase) for
+/// `docker-credential-pass`; its environment.
+fn password_store(dir: &std::path::Path) -> [(&'static str, std::path::PathBuf); 2] {
+    let gnupg = dir.join("gnupg");
+    let store = dir.join("pass");
+    std::fs::create_dir_all(&gnupg).unwrap();
+    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let env = [("GNUPGHOME", gnupg), ("PASSWORD_STORE_DIR", store)];
+    let with_env = |program: &str| {
+        let mut c = std::process::Command::new(require(program));
+        c.envs(env.iter().map(|(k, v)| (k, v)));
+        c
+    };
+    run(with_env("gpg").args([
+        "--batch",
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        "sealer-test@example.com",
+        "default",
+        "default",
+        "never",
+    ]));
+    run(with_env("pass").args(["init", "sealer-test@example.com"]));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_keeps_the_password_in_the_credential_helper_the_config_names() {
+    const USER: &str = "helper-user";
+    const PASSWORD: &str = "helper-pass";
+    let tokens = TokenServer::start("127.0.0.1", USER, PASSWORD).await;
+    let reg = DockerRegistry::start(UpstreamOptions {
+        token: Some(&tokens),
+        ..Default::default()
+    });
+    let (_up, sealer, _) = built_example();
+    let keys = tempfile::tempdir().unwrap();
+    let env = password_store(keys.path());
+    let sealer = env.iter().fold(sealer, |s, (k, v)| s.with_env(k, v));
+    require("docker-credential-pass");
+    std::fs::create_dir_all(sealer.auth_file().parent().unwrap()).unwrap();
+    // The host's own helper comes before the store (which does not exist here), and is
+    // what skopeo reads too.
+    std::fs::write(
+        sealer.auth_file(),
+        format!(
+            r#"{{"credsStore":"sealer-test-absent","credHelpers":{{"{}":"pass"}},"detachKeys":"ctrl-e"}}"#,
+            reg.host
+        ),
+    )
+    .unwrap();
+
+    let mut login = sealer.cmd(&["login", &reg.host, "-u", USER, "--password-stdin"]);
+    login
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = login.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.contains("docker-credential-pass"), "{said}");
+
+    // The file names the login, as docker's does, but holds no secret; the helper does.
+    let text = std::fs::read_to_string(sealer.auth_file()).unwrap();
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    assert!(!text.contains(PASSWORD) && !text.contains(&basic), "{text}");
+    let saved: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(saved["auths"][reg.host.as_str()], serde_json::json!({}));
+    assert_eq!(saved["detachKeys"], "ctrl-e", "other settings are kept");
+    let mut ask = std::process::Command::new(require("docker-credential-pass"));
+    ask.arg("list").envs(env.iter().map(|(k, v)| (k, v)));
+    assert!(run(&mut ask).contains(&reg.host));
+
+    // Pushing signs in through the helper; skopeo, reading the same file, sees it.
+    sealer.ok(&[
+        "push",
+        "example.com/shop:1.0",
+        &format!("{}/apps/shop:1.0", reg.host),
+    ]);
+    let raw = run(std::process::Command::new(require("skopeo"))
+        .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+        .arg(sealer.auth_file())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .arg(format!("docker://{}/apps/shop:1.0", reg.host)));
+    assert!(raw.contains("sealer.image.container.images"), "{raw}");
+
+    // Logging out erases it from the helper too.
+    sealer.ok(&["logout", &reg.host]);
+    assert!(!run(&mut ask).contains(&reg.host));
+    let err = sealer.fails(&["pull", &format!("{}/apps/shop:1.0", reg.host)]);
+    assert!(err.contains("401") || err.contains("credentials"), "{err}");
+}
+
 #[test]
 fn bad_input_names_the_file_line_and_every_missing_image() {
     let sealer = Sealer::new();

@@ -32,6 +32,8 @@ pub fn built_example() -> (DockerRegistry, Sealer, String) {
 #[derive(Default)]
 pub struct Sealer {
     dir: TempStore,
+    /// Extra environment for every command.
+    env: Vec<(String, PathBuf)>,
 }
 
 /// A temporary folder for one `sealer` store.
@@ -54,6 +56,12 @@ impl Sealer {
         Sealer::default()
     }
 
+    /// This sealer with `key=value` in every command's environment.
+    pub fn with_env(mut self, key: &str, value: &Path) -> Sealer {
+        self.env.push((key.to_string(), value.to_path_buf()));
+        self
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("store")
     }
@@ -69,7 +77,8 @@ impl Sealer {
             .arg("--auth-file")
             .arg(self.auth_file())
             .args(args)
-            .env("RUST_BACKTRACE", "0");
+            .env("RUST_BACKTRACE", "0")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
