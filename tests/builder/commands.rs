@@ -55,6 +55,25 @@ fn tag_and_rmi_keep_what_other_tags_need_and_free_the_rest() {
     );
 }
 
+/// `sealer login HOST -u USER --password-stdin`, which must succeed; its output.
+fn login(sealer: &Sealer, host: &str, user: &str, password: &str) -> String {
+    let mut login = sealer.cmd(&["login", host, "-u", user, "--password-stdin"]);
+    login
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = login.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "sealer login {host} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn login_checks_credentials_saves_them_and_push_uses_them() {
     const USER: &str = "builder-user";
@@ -78,19 +97,7 @@ async fn login_checks_credentials_saves_them_and_push_uses_them() {
     );
     assert!(!sealer.auth_file().exists(), "a failed login saves nothing");
 
-    let mut login = sealer.cmd(&["login", &reg.host, "-u", USER, "--password-stdin"]);
-    login
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = login.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    login(&sealer, &reg.host, USER, PASSWORD);
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sealer.auth_file()).unwrap()).unwrap();
     use base64::Engine;
@@ -168,21 +175,7 @@ async fn login_keeps_the_password_in_the_credential_helper_the_config_names() {
     )
     .unwrap();
 
-    let mut login = sealer.cmd(&["login", &reg.host, "-u", USER, "--password-stdin"]);
-    login
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = login.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let said = String::from_utf8(out.stdout).unwrap();
+    let said = login(&sealer, &reg.host, USER, PASSWORD);
     assert!(said.contains("docker-credential-pass"), "{said}");
 
     // The file names the login, as docker's does, but holds no secret; the helper does.

@@ -217,7 +217,19 @@ fn a_killed_build_leaves_nothing_behind_for_long_and_a_running_one_is_kept() {
             })
             .collect()
     };
+    // Whether a build holds the folder's lock (`flock -n` fails while one does).
+    let locked = |f: &std::path::Path| {
+        !std::process::Command::new(require("flock"))
+            .arg("-n")
+            .arg(f.join(".lock"))
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    };
+    // Starts a build and waits until it holds the lock of a folder of its own.
     let start = |sealer: &Sealer| {
+        let before = folders();
         let child = sealer
             .cmd(&["build", "-q", "-t", "t:1", ctx.path().to_str().unwrap()])
             .stdout(std::process::Stdio::null())
@@ -225,7 +237,10 @@ fn a_killed_build_leaves_nothing_behind_for_long_and_a_running_one_is_kept() {
             .spawn()
             .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !folders().iter().any(|f| f.join(".lock").exists()) {
+        while !folders()
+            .iter()
+            .any(|f| !before.contains(f) && f.join(".lock").exists() && locked(f))
+        {
             assert!(
                 std::time::Instant::now() < deadline,
                 "no build folder appeared"

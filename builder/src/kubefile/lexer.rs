@@ -217,13 +217,8 @@ fn expand(
     Ok(())
 }
 
-pub fn is_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+/// A variable name, as `sh` takes it: ARG and ENV names are exported to `RUN`.
+pub use crate::shell::is_env_name as is_name;
 
 #[cfg(test)]
 mod tests {
