@@ -122,33 +122,6 @@ async fn login_checks_credentials_saves_them_and_push_uses_them() {
     assert!(err.contains("401") || err.contains("credentials"), "{err}");
 }
 
-/// A `pass` password store of its own (a fresh GnuPG key without passphrase) for
-/// `docker-credential-pass`; its environment.
-fn password_store(dir: &std::path::Path) -> [(&'static str, std::path::PathBuf); 2] {
-    let gnupg = dir.join("gnupg");
-    let store = dir.join("pass");
-    std::fs::create_dir_all(&gnupg).unwrap();
-    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let env = [("GNUPGHOME", gnupg), ("PASSWORD_STORE_DIR", store)];
-    let with_env = |program: &str| {
-        let mut c = std::process::Command::new(require(program));
-        c.envs(env.iter().map(|(k, v)| (k, v)));
-        c
-    };
-    run(with_env("gpg").args([
-        "--batch",
-        "--passphrase",
-        "",
-        "--quick-gen-key",
-        "sealer-test@example.com",
-        "default",
-        "default",
-        "never",
-    ]));
-    run(with_env("pass").args(["init", "sealer-test@example.com"]));
-    env
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn login_keeps_the_password_in_the_credential_helper_the_config_names() {
     const USER: &str = "helper-user";

@@ -38,6 +38,34 @@ pub fn output(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// A `pass` password store of its own (a fresh GnuPG key without passphrase) for
+/// `docker-credential-pass`, the credential helper docker uses on a machine that has
+/// `pass`; the environment that selects it.
+pub fn password_store(dir: &Path) -> [(&'static str, PathBuf); 2] {
+    let gnupg = dir.join("gnupg");
+    let store = dir.join("pass");
+    std::fs::create_dir_all(&gnupg).unwrap();
+    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let env = [("GNUPGHOME", gnupg), ("PASSWORD_STORE_DIR", store)];
+    let with_env = |program: &str| {
+        let mut c = Command::new(require(program));
+        c.envs(env.iter().map(|(k, v)| (k, v)));
+        c
+    };
+    run(with_env("gpg").args([
+        "--batch",
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        "sealer-test@example.com",
+        "default",
+        "default",
+        "never",
+    ]));
+    run(with_env("pass").args(["init", "sealer-test@example.com"]));
+    env
+}
+
 /// `tests/fixtures` in the source tree.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")

@@ -108,10 +108,17 @@ async fn skopeo_podman_docker_and_ctr_sign_in_push_and_pull() {
     // docker: dockerd checks the login; pulls and pushes with the stored credentials.
     let ctrd = Containerd::start();
     let dockerd = Dockerd::start(&ctrd, &format!("http://{host}"));
+    // A docker CLI that finds `pass` keeps logins in it (not in config.json): give it
+    // a password store of its own, and name the helper so the run does not depend on
+    // what the machine has.
     let config = d.join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("config.json"), r#"{"credsStore":"pass"}"#).unwrap();
+    let keys = password_store(&d.join("keys"));
     let docker = |args: &[&str]| {
         let mut cmd = dockerd.docker_cmd(args);
-        cmd.env("DOCKER_CONFIG", &config);
+        cmd.env("DOCKER_CONFIG", &config)
+            .envs(keys.iter().map(|(k, v)| (k, v)));
         cmd
     };
     let err = failure(&mut docker(&["login", "-u", "alice", "-p", "wrong", &host]));
