@@ -1,4 +1,4 @@
-//! Crash safety (DESIGN contract 1): kill -9 the registry during 50 concurrent uploads,
+//! Crash safety (docs/design.md, contract 1): kill -9 the registry during 50 concurrent uploads,
 //! restart it, and check that every blob whose upload got its 201 is intact and that
 //! nothing partial is visible anywhere.
 

@@ -1,4 +1,4 @@
-//! The CloudImage format (DESIGN contract 4, documented in `docs/cloudimage.md`): an OCI
+//! The CloudImage format (docs/design.md, contract 4, documented in `docs/cloudimage.md`): an OCI
 //! image index over, per platform, a rootfs image manifest (the Kubefile's layers; its
 //! config holds ENV and labels, its annotations the applications and launch) and the
 //! manifests of every container image it carries, each annotated with its reference.

@@ -6,7 +6,7 @@ use std::fmt;
 use oci_spec::distribution::Reference;
 use sealer_registry::oci::{Digest, RepoName, Tag};
 
-/// A fully qualified image reference (DESIGN contract 2).
+/// A fully qualified image reference (docs/design.md, contract 2).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageName {
     /// The registry as written: `docker.io`, `quay.io`, `127.0.0.1:5000`.

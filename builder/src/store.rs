@@ -1,4 +1,4 @@
-//! The local image store: the registry's content store (DESIGN contract 1), opened next to
+//! The local image store: the registry's content store (docs/design.md, contract 1), opened next to
 //! a server that may be serving it. Builds, pulls and loads write here; `sealer-registry
 //! serve` serves the same files.
 

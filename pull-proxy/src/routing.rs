@@ -1,4 +1,4 @@
-//! Which upstream a request for a mirrored name goes to (DESIGN contract 3).
+//! Which upstream a request for a mirrored name goes to (docs/design.md, contract 3).
 //!
 //! Three ways clients name an upstream image, all ending in the same local repository
 //! `<host>/<repository>`:

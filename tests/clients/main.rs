@@ -257,7 +257,7 @@ async fn oras_py_artifacts_and_referrers() {
 #[tokio::test]
 async fn containerd_pulls_through_a_hosts_toml_mirror() {
     let reg = Registry::start();
-    // Stored under the fully qualified name (DESIGN contract 2) and under a short name,
+    // Stored under the fully qualified name (docs/design.md, contract 2) and under a short name,
     // which contract 3 also finds for `?ns=docker.io`.
     skopeo_push(&reg, "docker.io/library/app:1", false);
     skopeo_push(&reg, "library/short:1", false);

@@ -1,4 +1,4 @@
-//! The content store (DESIGN contract 1): shared blobs, restart-safe uploads, expiry,
+//! The content store (docs/design.md, contract 1): shared blobs, restart-safe uploads, expiry,
 //! concurrency and graceful shutdown.
 
 use std::path::Path;

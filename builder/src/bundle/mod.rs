@@ -1,4 +1,4 @@
-//! Offline bundles (DESIGN contract 5): images from the store as one OCI image layout
+//! Offline bundles (docs/design.md, contract 5): images from the store as one OCI image layout
 //! (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`) in one tar, optionally zstd, each
 //! blob once; and loading such a tar back, streamed and verified. The format is
 //! documented in `docs/bundle.md`.

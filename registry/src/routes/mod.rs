@@ -132,7 +132,7 @@ impl Ctx {
         Ok(RepoName::parse(raw)?)
     }
 
-    /// Where a read of `name` may be answered from (DESIGN contract 3, then the mirror),
+    /// Where a read of `name` may be answered from (docs/design.md, contract 3, then the mirror),
     /// leaving out the other local names the caller may not pull.
     pub fn lookup(&self, name: &RepoName) -> Lookup {
         let mut lookup = self.app.registry.lookup(name, self.query.get("ns"));

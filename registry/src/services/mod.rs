@@ -156,7 +156,7 @@ impl Registry {
     }
 }
 
-/// Where a read is answered from: local repositories in order (DESIGN contract 3), then
+/// Where a read is answered from: local repositories in order (docs/design.md, contract 3), then
 /// the upstream of a mirrored name.
 #[derive(Debug, Clone)]
 pub struct Lookup {

@@ -1,4 +1,4 @@
-//! Which local repositories a read request may be answered from (DESIGN contract 3).
+//! Which local repositories a read request may be answered from (docs/design.md, contract 3).
 //!
 //! Cached images live under their fully qualified names (`docker.io/library/nginx`).
 //! Mirror clients name them differently: containerd sends `library/nginx?ns=docker.io`,
