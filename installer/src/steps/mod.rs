@@ -108,9 +108,10 @@ pub async fn check_ownership(
     let (_, failed) = split(results);
     if !failed.is_empty() {
         bail!(
-            "cluster {} cannot use {} host(s); nothing was changed on any host:\n{}",
-            cluster.name,
+            "checking the hosts failed on {} host(s), and nothing was changed on any; run \
+             again once each is reachable and belongs to cluster {} or to none:\n{}",
             failed.len(),
+            cluster.name,
             failed.join("\n")
         );
     }
