@@ -11,29 +11,7 @@ use std::path::{Path, PathBuf};
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
-use crate::layer::Entry;
-
-/// The stat data that says a file is unchanged (as git's index keeps it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-    ino: u64,
-    dev: u64,
-}
-
-impl Stamp {
-    pub fn of(meta: &std::fs::Metadata) -> Stamp {
-        Stamp {
-            size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-            ino: meta.ino(),
-            dev: meta.dev(),
-        }
-    }
-}
+use crate::layer::{Entry, Stamp};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Known {

@@ -4,11 +4,12 @@
 //! otherwise, fixed modification times and root ownership.
 
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ring::digest::{Context, SHA256};
 
-use crate::cache::Stamp;
+use serde::{Deserialize, Serialize};
 
 pub const MEDIA_TYPE_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const MEDIA_TYPE_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -38,6 +39,28 @@ pub struct LayerOptions {
     /// Also hash each regular file's content as it is read (for the build cache, so a
     /// first build reads every file once, not twice).
     pub hash_contents: bool,
+}
+
+/// The stat data that says a file is unchanged (as git's index keeps it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+}
+
+impl Stamp {
+    pub fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
 }
 
 /// A regular file's content hash, computed while writing a layer.

@@ -927,10 +927,7 @@ fn login_host(registry: &str) -> String {
         .trim_start_matches("https://")
         .trim_start_matches("http://");
     let host = r.split('/').next().unwrap_or(r);
-    match host {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
-        h => h.to_string(),
-    }
+    sealer_registry::oci::docker_hub::canonical(host).to_string()
 }
 
 fn print_images(rows: &[inspect::ImageSummary]) {

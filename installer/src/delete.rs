@@ -2,7 +2,7 @@
 //! hooks around it on master0), then drops its local state.
 
 use crate::clusterfile::{Cluster, Phase};
-use crate::run::Environment;
+use crate::environment::Environment;
 use crate::state;
 use crate::steps::{check_ownership, clean, connect, hooks};
 use sealer_builder::progress::Progress;

@@ -5,6 +5,7 @@
 //! - [`distribute`]: files sent to hosts content-addressed, verified, never twice;
 //! - [`run`] and its [`steps`]: putting a CloudImage on hosts; [`apply`]: plans from
 //!   one cluster to another (scale-up, removing hosts); [`delete`]: taking it all off;
+//! - [`environment`]: what every command needs besides the Clusterfile;
 //! - [`state`]: the cluster as last applied, under `~/.sealer/<cluster>/`.
 
 pub mod apply;
@@ -12,6 +13,7 @@ pub mod clusterfile;
 pub mod configs;
 pub mod delete;
 pub mod distribute;
+pub mod environment;
 pub mod hosts;
 pub mod image;
 pub mod run;

@@ -17,64 +17,15 @@
 //! The Clusterfile's hooks run around them: pre/post-install on master0, pre/post-init-
 //! host on each host (and pre/post-scaleup on master0 when hosts are added).
 
-use std::net::IpAddr;
-use std::path::PathBuf;
-
 use sealer_builder::progress::Progress;
-use sealer_builder::store::Store;
 
 use crate::clusterfile::{Cluster, Phase};
-use crate::hosts::ssh::SshOptions;
 use crate::image::Image;
 use crate::state;
 use crate::steps::{self, files, hooks, registry, tools, wiring};
 
-/// What `sealer run` needs besides the Clusterfile.
-pub struct Environment {
-    pub store: Store,
-    /// This machine's `sealer` and `sealer-registry`, sent to the hosts.
-    pub sealer_bin: PathBuf,
-    pub registry_bin: PathBuf,
-    /// `~/.sealer`: cluster state, SSH sockets and known hosts.
-    pub state_dir: PathBuf,
-    pub ssh: SshOptions,
-    pub jobs: usize,
-}
-
-/// What a run did.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub hosts: usize,
-    pub blobs_sent: usize,
-    pub bytes_sent: u64,
-    pub registry_blobs_loaded: usize,
-    pub launched: bool,
-}
-
-impl Report {
-    /// Adds what each host was sent; fails naming each host a transfer failed on.
-    pub fn count(
-        &mut self,
-        step: &str,
-        results: Vec<(
-            IpAddr,
-            Result<crate::distribute::Sent, crate::hosts::HostError>,
-        )>,
-    ) -> anyhow::Result<()> {
-        let sent = steps::all_ok(
-            step,
-            results
-                .into_iter()
-                .map(|(ip, r)| (ip, r.map_err(anyhow::Error::from)))
-                .collect(),
-        )?;
-        for s in sent {
-            self.blobs_sent += s.blobs;
-            self.bytes_sent += s.bytes;
-        }
-        Ok(())
-    }
-}
+pub use crate::environment::Environment;
+pub use crate::steps::Report;
 
 /// Why the run happens: a first install, or hosts being added (the scale-up hooks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,10 @@ use clap::Args;
 use serde::Deserialize;
 use url::Url;
 
+pub use crate::upstream::credentials::Credentials;
+
 /// Docker Hub's name as clients use it, and where its registry API really is.
-pub const DOCKER_HUB: &str = "docker.io";
-pub const DOCKER_HUB_ENDPOINT: &str = "https://registry-1.docker.io";
+pub use sealer_registry::oci::docker_hub::{ENDPOINT as DOCKER_HUB_ENDPOINT, HOST as DOCKER_HUB};
 
 /// Flags of `sealer-registry serve` for the mirror.
 #[derive(Debug, Clone, Default, Args)]
@@ -110,42 +111,6 @@ impl Default for Limits {
             max_list_bytes: 4 * 1024 * 1024,
             max_blob_bytes: None,
         }
-    }
-}
-
-#[derive(Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl Credentials {
-    /// Reads `USER:PASSWORD` (one line) from `path`; a file keeps the password out of
-    /// the process list.
-    pub fn read(path: &std::path::Path) -> anyhow::Result<Credentials> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the login file {}", path.display()))?;
-        let line = text.lines().next().unwrap_or_default();
-        match line.split_once(':') {
-            Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(Credentials {
-                username: user.to_string(),
-                password: password.to_string(),
-            }),
-            _ => bail!("{}: expected one line USER:PASSWORD", path.display()),
-        }
-    }
-
-    /// The `Basic` credentials: base64 of `user:password`.
-    pub fn basic(&self) -> String {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", self.username, self.password))
-    }
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:<hidden>", self.username)
     }
 }
 
@@ -269,10 +234,7 @@ pub fn is_valid_host(host: &str) -> bool {
 
 fn normalize_host(host: &str) -> anyhow::Result<String> {
     let host = host.trim().to_ascii_lowercase();
-    let host = match host.as_str() {
-        "registry-1.docker.io" | "index.docker.io" => DOCKER_HUB.to_string(),
-        _ => host,
-    };
+    let host = sealer_registry::oci::docker_hub::canonical(&host).to_string();
     if host != "*" && !is_valid_host(&host) {
         bail!(
             "invalid upstream host {host:?}: expected a registry host such as docker.io or quay.io:443"

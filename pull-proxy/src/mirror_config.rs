@@ -244,7 +244,7 @@ pub fn generate(runtime: Runtime, req: &Request) -> anyhow::Result<Vec<File>> {
             }
             for host in &req.upstreams {
                 let location = if host == DOCKER_HUB {
-                    "registry-1.docker.io"
+                    sealer_registry::oci::docker_hub::API_HOST
                 } else {
                     host.as_str()
                 };

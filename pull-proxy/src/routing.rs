@@ -105,13 +105,9 @@ impl Router {
     }
 }
 
-/// `registry-1.docker.io` and `index.docker.io` are Docker Hub's `docker.io`.
+/// A host lowercased, Docker Hub's aliases as `docker.io`.
 fn canonical(host: &str) -> String {
-    let h = host.to_ascii_lowercase();
-    match h.as_str() {
-        "registry-1.docker.io" | "index.docker.io" => DOCKER_HUB.to_string(),
-        _ => h,
-    }
+    sealer_registry::oci::docker_hub::canonical(&host.to_ascii_lowercase()).to_string()
 }
 
 #[cfg(test)]

@@ -348,3 +348,24 @@ pub fn init_logging(
     };
     guard
 }
+
+/// One line on the `audit` log target: who changed which content or name. `user` is
+/// `-` when anonymous, `remote` absent for work the registry does itself (`gc`).
+pub fn audit(
+    user: &str,
+    remote: Option<SocketAddr>,
+    action: &str,
+    repository: &crate::oci::RepoName,
+    reference: Option<&str>,
+    digest: Option<&crate::oci::Digest>,
+) {
+    tracing::info!(
+        target: "audit",
+        user = %user,
+        remote = %remote.map_or_else(|| "-".to_string(), |r| r.to_string()),
+        action = %action,
+        repository = %repository,
+        reference = %reference.unwrap_or("-"),
+        digest = %digest.map_or_else(|| "-".to_string(), |d| d.to_string()),
+    );
+}

@@ -209,20 +209,8 @@ pub fn issue(dir: &Path, domains: &[String], ips: &[IpAddr], days: u32) -> anyho
 }
 
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    crate::storage::fs::durable::write_file(path, bytes, mode)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

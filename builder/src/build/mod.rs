@@ -111,9 +111,8 @@ impl LayerCache {
     }
 
     fn save(&self) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&self.entries)?)?;
-        std::fs::rename(&tmp, &self.path)
+        let json = serde_json::to_vec(&self.entries)?;
+        sealer_registry::storage::fs::durable::write_file(&self.path, &json, 0o644)
     }
 }
 

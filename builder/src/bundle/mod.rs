@@ -267,7 +267,7 @@ fn write_file(out: &Path, layout: &Layout) -> io::Result<()> {
         }
     };
     file.sync_all()?;
-    std::fs::rename(&partial, out)
+    sealer_registry::storage::fs::durable::publish(&partial, out)
 }
 
 impl Layout<'_> {

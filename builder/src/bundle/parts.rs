@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use ring::digest::{Context, SHA256};
+use sealer_registry::storage::fs::durable;
 
 /// Writes a stream into parts; nothing has its final name until [`PartWriter::finish`].
 pub struct PartWriter {
@@ -74,12 +75,11 @@ impl PartWriter {
         self.close_current()?;
         let mut sums = String::new();
         for (partial, name, sha) in &self.done {
-            std::fs::rename(partial, self.dir.join(name))?;
+            durable::publish(partial, &self.dir.join(name))?;
             sums.push_str(&format!("{sha}  {name}\n"));
         }
         let list = self.dir.join(format!("{}.sha256", self.name));
-        std::fs::write(&list, sums)?;
-        std::fs::File::open(&list)?.sync_all()?;
+        durable::write_file(&list, sums.as_bytes(), 0o644)?;
         let done = std::mem::take(&mut self.done);
         Ok(done.into_iter().map(|(_, n, _)| n).collect())
     }

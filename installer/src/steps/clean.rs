@@ -10,8 +10,8 @@ use std::sync::Arc;
 use super::{HOST_DIR, HOSTS_MARK, MIRROR_FILES, check_on_all, claim_data_dir, claim_host, hooks};
 use crate::clusterfile::{Cluster, Phase};
 use crate::distribute::quote;
+use crate::environment::Environment;
 use crate::hosts::Host;
-use crate::run::Environment;
 
 /// The script that cleans one host.
 fn script(cluster: &Cluster) -> String {

@@ -7,12 +7,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::Report;
 use super::{HOST_DIR, all_ok, claim_data_dir};
 use crate::clusterfile::Cluster;
 use crate::distribute::{self, Blob, quote};
+use crate::environment::Environment;
 use crate::hosts::{Host, on_all, sh_quote};
 use crate::image::Image;
-use crate::run::{Environment, Report};
 
 pub async fn lay_out(
     env: &Environment,

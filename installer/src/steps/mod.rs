@@ -16,9 +16,9 @@ use anyhow::bail;
 use sealer_builder::progress::Progress;
 
 use crate::clusterfile;
+use crate::environment::Environment;
 use crate::hosts::ssh::SshHost;
 use crate::hosts::{Host, HostError, on_all, sh_quote};
-use crate::run::Environment;
 
 /// What `sealer run` keeps on a host: blobs, binaries, certificates, the registry's
 /// store. Apart from the default local store (`/var/lib/sealer/registry`), so a host that
@@ -40,6 +40,41 @@ pub const HOSTS_MARK: &str = " # sealer";
 /// The file in `<dataRoot>/<name>` that says sealer made the folder for that cluster
 /// (it holds the name); `delete` removes no folder without it.
 pub const DATA_MARK: &str = ".sealer-cluster";
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub hosts: usize,
+    pub blobs_sent: usize,
+    pub bytes_sent: u64,
+    pub registry_blobs_loaded: usize,
+    pub launched: bool,
+}
+
+impl Report {
+    /// Adds what each host was sent; fails naming each host a transfer failed on.
+    pub fn count(
+        &mut self,
+        step: &str,
+        results: Vec<(
+            IpAddr,
+            Result<crate::distribute::Sent, crate::hosts::HostError>,
+        )>,
+    ) -> anyhow::Result<()> {
+        let sent = all_ok(
+            step,
+            results
+                .into_iter()
+                .map(|(ip, r)| (ip, r.map_err(anyhow::Error::from)))
+                .collect(),
+        )?;
+        for s in sent {
+            self.blobs_sent += s.blobs;
+            self.bytes_sent += s.bytes;
+        }
+        Ok(())
+    }
+}
 
 /// Shell lines that stop the script unless the cluster's folder on the host is
 /// sealer's own for this cluster (or absent). With `create`, an absent folder is made and

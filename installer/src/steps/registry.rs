@@ -33,11 +33,12 @@ use sealer_pull_proxy::config::{Credentials, Upstream};
 use sealer_registry::auth::htpasswd::Htpasswd;
 use sealer_registry::oci::Digest;
 
+use super::Report;
 use super::{HOST_DIR, HOST_PKI, HOST_REGISTRY_ROOT, SmallFile, all_ok, put_files};
 use crate::clusterfile::{Cluster, Registry};
+use crate::environment::Environment;
 use crate::hosts::{Host, on_all};
 use crate::image::Image;
-use crate::run::{Environment, Report};
 
 /// The registry the cluster's hosts pull through.
 pub struct ClusterRegistry {
@@ -186,21 +187,9 @@ fn htpasswd(dir: &Path, login: &Credentials) -> anyhow::Result<Vec<u8>> {
     let text = Htpasswd::entry(&login.username, &login.password)
         .context("registry.localRegistry.username")?;
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("new");
-    let _ = std::fs::remove_file(&tmp);
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        // Only this user reads it, as the key beside it.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(text.as_bytes())?;
-    }
-    std::fs::rename(&tmp, &path)?;
+    // Only this user reads it, as the key beside it.
+    sealer_registry::storage::fs::durable::write_file(&path, text.as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(text.into_bytes())
 }
 

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::Report;
 use super::{HOST_DIR, check_on_all};
 use crate::distribute::{self, Blob, quote};
+use crate::environment::Environment;
 use crate::hosts::Host;
-use crate::run::{Environment, Report};
 
 pub async fn install(
     env: &Environment,

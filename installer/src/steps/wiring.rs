@@ -12,9 +12,9 @@ use std::sync::Arc;
 use super::registry::{ClusterRegistry, LocalRegistry, Place};
 use super::{HOST_DIR, HOST_PKI, HOSTS_MARK, MIRROR_FILES, check_on_all};
 use crate::clusterfile::{Cluster, RuntimeType};
+use crate::environment::Environment;
 use crate::hosts::{Host, sh_quote};
 use crate::image::Image;
-use crate::run::Environment;
 
 /// The local registries `ip` pulls through, in the order it tries them, and the address
 /// the domain names there.

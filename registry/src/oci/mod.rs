@@ -2,6 +2,7 @@
 
 pub mod annotations;
 pub mod digest;
+pub mod docker_hub;
 pub mod manifest;
 pub mod name;
 pub mod reference;

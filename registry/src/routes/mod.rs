@@ -99,14 +99,13 @@ impl Who {
         reference: Option<&str>,
         digest: Option<&crate::oci::Digest>,
     ) {
-        tracing::info!(
-            target: "audit",
-            user = %self.user,
-            remote = %self.remote.map_or_else(|| "-".to_string(), |r| r.to_string()),
-            action = %action,
-            repository = %repository,
-            reference = %reference.unwrap_or("-"),
-            digest = %digest.map_or_else(|| "-".to_string(), |d| d.to_string()),
+        crate::observability::audit(
+            &self.user,
+            self.remote,
+            action,
+            repository,
+            reference,
+            digest,
         );
     }
 }

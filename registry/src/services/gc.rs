@@ -210,15 +210,7 @@ impl Collector {
 
 /// The collection's removals on the `audit` target, as the user `gc`.
 fn audit(action: &str, repository: &RepoName, digest: &Digest) {
-    tracing::info!(
-        target: "audit",
-        user = %"gc",
-        remote = %"-",
-        action = %action,
-        repository = %repository,
-        reference = %"-",
-        digest = %digest,
-    );
+    crate::observability::audit("gc", None, action, repository, None, Some(digest));
 }
 
 #[cfg(test)]

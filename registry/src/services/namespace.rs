@@ -7,14 +7,11 @@
 
 use crate::oci::RepoName;
 
-pub const DOCKER_HUB: &str = "docker.io";
+pub use crate::oci::docker_hub::HOST as DOCKER_HUB;
 
 /// The canonical registry host for a namespace given in `?ns=`.
 pub fn canonical_host(ns: &str) -> &str {
-    match ns {
-        "registry-1.docker.io" | "index.docker.io" => DOCKER_HUB,
-        other => other,
-    }
+    crate::oci::docker_hub::canonical(ns)
 }
 
 /// Local repositories to look in, in order, for `name` requested with `ns` from a
@@ -63,7 +60,7 @@ mod tests {
     fn orders_candidates_per_contract() {
         let n = RepoName::parse("library/nginx").unwrap();
         assert_eq!(
-            names(candidates(&n, Some("docker.io"))),
+            names(candidates(&n, Some(DOCKER_HUB))),
             ["docker.io/library/nginx", "library/nginx"]
         );
         assert_eq!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Credentials;
+use super::Credentials;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_ANSWER: u64 = 64 * 1024;

@@ -8,11 +8,47 @@ mod helper;
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use base64::Engine;
+use sealer_registry::oci::docker_hub::{self, HOST as DOCKER_HUB};
 use serde::Deserialize;
 
-use crate::config::{Credentials, DOCKER_HUB};
+/// A registry login: user name and password (or token).
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl Credentials {
+    /// Reads `USER:PASSWORD` (one line) from `path`; a file keeps the password out of
+    /// the process list.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Credentials> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the login file {}", path.display()))?;
+        let line = text.lines().next().unwrap_or_default();
+        match line.split_once(':') {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(Credentials {
+                username: user.to_string(),
+                password: password.to_string(),
+            }),
+            _ => bail!("{}: expected one line USER:PASSWORD", path.display()),
+        }
+    }
+
+    /// The `Basic` credentials: base64 of `user:password`.
+    pub fn basic(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.username, self.password))
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:<hidden>", self.username)
+    }
+}
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -48,7 +84,7 @@ impl DockerConfig {
 /// Hub's legacy index URL, else the host itself.
 fn server_url(host: &str) -> String {
     if host == DOCKER_HUB {
-        "https://index.docker.io/v1/".into()
+        docker_hub::AUTH_KEY.into()
     } else {
         host.to_string()
     }
@@ -57,12 +93,9 @@ fn server_url(host: &str) -> String {
 /// The names `host` may go by in `auths` and `credHelpers`.
 fn hostnames(host: &str) -> Vec<String> {
     if host == DOCKER_HUB {
-        vec![
-            "https://index.docker.io/v1/".into(),
-            "index.docker.io".into(),
-            "registry-1.docker.io".into(),
-            DOCKER_HUB.into(),
-        ]
+        let mut names = vec![docker_hub::AUTH_KEY.to_string(), DOCKER_HUB.to_string()];
+        names.extend(docker_hub::ALIASES.map(String::from));
+        names
     } else {
         vec![
             host.to_string(),
@@ -190,21 +223,12 @@ fn read_config(file: &Path) -> anyhow::Result<serde_json::Value> {
 
 /// Replaces the file by rename, mode 0600: it may hold passwords.
 fn write_config(file: &Path, config: &serde_json::Value) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = file.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(".config.json.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(&serde_json::to_vec_pretty(config)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, file).with_context(|| format!("cannot write {}", file.display()))
+    sealer_registry::storage::fs::durable::write_file(
+        file,
+        &serde_json::to_vec_pretty(config)?,
+        0o600,
+    )
+    .with_context(|| format!("cannot write {}", file.display()))
 }
 
 #[cfg(test)]

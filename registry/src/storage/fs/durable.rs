@@ -48,15 +48,42 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Writes `data` to `dest` atomically and durably.
 pub fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = tmp_dir.join(Uuid::new_v4().simple().to_string());
+    write_via(&tmp, dest, data, 0o666)
+}
+
+/// Writes `data` to `dest` atomically and durably as a file of mode `mode` (less the
+/// umask), by way of a temporary file beside it: for files outside the store that
+/// another process may read at any moment (keys, logins, caches).
+pub fn write_file(dest: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| io::Error::other(format!("{} names no file", dest.display())))?;
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        ensure_dir(parent)?;
+    }
+    let tmp = dest.with_file_name(format!(
+        ".{}.{}",
+        name.to_string_lossy(),
+        Uuid::new_v4().simple()
+    ));
+    write_via(&tmp, dest, data, mode)
+}
+
+fn write_via(tmp: &Path, dest: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(tmp)?;
         f.write_all(data)?;
         f.sync_data()?;
         drop(f);
-        publish(&tmp, dest)
+        publish(tmp, dest)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp);
     }
     result
 }

@@ -1,6 +1,6 @@
 //! The filesystem backend of [`Storage`].
 
-mod durable;
+pub mod durable;
 pub mod layout;
 mod listing;
 pub(crate) mod streams;
