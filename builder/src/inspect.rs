@@ -10,6 +10,7 @@ use crate::cloudimage::{
 };
 use crate::store::{Store, TaggedImage, children};
 use sealer_registry::oci::{Digest, RepoName};
+use sealer_registry::storage::LocalFiles;
 use sealer_registry::storage::StoredManifest;
 
 /// One line of `sealer images`.

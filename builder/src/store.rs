@@ -11,7 +11,7 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 use sealer_registry::oci::manifest::{ManifestKind, media_type};
 use sealer_registry::oci::{Digest, RepoName, Tag};
 use sealer_registry::storage::fs::FsStorage;
-use sealer_registry::storage::{Storage, StoredManifest};
+use sealer_registry::storage::{LocalFiles, Maintenance, Storage, StoredManifest};
 
 use crate::cloudimage::{ANNOTATION_REFERENCE, ANNOTATION_ROLE, ROLE_CONTAINER_IMAGE};
 use crate::reference::{ImageName, Platform};
@@ -186,10 +186,58 @@ impl Store {
         Ok(size)
     }
 
+    /// Adds the blobs in `dir` (files named by their SHA-256 hex, already verified, as
+    /// `sealer run` leaves them on a host) by hard link: those `digests` name, or every
+    /// file there when none are named. Returns how many the store lacked, and of how
+    /// many.
+    pub async fn import_verified(
+        &self,
+        dir: &Path,
+        digests: Vec<Digest>,
+    ) -> anyhow::Result<(usize, usize)> {
+        let digests = if digests.is_empty() {
+            std::fs::read_dir(dir)
+                .with_context(|| format!("cannot read {}", dir.display()))?
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    format!("sha256:{}", e.file_name().to_string_lossy())
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        } else {
+            digests
+        };
+        let mut added = 0;
+        for d in &digests {
+            if self
+                .storage
+                .link_verified_blob(dir.join(d.hex()), d)
+                .await?
+            {
+                added += 1;
+            }
+        }
+        Ok((added, digests.len()))
+    }
+
+    /// The digest of every blob the store holds, sorted.
+    pub async fn blob_digests(&self) -> anyhow::Result<Vec<Digest>> {
+        let mut blobs: Vec<Digest> = self
+            .storage
+            .list_blobs()
+            .await?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        blobs.sort();
+        Ok(blobs)
+    }
+
     /// Stores a small blob (an image config) and links it into `repo`.
     pub async fn put_blob(&self, repo: &RepoName, data: &[u8]) -> anyhow::Result<Digest> {
         let digest = Digest::sha256_of(data);
-        if !self.storage.has_blob(&digest) {
+        if !self.storage.has_blob(&digest).await? {
             let mut f = tempfile::NamedTempFile::new_in(self.scratch())?;
             std::io::Write::write_all(&mut f, data)?;
             let (_, path) = f.keep().context("keeping a blob file")?;
@@ -206,7 +254,7 @@ impl Store {
 
     /// Links a blob the store already holds into `repo`; `false` if it holds none.
     pub async fn link_if_present(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<bool> {
-        if !self.storage.has_blob(digest) {
+        if !self.storage.has_blob(digest).await? {
             return Ok(false);
         }
         self.storage.link_blob(repo, digest).await?;

@@ -605,41 +605,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: StoreCommand::Import { dir, digests },
         } => {
             let store = open()?;
-            let digests: Vec<sealer_registry::oci::Digest> = if digests.is_empty() {
-                std::fs::read_dir(&dir)
-                    .with_context(|| format!("cannot read {}", dir.display()))?
-                    .filter_map(|e| e.ok())
-                    .filter_map(|e| {
-                        format!("sha256:{}", e.file_name().to_string_lossy())
-                            .parse()
-                            .ok()
-                    })
-                    .collect()
-            } else {
-                digests
-                    .iter()
-                    .map(|d| d.parse().map_err(|e| anyhow::anyhow!("{d:?}: {e}")))
-                    .collect::<anyhow::Result<_>>()?
-            };
-            let mut added = 0;
-            for d in &digests {
-                let file = dir.join(d.hex());
-                if store.storage().link_verified_blob(file, d).await? {
-                    added += 1;
-                }
-            }
+            let digests = digests
+                .iter()
+                .map(|d| d.parse().map_err(|e| anyhow::anyhow!("{d:?}: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (added, digests) = store.import_verified(&dir, digests).await?;
             if !g.quiet {
-                println!("{added} of {} blob(s) added", digests.len());
+                println!("{added} of {digests} blob(s) added");
             }
         }
         Command::Store {
             command: StoreCommand::Have,
         } => {
             let store = open()?;
-            let mut blobs = store.storage().list_blobs().await?;
-            blobs.sort();
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for (digest, _) in blobs {
+            for digest in store.blob_digests().await? {
                 writeln!(out, "{digest}")?;
             }
         }

@@ -11,6 +11,7 @@ use sealer_builder::store::Store;
 use sealer_registry::oci::Digest;
 
 use crate::distribute::Blob;
+use sealer_registry::storage::LocalFiles;
 
 pub struct Image {
     pub name: ImageName,

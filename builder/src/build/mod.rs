@@ -36,6 +36,7 @@ use crate::reference::{ImageName, Platform};
 use crate::remote::Registries;
 use crate::store::{Store, children};
 use crate::transfer::{Fetched, PullPolicy, Transfer};
+use sealer_registry::storage::LocalFiles;
 
 pub const SEALER_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Changes whenever what a cache entry means changes, so old entries are not used.

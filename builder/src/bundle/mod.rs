@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use sealer_registry::oci::{Algorithm, Digest};
-use sealer_registry::storage::Storage;
+use sealer_registry::storage::{LocalFiles, Maintenance, Storage};
 use serde_json::json;
 
 use crate::archive;
@@ -540,7 +540,7 @@ fn read_bundle(
                 }
             });
         }
-        let read = copy_out(store, source, task, &jobs, &failed);
+        let read = copy_out(store, source, task, runtime, &jobs, &failed);
         drop(jobs);
         read
     })
@@ -563,6 +563,7 @@ fn copy_out(
     store: &Store,
     source: Box<dyn Read + Send>,
     task: &dyn Task,
+    runtime: &tokio::runtime::Handle,
     jobs: &std::sync::mpsc::SyncSender<Job>,
     failed: &std::sync::Mutex<Option<anyhow::Error>>,
 ) -> anyhow::Result<Scanned> {
@@ -616,7 +617,7 @@ fn copy_out(
             },
         };
         if let Some(digest) = &expected
-            && store.storage().has_blob(digest)
+            && runtime.block_on(store.storage().has_blob(digest))?
         {
             read.blobs
                 .insert(path, (digest.clone(), entry.header().size()?));
@@ -662,7 +663,7 @@ fn verify_and_store(
         bail!("{} is damaged: its content has digest {actual}", job.path);
     }
     let size = std::fs::metadata(&job.file)?.len();
-    if store.storage().has_blob(&actual) {
+    if runtime.block_on(store.storage().has_blob(&actual))? {
         let _ = std::fs::remove_file(&job.file);
         return Ok((actual, size, false));
     }

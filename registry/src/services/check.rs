@@ -10,8 +10,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::oci::{Digest, RepoName};
-use crate::storage::StorageError;
-use crate::storage::fs::FsStorage;
+use crate::storage::{Maintenance, StorageError};
 
 /// What a check found.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -44,7 +43,7 @@ impl CheckReport {
 /// `<root>/quarantine/` (reads of them then answer `BLOB_UNKNOWN`, and a client can push
 /// them again). `progress` is told the bytes hashed so far.
 pub async fn check(
-    store: Arc<FsStorage>,
+    store: Arc<dyn Maintenance>,
     quarantine: bool,
     parallel: usize,
     progress: impl Fn(u64, u64) + Send + Sync + 'static,
@@ -59,9 +58,12 @@ pub async fn check(
             let (store, hashed, progress) = (store.clone(), hashed.clone(), progress.clone());
             async move {
                 let actual = store
-                    .hash_blob(&digest, move |n| {
-                        progress(hashed.fetch_add(n, Ordering::Relaxed) + n, total);
-                    })
+                    .hash_blob(
+                        &digest,
+                        Box::new(move |n| {
+                            progress(hashed.fetch_add(n, Ordering::Relaxed) + n, total);
+                        }),
+                    )
                     .await?;
                 Ok::<_, StorageError>((digest, actual))
             }
@@ -83,7 +85,7 @@ pub async fn check(
             continue;
         }
         let quarantined_to = if quarantine {
-            Some(store.quarantine_blob(&digest).await?.display().to_string())
+            Some(store.quarantine_blob(&digest).await?)
         } else {
             None
         };
@@ -102,7 +104,7 @@ pub async fn check(
                 .corrupt
                 .iter()
                 .any(|c| c.digest == d && c.quarantined_to.is_some());
-            if !store.has_blob(&d) && !quarantined {
+            if !quarantined && !store.has_blob(&d).await? {
                 report.missing.push(format!("{repo}@{d}"));
             }
         }

@@ -21,8 +21,7 @@ use serde::Serialize;
 use super::Gate;
 use crate::oci::manifest;
 use crate::oci::{Digest, RepoName, Tag};
-use crate::storage::Storage;
-use crate::storage::fs::FsStorage;
+use crate::storage::Maintenance;
 
 /// What may be collected.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +57,7 @@ pub struct GcReport {
 }
 
 pub struct Collector {
-    store: Arc<FsStorage>,
+    store: Arc<dyn Maintenance>,
     gate: Gate,
     policy: GcPolicy,
 }
@@ -66,7 +65,7 @@ pub struct Collector {
 type Result<T> = std::result::Result<T, crate::storage::StorageError>;
 
 impl Collector {
-    pub fn new(store: Arc<FsStorage>, gate: Gate, policy: GcPolicy) -> Collector {
+    pub fn new(store: Arc<dyn Maintenance>, gate: Gate, policy: GcPolicy) -> Collector {
         Collector {
             store,
             gate,
@@ -216,6 +215,8 @@ fn audit(action: &str, repository: &RepoName, digest: &Digest) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::fs::FsStorage;
+    use crate::storage::{LocalFiles, Storage};
     use bytes::Bytes;
     use serde_json::json;
 
@@ -309,12 +310,17 @@ mod tests {
         let gc = Collector::new(store.clone(), Gate::default(), policy(None));
         let dry = gc.run(true).await.unwrap();
         assert_eq!((dry.manifests, dry.layer_links, dry.blobs), (0, 1, 1));
-        assert!(store.has_blob(&stray), "a dry run removes nothing");
+        assert!(
+            store.has_blob(&stray).await.unwrap(),
+            "a dry run removes nothing"
+        );
         let done = gc.run(false).await.unwrap();
         assert_eq!((done.manifests, done.layer_links, done.blobs), (0, 1, 1));
         assert_eq!(done.bytes, b"pushed, never used".len() as u64);
-        assert!(!store.has_blob(&stray));
-        assert!(store.has_blob(&young) && store.has_blob(&untagged_layer));
+        assert!(!store.has_blob(&stray).await.unwrap());
+        assert!(
+            store.has_blob(&young).await.unwrap() && store.has_blob(&untagged_layer).await.unwrap()
+        );
 
         // Untagged manifests older than a day... none is; older than an hour: it goes,
         // with the layer only it used.
@@ -322,10 +328,10 @@ mod tests {
         let done = gc.run(false).await.unwrap();
         assert_eq!((done.manifests, done.layer_links), (1, 1));
         assert!(!store.has_manifest(&repo, &untagged).await.unwrap());
-        assert!(!store.has_blob(&untagged_layer));
+        assert!(!store.has_blob(&untagged_layer).await.unwrap());
         assert!(store.has_manifest(&repo, &tagged).await.unwrap());
         for d in [&config, &tagged_layer, &young] {
-            assert!(store.has_blob(d), "{d} is kept");
+            assert!(store.has_blob(d).await.unwrap(), "{d} is kept");
             assert!(store.repo_blob_size(&repo, d).await.unwrap().is_some());
         }
         // Nothing left to do.

@@ -152,6 +152,77 @@ pub trait UploadWriter: Send {
     async fn finish(self: Box<Self>) -> Result<u64>;
 }
 
+/// A repository's link, as garbage collection sees it.
+#[derive(Debug, Clone)]
+pub struct LinkEntry {
+    pub digest: Digest,
+    /// A manifest revision (else a layer link).
+    pub manifest: bool,
+    pub modified: SystemTime,
+}
+
+/// A blob file, as garbage collection sees it.
+#[derive(Debug, Clone)]
+pub struct BlobFile {
+    pub digest: Digest,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// Whole-store work beside the request path: inventory, timed removal, re-hashing,
+/// quarantine. Garbage collection, integrity checks and `sealer rmi` reach the store
+/// through it; every backend implements it with [`Storage`].
+#[async_trait]
+pub trait Maintenance: Storage {
+    /// Whether the store holds the blob at all (in any repository).
+    async fn has_blob(&self, digest: &Digest) -> Result<bool>;
+    /// Every blob with its size.
+    async fn list_blobs(&self) -> Result<Vec<(Digest, u64)>>;
+    /// Every blob with its size and the time it last changed.
+    async fn blob_files(&self) -> Result<Vec<BlobFile>>;
+    /// Removes a blob (its links stay, and answer as missing).
+    async fn remove_blob(&self, digest: &Digest) -> Result<bool>;
+    /// Removes a blob unless it changed at or after `cutoff` (a push made it again since
+    /// it was listed); returns whether it went.
+    async fn remove_blob_older_than(&self, digest: &Digest, cutoff: SystemTime) -> Result<bool>;
+    /// What a blob's content hashes to now (`None`: it is gone), telling `on_bytes` how
+    /// much was read as it goes.
+    async fn hash_blob(
+        &self,
+        digest: &Digest,
+        on_bytes: Box<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Option<Digest>>;
+    /// Moves a blob where it is kept for inspection and never served; says where.
+    async fn quarantine_blob(&self, digest: &Digest) -> Result<String>;
+    /// Every repository that links a blob or holds a manifest.
+    async fn list_repositories_with_links(&self) -> Result<Vec<String>>;
+    /// Every blob a repository links (layers and manifests).
+    async fn repo_links(&self, repo: &RepoName) -> Result<Vec<Digest>>;
+    /// A repository's links with the time each was last made or looked at.
+    async fn link_entries(&self, repo: &RepoName) -> Result<Vec<LinkEntry>>;
+    /// Removes a repository with its links and tags (the blobs stay).
+    async fn remove_repository(&self, repo: &RepoName) -> Result<()>;
+}
+
+/// What only a store on this machine's filesystem can do: take a finished local file
+/// as a blob without copying it, and give a blob's file to a reader that needs one
+/// (seeking, unpacking, hard links). Nothing else builds paths into the store.
+#[async_trait]
+pub trait LocalFiles: Send + Sync {
+    /// The store's folder (its scratch space lives beneath, on the same filesystem).
+    fn root(&self) -> &std::path::Path;
+    /// Makes `file` the blob `digest`, which its writer computed while writing it. The
+    /// file must be on the store's filesystem (it is renamed, not copied); it is synced
+    /// first, so the blob is durable once visible. Returns the blob's size.
+    async fn adopt_blob(&self, file: std::path::PathBuf, digest: &Digest) -> Result<u64>;
+    /// Adds `src` as the blob `digest` by a hard link (no copy, no hashing), for files
+    /// whose content is already verified under their digest. Returns whether the store
+    /// lacked the blob.
+    async fn link_verified_blob(&self, src: std::path::PathBuf, digest: &Digest) -> Result<bool>;
+    /// The file holding a blob, if the store has it.
+    fn blob_path(&self, digest: &Digest) -> Option<std::path::PathBuf>;
+}
+
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     // --- blobs (global, content-addressed) ---

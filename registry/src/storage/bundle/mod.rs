@@ -185,7 +185,7 @@ impl Storage for BundleStorage {
     ) -> Result<Option<ByteStream>> {
         // The store's copy first: it was verified before it became visible, while a
         // bundle's is verified in the background (and a damaged one may not be known yet).
-        if let Some(s) = self.store.as_ref().filter(|s| s.has_blob(digest)) {
+        if let Some(s) = self.store.as_ref().filter(|s| s.holds_blob(digest)) {
             return s.read_blob(digest, range).await;
         }
         Ok(self.blob(digest).map(|at| self.stream(at, range)))
@@ -193,7 +193,7 @@ impl Storage for BundleStorage {
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let store = self.store()?;
-        if !store.has_blob(digest) {
+        if !store.holds_blob(digest) {
             self.import(store, repo, digest).await?;
         }
         store.link_blob(repo, digest).await
@@ -448,6 +448,7 @@ impl Storage for BundleStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::LocalFiles;
     use serde_json::json;
 
     fn descriptor(media_type: &str, body: &[u8]) -> serde_json::Value {
@@ -627,7 +628,7 @@ mod tests {
         let other = RepoName::parse("mine/c").unwrap();
         let da = Digest::sha256_of(&layer_a);
         storage.link_blob(&other, &da).await.unwrap();
-        assert!(store.has_blob(&da));
+        assert!(store.holds_blob(&da));
         assert_eq!(
             store.repo_blob_size(&other, &da).await.unwrap(),
             Some(layer_a.len() as u64)
