@@ -10,6 +10,8 @@ use bytes::Bytes;
 use oci_spec::image::{ImageIndex, ImageManifest};
 use sealer_registry::oci::manifest::{ManifestKind, media_type};
 use sealer_registry::oci::{Digest, RepoName, Tag};
+use sealer_registry::services::Gate;
+use sealer_registry::services::gc::{Collector, GcPolicy};
 use sealer_registry::storage::fs::FsStorage;
 use sealer_registry::storage::{LocalFiles, Maintenance, Storage, StoredManifest};
 
@@ -534,45 +536,31 @@ impl Store {
             .list_tags(&repo, None, usize::MAX)
             .await?
             .unwrap_or_default();
+        // What no remaining tag reaches leaves the repository, then every blob no
+        // repository links leaves the store: the registry's collector, with no grace.
+        let freed = self.collect(repo.clone()).await?;
         if tags.is_empty() {
             self.storage.remove_repository(&repo).await?;
-        } else {
-            let mut keep = BTreeSet::new();
-            for tag in tags {
-                let t = Tag::parse(&tag).map_err(|e| anyhow::anyhow!("{}", e.0))?;
-                if let Some(d) = self.storage.resolve_tag(&repo, &t).await? {
-                    let (manifests, blobs) = self.graph(&repo, &d).await?;
-                    keep.extend(manifests.into_iter().map(|m| m.digest));
-                    keep.extend(blobs.into_keys());
-                }
-            }
-            for d in self.storage.repo_links(&repo).await? {
-                if !keep.contains(&d) {
-                    self.storage.unlink_blob(&repo, &d).await?;
-                    self.storage.delete_manifest(&repo, &d).await?;
-                }
-            }
         }
-        self.collect_garbage().await
+        Ok(freed)
     }
 
-    /// Removes every blob that no repository links. Not safe while a push into this store
-    /// is in flight (online collection comes with the registry's operations work).
-    pub async fn collect_garbage(&self) -> anyhow::Result<(usize, u64)> {
-        let mut linked = BTreeSet::new();
-        for name in self.storage.list_repositories_with_links().await? {
-            if let Ok(repo) = RepoName::parse(&name) {
-                linked.extend(self.storage.repo_links(&repo).await?);
-            }
-        }
-        let (mut count, mut bytes) = (0, 0);
-        for (d, size) in self.storage.list_blobs().await? {
-            if !linked.contains(&d) && self.storage.remove_blob(&d).await? {
-                count += 1;
-                bytes += size;
-            }
-        }
-        Ok((count, bytes))
+    /// Removes every blob that no repository links, and first, in `repo`, what no tag
+    /// reaches. Returns the number of blobs and bytes freed. Not safe while a push into
+    /// this store is in flight from another process (`sealer-registry gc` is).
+    async fn collect(&self, repo: RepoName) -> anyhow::Result<(usize, u64)> {
+        let policy = GcPolicy {
+            grace: std::time::Duration::ZERO,
+            untagged_after: Some(std::time::Duration::ZERO),
+        };
+        let collector = Collector::new(
+            std::sync::Arc::new(self.storage.clone()),
+            Gate::default(),
+            policy,
+        )
+        .only(vec![repo]);
+        let report = collector.run(false).await?;
+        Ok((report.blobs, report.bytes))
     }
 }
 

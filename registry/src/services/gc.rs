@@ -60,6 +60,9 @@ pub struct Collector {
     store: Arc<dyn Maintenance>,
     gate: Gate,
     policy: GcPolicy,
+    /// The repositories whose unreachable links are removed; `None`: all of them.
+    /// Other repositories' links are all kept (and keep their blobs).
+    scope: Option<Vec<RepoName>>,
 }
 
 type Result<T> = std::result::Result<T, crate::storage::StorageError>;
@@ -70,7 +73,15 @@ impl Collector {
             store,
             gate,
             policy,
+            scope: None,
         }
+    }
+
+    /// Removes unreachable links only in `repos` (`sealer rmi`: the repository an
+    /// image left), and then the blobs no repository links.
+    pub fn only(mut self, repos: Vec<RepoName>) -> Collector {
+        self.scope = Some(repos);
+        self
     }
 
     /// One collection. A dry run removes nothing and does not hold up pushes.
@@ -100,8 +111,12 @@ impl Collector {
             let Ok(repo) = RepoName::parse(&name) else {
                 continue;
             };
-            report.repositories += 1;
             let links = self.store.link_entries(&repo).await?;
+            if self.scope.as_ref().is_some_and(|s| !s.contains(&repo)) {
+                linked.extend(links.into_iter().map(|l| l.digest));
+                continue;
+            }
+            report.repositories += 1;
             let revisions: HashMap<&Digest, SystemTime> = links
                 .iter()
                 .filter(|l| l.manifest)
@@ -321,6 +336,15 @@ mod tests {
         assert!(
             store.has_blob(&young).await.unwrap() && store.has_blob(&untagged_layer).await.unwrap()
         );
+
+        // Scoped to another repository (as `sealer rmi` is), this one keeps its links,
+        // and with them its blobs.
+        let other = RepoName::parse("elsewhere/app").unwrap();
+        let gc =
+            Collector::new(store.clone(), Gate::default(), policy(Some(old / 2))).only(vec![other]);
+        let done = gc.run(false).await.unwrap();
+        assert_eq!((done.manifests, done.layer_links, done.blobs), (0, 0, 0));
+        assert!(store.has_manifest(&repo, &untagged).await.unwrap());
 
         // Untagged manifests older than a day... none is; older than an hour: it goes,
         // with the layer only it used.
