@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use oci_spec::image::{ImageIndex, ImageManifest};
-use sealer_registry::oci::manifest::{ManifestKind, media_type};
+use sealer_registry::oci::manifest::{self, ManifestKind};
 use sealer_registry::oci::{Digest, RepoName, Tag};
 use sealer_registry::services::Gate;
 use sealer_registry::services::gc::{Collector, GcPolicy};
@@ -54,59 +53,33 @@ impl Child {
     }
 }
 
-fn digest_of(d: &oci_spec::image::Digest) -> anyhow::Result<Digest> {
-    d.to_string()
-        .parse()
-        .map_err(|e| anyhow::anyhow!("invalid digest {d}: {e}"))
-}
-
-/// What a manifest references.
+/// What a manifest references, read by the registry's manifest parser (the one the
+/// registry checks pushes with). Non-distributable layers are left out: they are fetched
+/// from their URLs, never stored.
 pub fn children(media_type_: &str, body: &[u8]) -> anyhow::Result<Children> {
-    let mut out = Children::default();
-    match ManifestKind::of_media_type(media_type_) {
-        Some(ManifestKind::Index) => {
-            let index: ImageIndex = serde_json::from_slice(body).context("invalid image index")?;
-            for m in index.manifests() {
-                out.manifests.push(Child {
-                    digest: digest_of(m.digest())?,
-                    size: m.size(),
-                    media_type: m.media_type().to_string(),
-                    platform: m.platform().as_ref().map(|p| {
-                        (
-                            p.os().to_string(),
-                            p.architecture().to_string(),
-                            p.variant().clone(),
-                        )
-                    }),
-                    annotations: m
-                        .annotations()
-                        .clone()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .collect(),
-                });
-            }
-        }
-        Some(ManifestKind::Image) => {
-            let m: ImageManifest =
-                serde_json::from_slice(body).context("invalid image manifest")?;
-            let c = m.config();
-            out.blobs
-                .push((digest_of(c.digest())?, c.size(), c.media_type().to_string()));
-            for l in m.layers() {
-                let mt = l.media_type().to_string();
-                // Non-distributable layers are fetched from their URLs, never stored.
-                if mt.starts_with(media_type::OCI_NONDISTRIBUTABLE_PREFIX)
-                    || mt == media_type::DOCKER_FOREIGN_LAYER
-                {
-                    continue;
-                }
-                out.blobs.push((digest_of(l.digest())?, l.size(), mt));
-            }
-        }
-        None => bail!("unsupported manifest type {media_type_:?}"),
+    if ManifestKind::of_media_type(media_type_).is_none() {
+        bail!("unsupported manifest type {media_type_:?}");
     }
-    Ok(out)
+    let parsed = manifest::parse(Some(media_type_), body)?;
+    Ok(Children {
+        manifests: parsed
+            .manifests
+            .into_iter()
+            .map(|m| Child {
+                digest: m.digest,
+                size: m.size,
+                media_type: m.media_type,
+                platform: m.platform.map(|p| (p.os, p.architecture, p.variant)),
+                annotations: m.annotations,
+            })
+            .collect(),
+        blobs: parsed
+            .blobs
+            .into_iter()
+            .filter(|b| !b.foreign)
+            .map(|b| (b.digest, b.size, b.media_type))
+            .collect(),
+    })
 }
 
 /// One tag in the store.

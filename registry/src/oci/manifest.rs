@@ -4,7 +4,7 @@
 //! learn which blobs and manifests must exist, the `subject` for the referrers API and
 //! the type to report for a referrer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::Deserialize;
@@ -49,8 +49,22 @@ impl ManifestKind {
 pub struct Reference {
     pub digest: Digest,
     pub size: u64,
+    /// The descriptor's `mediaType`.
+    pub media_type: String,
     /// A layer that is fetched from its `urls`, never pushed (non-distributable).
     pub foreign: bool,
+    /// An index entry's platform.
+    pub platform: Option<Platform>,
+    /// The descriptor's annotations (an index entry's name, role).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The platform an index entry is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -250,7 +264,19 @@ fn reference(d: &Descriptor) -> Result<Reference, ManifestError> {
     Ok(Reference {
         digest,
         size: d.size(),
+        media_type: mt,
         foreign,
+        platform: d.platform().as_ref().map(|p| Platform {
+            os: p.os().to_string(),
+            architecture: p.architecture().to_string(),
+            variant: p.variant().clone(),
+        }),
+        annotations: d
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
     })
 }
 
@@ -296,6 +322,10 @@ mod tests {
             m.blobs.iter().map(|r| r.foreign).collect::<Vec<_>>(),
             [false, false, true]
         );
+        assert_eq!(
+            m.blobs[1].media_type,
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
         assert_eq!(m.subject.unwrap().to_string(), d('e'));
         assert_eq!(
             m.artifact_type.as_deref(),
@@ -316,6 +346,17 @@ mod tests {
         let m = parse(Some(media_type::DOCKER_MANIFEST_LIST), list.as_bytes()).unwrap();
         assert_eq!(m.kind, ManifestKind::Index);
         assert_eq!(m.manifests[0].digest.to_string(), d('f'));
+        // What a pull filters and a CloudImage names entries by.
+        assert_eq!(m.manifests[0].media_type, media_type::DOCKER_MANIFEST);
+        assert_eq!(
+            m.manifests[0].platform,
+            Some(Platform {
+                os: "linux".into(),
+                architecture: "amd64".into(),
+                variant: None
+            })
+        );
+        assert!(m.manifests[0].annotations.is_empty());
     }
 
     #[test]
