@@ -271,23 +271,21 @@ impl Store {
         digest: &Digest,
         notes: &mut Vec<String>,
     ) -> anyhow::Result<()> {
-        let parsed =
-            Tag::parse(tag).map_err(|e| anyhow::anyhow!("invalid tag {tag:?}: {}", e.0))?;
-        if let Some(old) = self.storage.get_tagged_manifest(repo, &parsed).await?
-            && &old.digest != digest
+        let parsed = parse_tag(tag)?;
+        if let Some(old) = self.storage.resolve_tag(repo, &parsed).await?
+            && &old != digest
         {
             notes.push(format!(
-                "{}:{tag} now names {digest}, no longer {}",
+                "{}:{tag} now names {digest}, no longer {old}",
                 repo.as_str(),
-                old.digest
             ));
         }
-        self.tag(repo, tag, digest).await
+        self.storage.set_tag(repo, &parsed, digest).await?;
+        Ok(())
     }
 
     pub async fn tag(&self, repo: &RepoName, tag: &str, digest: &Digest) -> anyhow::Result<()> {
-        let tag = Tag::parse(tag).map_err(|e| anyhow::anyhow!("invalid tag {tag:?}: {}", e.0))?;
-        self.storage.set_tag(repo, &tag, digest).await?;
+        self.storage.set_tag(repo, &parse_tag(tag)?, digest).await?;
         Ok(())
     }
 
@@ -535,6 +533,10 @@ impl Store {
         let report = collector.run(false).await?;
         Ok((report.blobs, report.bytes))
     }
+}
+
+fn parse_tag(tag: &str) -> anyhow::Result<Tag> {
+    Tag::parse(tag).map_err(|e| anyhow::anyhow!("invalid tag {tag:?}: {}", e.0))
 }
 
 /// Whether a manifest is a CloudImage: an index with a rootfs entry.
