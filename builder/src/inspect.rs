@@ -8,9 +8,9 @@ use crate::cloudimage::{
     ANNOTATION_CONTAINER_IMAGES, ANNOTATION_EXTENSION, ANNOTATION_REFERENCE, ANNOTATION_ROLE,
     ContainerImage, ImageExtension, ROLE_CONTAINER_IMAGE, ROLE_ROOTFS,
 };
-use crate::store::{Store, TaggedImage, children};
+use crate::store::{Store, TaggedImage};
+use sealer_registry::oci::manifest::Reference;
 use sealer_registry::oci::{Digest, RepoName};
-use sealer_registry::storage::LocalFiles;
 use sealer_registry::storage::StoredManifest;
 
 /// One line of `sealer images`.
@@ -29,11 +29,15 @@ pub struct ImageSummary {
 }
 
 pub async fn summary(store: &Store, t: &TaggedImage) -> anyhow::Result<ImageSummary> {
-    let (manifests, blobs) = store.graph(&t.repo, &t.manifest.digest).await?;
-    let size =
-        blobs.values().sum::<u64>() + manifests.iter().map(|m| m.body.len() as u64).sum::<u64>();
-    let c = children(&t.manifest.media_type, &t.manifest.body)?;
-    let role = |c: &crate::store::Child| c.annotations.get(ANNOTATION_ROLE).cloned();
+    let graph = store.graph(&t.repo, &t.manifest.digest).await?;
+    let size = graph.blobs.values().map(|b| b.size).sum::<u64>()
+        + graph
+            .manifests
+            .iter()
+            .map(|m| m.body.len() as u64)
+            .sum::<u64>();
+    let c = t.manifest.parse()?;
+    let role = |c: &Reference| c.annotations.get(ANNOTATION_ROLE).cloned();
     let cloud_image = c
         .manifests
         .iter()
@@ -43,14 +47,11 @@ pub async fn summary(store: &Store, t: &TaggedImage) -> anyhow::Result<ImageSumm
         .iter()
         .filter(|m| !cloud_image || role(m).as_deref() == Some(ROLE_ROOTFS))
         .filter_map(|m| m.platform.as_ref())
-        .map(|(os, arch, v)| match v {
-            Some(v) => format!("{os}/{arch}/{v}"),
-            None => format!("{os}/{arch}"),
-        })
+        .map(ToString::to_string)
         .collect();
     if c.manifests.is_empty()
-        && let Some((config, _, _)) = c.blobs.first()
-        && let Some(p) = platform_of_config(store, config)
+        && let Some(config) = c.blobs.first()
+        && let Some(p) = platform_of_config(store, &config.digest).await
     {
         platforms.push(p);
     }
@@ -70,10 +71,9 @@ pub async fn summary(store: &Store, t: &TaggedImage) -> anyhow::Result<ImageSumm
     })
 }
 
-fn platform_of_config(store: &Store, config: &Digest) -> Option<String> {
-    let path = store.storage().blob_path(config)?;
-    let c: oci_spec::image::ImageConfiguration =
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+async fn platform_of_config(store: &Store, config: &Digest) -> Option<String> {
+    let body = store.config(config).await.ok()??;
+    let c: oci_spec::image::ImageConfiguration = serde_json::from_slice(&body).ok()?;
     Some(format!("{}/{}", c.os(), c.architecture()))
 }
 
@@ -152,7 +152,7 @@ pub async fn inspect(
     repo: &RepoName,
     top: &StoredManifest,
 ) -> anyhow::Result<Inspected> {
-    let c = children(&top.media_type, &top.body)?;
+    let c = top.parse()?;
     let index: serde_json::Value = serde_json::from_slice(&top.body)?;
     let mut platforms = Vec::new();
     let mut images = Vec::new();
@@ -170,9 +170,8 @@ pub async fn inspect(
                     .and_then(|s| serde_json::from_str(s).ok());
                 let config: Digest = manifest.config().digest().to_string().parse()?;
                 let config: Option<serde_json::Value> = store
-                    .storage()
-                    .blob_path(&config)
-                    .and_then(|p| std::fs::read(p).ok())
+                    .config(&config)
+                    .await?
                     .and_then(|b| serde_json::from_slice(&b).ok());
                 let launch = ext
                     .as_ref()
@@ -201,10 +200,7 @@ pub async fn inspect(
                     })
                     .collect::<anyhow::Result<_>>()?;
                 platforms.push(PlatformFiles {
-                    platform: m.platform.as_ref().map(|(os, arch, v)| match v {
-                        Some(v) => format!("{os}/{arch}/{v}"),
-                        None => format!("{os}/{arch}"),
-                    }),
+                    platform: m.platform.as_ref().map(ToString::to_string),
                     manifest: m.digest.clone(),
                     layers,
                     env: config

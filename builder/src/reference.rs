@@ -4,7 +4,7 @@
 use std::fmt;
 
 use oci_spec::distribution::Reference;
-use sealer_registry::oci::{Digest, RepoName, Tag};
+use sealer_registry::oci::{Digest, RepoName, Tag, manifest};
 
 /// A fully qualified image reference (docs/design.md, contract 2).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,6 +151,18 @@ impl Platform {
                 (Some(a), Some(b)) => a == b,
                 _ => true,
             }
+    }
+}
+
+/// Whether a pull or build for `platforms` needs the index entry `entry`: every entry
+/// when no platform is chosen, else those without a platform and those matching one.
+pub fn wanted(platforms: &[Platform], entry: &manifest::Reference) -> bool {
+    match &entry.platform {
+        _ if platforms.is_empty() => true,
+        None => true,
+        Some(p) => platforms
+            .iter()
+            .any(|w| w.matches(&p.os, &p.architecture, p.variant.as_deref())),
     }
 }
 

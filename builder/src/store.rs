@@ -2,84 +2,28 @@
 //! a server that may be serving it. Builds, pulls and loads write here; `sealer-registry
 //! serve` serves the same files.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use sealer_registry::oci::manifest::{self, ManifestKind};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use sealer_registry::oci::graph::{Graph, Walk};
 use sealer_registry::oci::{Digest, RepoName, Tag};
 use sealer_registry::services::Gate;
 use sealer_registry::services::gc::{Collector, GcPolicy};
 use sealer_registry::storage::fs::FsStorage;
-use sealer_registry::storage::{LocalFiles, Maintenance, Storage, StoredManifest};
+use sealer_registry::storage::{LocalFiles, Maintenance, RepoGraph, Storage, StoredManifest};
 
 use crate::cloudimage::{ANNOTATION_REFERENCE, ANNOTATION_ROLE, ROLE_CONTAINER_IMAGE};
-use crate::reference::{ImageName, Platform};
+use crate::reference::{ImageName, Platform, wanted};
+
+/// The most an image config may hold: it is read whole, and a base image or a pulled
+/// one comes from outside.
+pub const MAX_CONFIG: u64 = 64 << 20;
 
 #[derive(Clone)]
 pub struct Store {
     storage: FsStorage,
-}
-
-/// A manifest's children: the manifests an index lists (with their platforms) or the
-/// blobs an image manifest needs (config first).
-#[derive(Debug, Default)]
-pub struct Children {
-    pub manifests: Vec<Child>,
-    pub blobs: Vec<(Digest, u64, String)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Child {
-    pub digest: Digest,
-    pub size: u64,
-    pub media_type: String,
-    pub platform: Option<(String, String, Option<String>)>,
-    pub annotations: BTreeMap<String, String>,
-}
-
-impl Child {
-    /// Whether a pull or build for `platforms` needs this child: every child when no
-    /// platform is chosen, else those without a platform and those matching one.
-    pub fn wanted(&self, platforms: &[Platform]) -> bool {
-        match &self.platform {
-            _ if platforms.is_empty() => true,
-            None => true,
-            Some((os, arch, variant)) => platforms
-                .iter()
-                .any(|p| p.matches(os, arch, variant.as_deref())),
-        }
-    }
-}
-
-/// What a manifest references, read by the registry's manifest parser (the one the
-/// registry checks pushes with). Non-distributable layers are left out: they are fetched
-/// from their URLs, never stored.
-pub fn children(media_type_: &str, body: &[u8]) -> anyhow::Result<Children> {
-    if ManifestKind::of_media_type(media_type_).is_none() {
-        bail!("unsupported manifest type {media_type_:?}");
-    }
-    let parsed = manifest::parse(Some(media_type_), body)?;
-    Ok(Children {
-        manifests: parsed
-            .manifests
-            .into_iter()
-            .map(|m| Child {
-                digest: m.digest,
-                size: m.size,
-                media_type: m.media_type,
-                platform: m.platform.map(|p| (p.os, p.architecture, p.variant)),
-                annotations: m.annotations,
-            })
-            .collect(),
-        blobs: parsed
-            .blobs
-            .into_iter()
-            .filter(|b| !b.foreign)
-            .map(|b| (b.digest, b.size, b.media_type))
-            .collect(),
-    })
 }
 
 /// One tag in the store.
@@ -209,6 +153,29 @@ impl Store {
         Ok(blobs)
     }
 
+    /// A small blob's bytes (an image config, a manifest a bundle carried), read through
+    /// the store's trait; `None` if the store lacks it. More than `limit` bytes is an
+    /// error: the blob came from outside.
+    pub async fn read_blob(&self, digest: &Digest, limit: u64) -> anyhow::Result<Option<Bytes>> {
+        let Some(mut stream) = self.storage.read_blob(digest, None).await? else {
+            return Ok(None);
+        };
+        let mut data = BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            data.extend_from_slice(&chunk?);
+            if data.len() as u64 > limit {
+                bail!("blob {digest} is larger than {limit} bytes");
+            }
+        }
+        Ok(Some(data.freeze()))
+    }
+
+    /// An image config's bytes, if the store holds it (configs are read whole; more
+    /// than [`MAX_CONFIG`] is an error).
+    pub async fn config(&self, digest: &Digest) -> anyhow::Result<Option<Bytes>> {
+        self.read_blob(digest, MAX_CONFIG).await
+    }
+
     /// Stores a small blob (an image config) and links it into `repo`.
     pub async fn put_blob(&self, repo: &RepoName, data: &[u8]) -> anyhow::Result<Digest> {
         let digest = Digest::sha256_of(data);
@@ -326,34 +293,25 @@ impl Store {
         digest: &Digest,
         platforms: &[Platform],
     ) -> anyhow::Result<bool> {
-        let mut queue = vec![digest.clone()];
-        while let Some(d) = queue.pop() {
-            let Some(m) = self.manifest(repo, &d).await? else {
+        let graph = self.graph_for(repo, digest, platforms).await?;
+        if !graph.absent.is_empty() {
+            return Ok(false);
+        }
+        for blob in graph.blobs.keys() {
+            if !self.has_linked(repo, blob).await? {
                 return Ok(false);
-            };
-            let c = children(&m.media_type, &m.body)?;
-            for (blob, _, _) in &c.blobs {
-                if !self.has_linked(repo, blob).await? {
-                    return Ok(false);
-                }
             }
-            queue.extend(
-                c.manifests
-                    .iter()
-                    .filter(|m| m.wanted(platforms))
-                    .map(|m| m.digest.clone()),
-            );
         }
         Ok(true)
     }
 
     /// Every manifest and blob reachable from `digest` in `repo` (children the store
-    /// lacks, as in a sparse index, are skipped).
+    /// lacks, as in a sparse index, are listed as absent).
     pub async fn graph(
         &self,
         repo: &RepoName,
         digest: &Digest,
-    ) -> anyhow::Result<(Vec<StoredManifest>, BTreeMap<Digest, u64>)> {
+    ) -> anyhow::Result<Graph<StoredManifest>> {
         self.graph_for(repo, digest, &[]).await
     }
 
@@ -363,31 +321,13 @@ impl Store {
         repo: &RepoName,
         digest: &Digest,
         platforms: &[Platform],
-    ) -> anyhow::Result<(Vec<StoredManifest>, BTreeMap<Digest, u64>)> {
-        let mut manifests = Vec::new();
-        let mut blobs = BTreeMap::new();
-        let mut seen = BTreeSet::new();
-        let mut queue = vec![digest.clone()];
-        while let Some(d) = queue.pop() {
-            if !seen.insert(d.clone()) {
-                continue;
-            }
-            let Some(m) = self.manifest(repo, &d).await? else {
-                continue;
-            };
-            let c = children(&m.media_type, &m.body)?;
-            for (blob, size, _) in c.blobs {
-                blobs.insert(blob, size);
-            }
-            queue.extend(
-                c.manifests
-                    .into_iter()
-                    .filter(|m| m.wanted(platforms))
-                    .map(|m| m.digest),
-            );
-            manifests.push(m);
-        }
-        Ok((manifests, blobs))
+    ) -> anyhow::Result<Graph<StoredManifest>> {
+        let mut source = RepoGraph {
+            store: &self.storage,
+            repo,
+        };
+        let walk = Walk::following(|entry| wanted(platforms, entry));
+        Ok(walk.run(&mut source, [digest.clone()]).await?)
     }
 
     /// Links everything reachable from `digest` in `from` into `to` (a CloudImage's
@@ -398,13 +338,13 @@ impl Store {
         to: &RepoName,
         digest: &Digest,
     ) -> anyhow::Result<()> {
-        let (manifests, blobs) = self.graph(from, digest).await?;
-        for blob in blobs.keys() {
+        let graph = self.graph(from, digest).await?;
+        for blob in graph.blobs.keys() {
             if !self.has_linked(to, blob).await? {
                 self.storage.link_blob(to, blob).await?;
             }
         }
-        for m in manifests {
+        for m in graph.manifests {
             self.storage
                 .put_manifest(to, &m.digest, &m.media_type, m.body)
                 .await?;
@@ -422,7 +362,7 @@ impl Store {
         let Some(top) = self.manifest(repo, digest).await? else {
             return Ok(notes);
         };
-        for child in children(&top.media_type, &top.body)?.manifests {
+        for child in top.parse()?.manifests {
             if child.annotations.get(ANNOTATION_ROLE).map(String::as_str)
                 != Some(ROLE_CONTAINER_IMAGE)
             {
@@ -541,7 +481,7 @@ fn parse_tag(tag: &str) -> anyhow::Result<Tag> {
 
 /// Whether a manifest is a CloudImage: an index with a rootfs entry.
 pub fn is_cloud_image(m: &StoredManifest) -> bool {
-    children(&m.media_type, &m.body).is_ok_and(|c| {
+    m.parse().is_ok_and(|c| {
         c.manifests.iter().any(|m| {
             m.annotations.get(ANNOTATION_ROLE).map(String::as_str)
                 == Some(crate::cloudimage::ROLE_ROOTFS)

@@ -6,15 +6,16 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
-use sealer_pull_proxy::upstream::UpstreamClient;
+use sealer_pull_proxy::upstream::{RemoteManifest, UpstreamClient};
+use sealer_registry::oci::graph::{self, Walk};
 use sealer_registry::oci::{Digest, RepoName};
-use sealer_registry::storage::Storage;
+use sealer_registry::storage::{Storage, StoredManifest};
 use tokio::io::AsyncWriteExt;
 
 use crate::progress::Progress;
-use crate::reference::{ImageName, Platform};
+use crate::reference::{ImageName, Platform, wanted};
 use crate::remote::Registries;
-use crate::store::{Store, children};
+use crate::store::Store;
 
 /// When a fetch asks the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,34 +127,16 @@ impl<'a> Transfer<'a> {
         let top_size = top.body.len() as u64;
         let top_digest = top.digest.clone();
         let top_type = top.media_type.clone();
-        // Manifests in fetch order (parents before children), then their blobs.
-        let mut manifests = vec![(top.digest, top.media_type, top.body)];
-        let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
-        let mut next = 0;
-        while next < manifests.len() {
-            let (_, mt, body) = &manifests[next];
-            next += 1;
-            let c = children(mt, body)?;
-            blobs.extend(c.blobs.into_iter().map(|(d, s, _)| (d, s)));
-            for child in c.manifests.into_iter().filter(|c| c.wanted(platforms)) {
-                if manifests.iter().any(|(d, _, _)| d == &child.digest) {
-                    continue;
-                }
-                let m = match self.store.manifest(&repo, &child.digest).await? {
-                    Some(m) => (m.digest, m.media_type, m.body),
-                    None => {
-                        let m = client
-                            .get_manifest(remote, &child.digest.to_string())
-                            .await?
-                            .with_context(|| {
-                                format!("the registry lacks manifest {}", child.digest)
-                            })?;
-                        (m.digest, m.media_type, m.body)
-                    }
-                };
-                manifests.push(m);
-            }
-        }
+        let mut source = Fetching {
+            store: self.store,
+            repo: &repo,
+            client: &client,
+            remote,
+            top: Some(stored(top)),
+        };
+        let walk = Walk::following(|entry| wanted(platforms, entry));
+        let graph = walk.run(&mut source, [top_digest.clone()]).await?;
+        let blobs = graph.blobs.into_values().map(|b| (b.digest, b.size));
         let repo_ref = &repo;
         let client_ref = &client;
         futures::stream::iter(blobs)
@@ -165,8 +148,11 @@ impl<'a> Transfer<'a> {
             .buffer_unordered(self.jobs.max(1))
             .try_collect::<Vec<()>>()
             .await?;
-        for (d, mt, body) in manifests.into_iter().rev() {
-            self.store.put_manifest_as(&repo, &d, &mt, body).await?;
+        // Children before parents: a manifest is in the store only once all it needs is.
+        for m in graph.manifests.into_iter().rev() {
+            self.store
+                .put_manifest_as(&repo, &m.digest, &m.media_type, m.body)
+                .await?;
         }
         let mut notes = Vec::new();
         if let Some(tag) = &image.tag {
@@ -357,7 +343,9 @@ impl<'a> Transfer<'a> {
         {
             return Ok(());
         }
-        let (manifests, blobs) = self.store.graph(repo, top).await?;
+        let graph = self.store.graph(repo, top).await?;
+        let manifests = graph.manifests;
+        let blobs = graph.blobs.into_values().map(|b| (b.digest, b.size));
         let client_ref = &client;
         futures::stream::iter(blobs)
             .map(|(d, size)| async move {
@@ -382,7 +370,7 @@ impl<'a> Transfer<'a> {
                 .await
                 .with_context(|| format!("pushing manifest {} to {target}", m.digest));
             if let Err(e) = pushed {
-                let listed = children(&m.media_type, &m.body)?.manifests;
+                let listed = m.parse()?.manifests;
                 let absent = listed
                     .iter()
                     .filter(|c| !manifests.iter().any(|m| m.digest == c.digest))
@@ -438,6 +426,50 @@ impl<'a> Transfer<'a> {
         client.push_blob(remote, digest, size, &body).await?;
         task.finish("pushed");
         Ok(())
+    }
+}
+
+/// A pulled image's manifests, as the graph walk reads them: the store's copy when it
+/// has one, else the registry's (which must have it: a registry holds whole graphs).
+struct Fetching<'a> {
+    store: &'a Store,
+    repo: &'a RepoName,
+    client: &'a UpstreamClient,
+    remote: &'a str,
+    /// The top manifest, already fetched to resolve the reference.
+    top: Option<StoredManifest>,
+}
+
+#[async_trait::async_trait]
+impl graph::Source for Fetching<'_> {
+    type Node = StoredManifest;
+    type Error = anyhow::Error;
+
+    async fn manifest(
+        &mut self,
+        digest: &Digest,
+        _: Option<&str>,
+    ) -> anyhow::Result<Option<StoredManifest>> {
+        if self.top.as_ref().is_some_and(|t| &t.digest == digest) {
+            return Ok(self.top.take());
+        }
+        if let Some(m) = self.store.manifest(self.repo, digest).await? {
+            return Ok(Some(m));
+        }
+        let m = self
+            .client
+            .get_manifest(self.remote, &digest.to_string())
+            .await?
+            .with_context(|| format!("the registry lacks manifest {digest}"))?;
+        Ok(Some(stored(m)))
+    }
+}
+
+fn stored(m: RemoteManifest) -> StoredManifest {
+    StoredManifest {
+        digest: m.digest,
+        media_type: m.media_type,
+        body: m.body,
     }
 }
 

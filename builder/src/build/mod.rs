@@ -32,9 +32,9 @@ use crate::discover::{self, Discovery};
 use crate::kubefile::{AppRole, AppSource, Command, Instruction, Kubefile, ParseOptions, Step};
 use crate::layer::{Compression, ContentHash, Entry, LayerOptions, entries_for, write_layer};
 use crate::progress::Progress;
-use crate::reference::{ImageName, Platform};
+use crate::reference::{ImageName, Platform, wanted};
 use crate::remote::Registries;
-use crate::store::{Store, children};
+use crate::store::Store;
 use crate::transfer::{Fetched, PullPolicy, Transfer};
 use sealer_registry::storage::LocalFiles;
 
@@ -390,13 +390,13 @@ impl Builder<'_> {
             .manifest(&fetched.repo, &fetched.digest)
             .await?
             .context("the base image vanished from the store")?;
-        let entries = children(&index.media_type, &index.body)?;
+        let entries = index.parse()?;
         let rootfs = entries
             .manifests
             .iter()
             .find(|c| {
                 c.annotations.get(ANNOTATION_ROLE).map(String::as_str) == Some(ROLE_ROOTFS)
-                    && c.wanted(std::slice::from_ref(platform))
+                    && wanted(std::slice::from_ref(platform), c)
             })
             .with_context(|| format!("{name} is not a CloudImage for {platform}"))?;
         let manifest = self
@@ -406,13 +406,12 @@ impl Builder<'_> {
             .context("the base image's rootfs manifest is missing")?;
         let parsed: oci_spec::image::ImageManifest = serde_json::from_slice(&manifest.body)?;
         let config_digest: Digest = parsed.config().digest().to_string().parse()?;
-        let config_path = self
+        let config = self
             .store
-            .storage()
-            .blob_path(&config_digest)
+            .config(&config_digest)
+            .await?
             .context("the base image's config is missing")?;
-        let config: oci_spec::image::ImageConfiguration =
-            serde_json::from_slice(&std::fs::read(config_path)?)?;
+        let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config)?;
         let diff_ids = config.rootfs().diff_ids();
         for (i, l) in parsed.layers().iter().enumerate() {
             image.layers.push(LayerRecord {

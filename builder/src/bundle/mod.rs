@@ -12,18 +12,23 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use sealer_registry::oci::{Algorithm, Digest};
-use sealer_registry::storage::{LocalFiles, Maintenance, Storage};
+use sealer_registry::oci::graph::{self, Walk};
+use sealer_registry::oci::{Algorithm, Digest, RepoName};
+use sealer_registry::storage::{LocalFiles, Maintenance, StoredManifest};
 use serde_json::json;
 
 use crate::archive;
 use crate::progress::{Progress, Task};
 use crate::reference::{ImageName, Platform};
-use crate::store::{Store, children};
+use crate::store::Store;
 
 pub use sealer_registry::oci::annotations::{
     IMAGE_NAME as ANNOTATION_IMAGE_NAME, REF_NAME as ANNOTATION_REF_NAME,
 };
+
+/// The most a bundle's documents (its index, `manifest.json`, each manifest) are read
+/// whole: they come from the bundle's author.
+const MAX_DOCUMENT: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Default)]
 pub struct SaveOptions {
@@ -83,12 +88,9 @@ pub async fn have_set(store: &Store, old: &str) -> anyhow::Result<BTreeSet<Diges
         .map_err(|e| anyhow::anyhow!("--since {old}: no such file, and not an image: {e}"))?;
     let repo = name.repo().map_err(anyhow::Error::msg)?;
     let top = store.require(&name).await?;
-    let (manifests, blobs) = store.graph(&repo, &top.digest).await?;
-    Ok(manifests
-        .into_iter()
-        .map(|m| m.digest)
-        .chain(blobs.into_keys())
-        .collect())
+    let graph = store.graph(&repo, &top.digest).await?;
+    let manifests = graph.manifests.into_iter().map(|m| m.digest);
+    Ok(manifests.chain(graph.blobs.into_keys()).collect())
 }
 
 /// The blob digests a bundle holds (read through, nothing stored).
@@ -162,11 +164,11 @@ pub async fn save(
     for image in images {
         let repo = image.repo().map_err(anyhow::Error::msg)?;
         let top = store.require(image).await?;
-        let (graph, needed) = store.graph_for(&repo, &top.digest, &opts.platforms).await?;
-        for m in graph {
+        let graph = store.graph_for(&repo, &top.digest, &opts.platforms).await?;
+        for m in graph.manifests {
             manifests.insert(m.digest.clone(), m.body);
         }
-        blobs.extend(needed);
+        blobs.extend(graph.blobs.into_values().map(|b| (b.digest, b.size)));
         entries.push(json!({
             "mediaType": top.media_type,
             "digest": top.digest.to_string(),
@@ -596,13 +598,13 @@ fn copy_out(
         let expected = match path.as_str() {
             "index.json" => {
                 let mut buf = Vec::new();
-                (&mut entry).take(64 << 20).read_to_end(&mut buf)?;
+                (&mut entry).take(MAX_DOCUMENT).read_to_end(&mut buf)?;
                 read.index = Some(buf);
                 continue;
             }
             "manifest.json" => {
                 let mut buf = Vec::new();
-                (&mut entry).take(64 << 20).read_to_end(&mut buf)?;
+                (&mut entry).take(MAX_DOCUMENT).read_to_end(&mut buf)?;
                 read.docker_manifest = Some(buf);
                 continue;
             }
@@ -685,6 +687,42 @@ impl Usable<'_> {
     }
 }
 
+/// A loaded image's manifests, as a graph walk reads them: from the blobs the bundle
+/// carried (or the whole store, per [`Usable`]), or the repository's own.
+struct Carried<'a> {
+    store: &'a Store,
+    repo: &'a RepoName,
+    usable: &'a Usable<'a>,
+    /// The top manifest and its type (the bundle's index gives it).
+    top: (&'a Digest, &'a str),
+}
+
+#[async_trait::async_trait]
+impl graph::Source for Carried<'_> {
+    type Node = StoredManifest;
+    type Error = anyhow::Error;
+
+    async fn manifest(
+        &mut self,
+        digest: &Digest,
+        listed_as: Option<&str>,
+    ) -> anyhow::Result<Option<StoredManifest>> {
+        if !self.usable.may_use(digest) {
+            return self.store.manifest(self.repo, digest).await;
+        }
+        let Some(body) = self.store.read_blob(digest, MAX_DOCUMENT).await? else {
+            return Ok(None);
+        };
+        let (top, top_type) = self.top;
+        let media_type = listed_as.or((top == digest).then_some(top_type));
+        Ok(Some(StoredManifest {
+            digest: digest.clone(),
+            media_type: media_type.unwrap_or_default().to_string(),
+            body,
+        }))
+    }
+}
+
 /// Puts an image's manifests into its repository and links its blobs, then tags it.
 /// Content counts as present only if it is [`Usable`] or the repository already holds
 /// it. Returns what is lacking (then nothing is tagged).
@@ -697,44 +735,35 @@ async fn register(
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<String>> {
     let repo = name.repo().map_err(anyhow::Error::msg)?;
+    let mut source = Carried {
+        store,
+        repo: &repo,
+        usable,
+        top: (top, top_type),
+    };
+    let graph = Walk::all().run(&mut source, [top.clone()]).await?;
     let mut lacking = BTreeSet::new();
-    let mut seen = BTreeSet::new();
-    let mut queue = vec![(top.clone(), top_type.to_string())];
-    let mut manifests = Vec::new();
-    while let Some((digest, media_type)) = queue.pop() {
-        if !seen.insert(digest.clone()) {
-            continue;
-        }
-        let held = usable.may_use(&digest) || store.storage().has_manifest(&repo, &digest).await?;
-        let path = store.storage().blob_path(&digest).filter(|_| held);
-        let Some(path) = path else {
-            if &digest == top {
-                lacking.insert(format!("manifest {digest}"));
-            }
-            // A child manifest left out (a platform not saved): a sparse index.
-            continue;
+    // A child manifest left out (a platform not saved) is a sparse index; only the
+    // top one must be there.
+    if graph.absent.contains(top) {
+        lacking.insert(format!("manifest {top}"));
+    }
+    for blob in graph.blobs.keys() {
+        let present = if usable.may_use(blob) {
+            store.link_if_present(&repo, blob).await?
+        } else {
+            store.has_linked(&repo, blob).await?
         };
-        let body = Bytes::from(tokio::fs::read(&path).await?);
-        let c = children(&media_type, &body)?;
-        for (blob, _, _) in &c.blobs {
-            let present = if usable.may_use(blob) {
-                store.link_if_present(&repo, blob).await?
-            } else {
-                store.storage().repo_blob_size(&repo, blob).await?.is_some()
-            };
-            if !present {
-                lacking.insert(format!("blob {blob}"));
-            }
+        if !present {
+            lacking.insert(format!("blob {blob}"));
         }
-        queue.extend(c.manifests.into_iter().map(|m| (m.digest, m.media_type)));
-        manifests.push((digest, media_type, body));
     }
     if !lacking.is_empty() {
         return Ok(lacking.into_iter().collect());
     }
-    for (digest, media_type, body) in manifests.into_iter().rev() {
+    for m in graph.manifests.into_iter().rev() {
         store
-            .put_manifest_as(&repo, &digest, &media_type, body)
+            .put_manifest_as(&repo, &m.digest, &m.media_type, m.body)
             .await?;
     }
     if let Some(tag) = &name.tag {

@@ -67,6 +67,17 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
+impl std::fmt::Display for Platform {
+    /// `os/architecture[/variant]`, as `--platform` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ParsedManifest {
     pub kind: ManifestKind,

@@ -3,6 +3,7 @@
 pub mod annotations;
 pub mod digest;
 pub mod docker_hub;
+pub mod graph;
 pub mod manifest;
 pub mod name;
 pub mod reference;

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use super::Gate;
+use crate::oci::graph::Walk;
 use crate::oci::manifest;
 use crate::oci::{Digest, RepoName, Tag};
-use crate::storage::Maintenance;
+use crate::storage::{Maintenance, RepoGraph};
 
 /// What may be collected.
 #[derive(Debug, Clone, Copy)]
@@ -187,26 +188,22 @@ impl Collector {
     }
 
     /// `roots` and everything they reach in `repo`.
+    /// Everything `roots` reach in `repo`, referrers and non-distributable layers
+    /// included. A manifest that does not
+    /// parse still keeps itself; what it names is unknown, so nothing more.
     async fn reachable(&self, repo: &RepoName, roots: Vec<Digest>) -> Result<HashSet<Digest>> {
-        let mut kept = HashSet::new();
-        let mut queue = roots;
-        while let Some(d) = queue.pop() {
-            if !kept.insert(d.clone()) {
-                continue;
-            }
-            if let Some(stored) = self.store.get_manifest(repo, &d).await? {
-                // A manifest that does not parse still keeps itself; what it names is
-                // unknown, so nothing more.
-                if let Ok(parsed) = manifest::parse(Some(&stored.media_type), &stored.body) {
-                    kept.extend(parsed.blobs.into_iter().map(|b| b.digest));
-                    queue.extend(parsed.manifests.into_iter().map(|m| m.digest));
-                }
-                for r in self.store.list_referrers(repo, &d).await? {
-                    queue.push(r.digest);
-                }
-            }
-        }
-        Ok(kept)
+        let mut source = RepoGraph {
+            store: self.store.as_ref(),
+            repo,
+        };
+        let graph = Walk::all()
+            .with_referrers()
+            .including_foreign()
+            .lenient()
+            .run(&mut source, roots)
+            .await?;
+        let manifests = graph.manifests.into_iter().map(|m| m.digest);
+        Ok(manifests.chain(graph.blobs.into_keys()).collect())
     }
 
     async fn remove_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {

@@ -24,7 +24,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::oci::{Algorithm, Digest, RepoName, Tag};
+use crate::oci::{Algorithm, Digest, RepoName, Tag, graph};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -40,6 +40,12 @@ pub enum StorageError {
     Corrupt(String),
     #[error("this registry serves bundles read-only")]
     ReadOnly,
+}
+
+impl From<crate::oci::manifest::ManifestError> for StorageError {
+    fn from(e: crate::oci::manifest::ManifestError) -> Self {
+        StorageError::Corrupt(format!("a stored manifest does not parse: {e}"))
+    }
 }
 
 impl StorageError {
@@ -73,6 +79,52 @@ pub struct StoredManifest {
     /// The `Content-Type` it was pushed with.
     pub media_type: String,
     pub body: Bytes,
+}
+
+impl StoredManifest {
+    /// What the manifest references, read by the one manifest parser.
+    pub fn parse(
+        &self,
+    ) -> std::result::Result<crate::oci::ParsedManifest, crate::oci::manifest::ManifestError> {
+        crate::oci::manifest::parse(Some(&self.media_type), &self.body)
+    }
+}
+
+impl graph::Node for StoredManifest {
+    fn digest(&self) -> &Digest {
+        &self.digest
+    }
+    fn media_type(&self) -> &str {
+        &self.media_type
+    }
+    fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
+
+/// One repository's manifests and referrer records, as a graph walk reads them.
+pub struct RepoGraph<'a> {
+    pub store: &'a dyn Storage,
+    pub repo: &'a RepoName,
+}
+
+#[async_trait]
+impl graph::Source for RepoGraph<'_> {
+    type Node = StoredManifest;
+    type Error = StorageError;
+
+    async fn manifest(
+        &mut self,
+        digest: &Digest,
+        _: Option<&str>,
+    ) -> Result<Option<StoredManifest>> {
+        self.store.get_manifest(self.repo, digest).await
+    }
+
+    async fn referrers(&mut self, digest: &Digest) -> Result<Vec<Digest>> {
+        let records = self.store.list_referrers(self.repo, digest).await?;
+        Ok(records.into_iter().map(|r| r.digest).collect())
+    }
 }
 
 /// A manifest that names a subject, as the referrers API lists it.
