@@ -6,6 +6,22 @@ use std::fmt;
 use oci_spec::distribution::Reference;
 use sealer_registry::oci::{Digest, RepoName, Tag, manifest};
 
+/// Why an image name or a platform is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("{written:?} is not a valid image reference: {reason}")]
+    Reference { written: String, reason: String },
+    #[error("{written:?}: invalid digest: {reason}")]
+    Digest { written: String, reason: String },
+    #[error("{written:?}: {reason}")]
+    Tag { written: String, reason: String },
+    /// The name has no repository the store can hold (too long, bad characters).
+    #[error("{name}: {reason}")]
+    Repository { name: String, reason: String },
+    #[error("invalid platform {0:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64")]
+    Platform(String),
+}
+
 /// A fully qualified image reference (docs/design.md, contract 2).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageName {
@@ -19,14 +35,16 @@ pub struct ImageName {
 
 impl ImageName {
     /// Parses any common form: `nginx` is `docker.io/library/nginx:latest`.
-    pub fn parse(written: &str) -> Result<ImageName, String> {
-        let r = Reference::try_from(written)
-            .map_err(|e| format!("{written:?} is not a valid image reference: {e}"))?;
+    pub fn parse(written: &str) -> Result<ImageName, NameError> {
+        let r = Reference::try_from(written).map_err(|e| NameError::Reference {
+            written: written.into(),
+            reason: e.to_string(),
+        })?;
         let digest = match r.digest() {
-            Some(d) => Some(
-                d.parse::<Digest>()
-                    .map_err(|e| format!("{written:?}: invalid digest: {e}"))?,
-            ),
+            Some(d) => Some(d.parse::<Digest>().map_err(|e| NameError::Digest {
+                written: written.into(),
+                reason: e.to_string(),
+            })?),
             None => None,
         };
         let tag = r.tag().map(str::to_string);
@@ -42,15 +60,21 @@ impl ImageName {
         };
         name.repo()?;
         if let Some(t) = &name.tag {
-            Tag::parse(t).map_err(|e| format!("{written:?}: {}", e.0))?;
+            Tag::parse(t).map_err(|e| NameError::Tag {
+                written: written.into(),
+                reason: e.0,
+            })?;
         }
         Ok(name)
     }
 
     /// The repository in the local store: `docker.io/library/nginx`,
     /// `127.0.0.1_5000/app` (a port becomes `_port`, as the mirror stores it).
-    pub fn repo(&self) -> Result<RepoName, String> {
-        RepoName::for_image(&self.host, &self.remote).map_err(|e| format!("{self}: {e}"))
+    pub fn repo(&self) -> Result<RepoName, NameError> {
+        RepoName::for_image(&self.host, &self.remote).map_err(|e| NameError::Repository {
+            name: self.to_string(),
+            reason: e.to_string(),
+        })
     }
 
     /// The tag, or else the digest, as a manifest reference.
@@ -102,10 +126,9 @@ pub struct Platform {
 }
 
 impl Platform {
-    pub fn parse(s: &str) -> Result<Platform, String> {
+    pub fn parse(s: &str) -> Result<Platform, NameError> {
         let parts: Vec<&str> = s.trim().split('/').collect();
-        let bad =
-            || format!("invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64");
+        let bad = || NameError::Platform(s.into());
         let (os, arch, variant) = match parts.as_slice() {
             [os, arch] => (*os, *arch, None),
             [os, arch, v] => (*os, *arch, Some(v.to_string())),
@@ -122,7 +145,7 @@ impl Platform {
     }
 
     /// A comma-separated list, as `--platform` takes it.
-    pub fn parse_list(s: &str) -> Result<Vec<Platform>, String> {
+    pub fn parse_list(s: &str) -> Result<Vec<Platform>, NameError> {
         let mut out: Vec<Platform> = Vec::new();
         for p in s.split(',').filter(|p| !p.trim().is_empty()) {
             let p = Platform::parse(p)?;

@@ -266,7 +266,7 @@ impl Store {
 
     /// The manifest an image name points to in the store.
     pub async fn resolve(&self, image: &ImageName) -> anyhow::Result<Option<StoredManifest>> {
-        let repo = image.repo().map_err(anyhow::Error::msg)?;
+        let repo = image.repo()?;
         if let Some(d) = &image.digest {
             return self.manifest(&repo, d).await;
         }
@@ -373,7 +373,7 @@ impl Store {
             };
             let name = ImageName::parse(reference)
                 .map_err(|e| anyhow::anyhow!("{digest} carries an invalid reference: {e}"))?;
-            let own = name.repo().map_err(anyhow::Error::msg)?;
+            let own = name.repo()?;
             if self.manifest(repo, &child.digest).await?.is_none() {
                 continue;
             }
@@ -432,7 +432,7 @@ impl Store {
     /// Removes a tag, then whatever of its repository no remaining tag reaches, then
     /// every blob no repository links. Returns the number of blobs and bytes freed.
     pub async fn remove(&self, image: &ImageName) -> anyhow::Result<(usize, u64)> {
-        let repo = image.repo().map_err(anyhow::Error::msg)?;
+        let repo = image.repo()?;
         let tag = image
             .tag
             .as_deref()

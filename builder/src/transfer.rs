@@ -94,7 +94,7 @@ impl<'a> Transfer<'a> {
         platforms: &[Platform],
         policy: PullPolicy,
     ) -> anyhow::Result<Fetched> {
-        let repo = image.repo().map_err(anyhow::Error::msg)?;
+        let repo = image.repo()?;
         if policy != PullPolicy::Always
             && let Some(m) = self.store.resolve(image).await?
             && self.store.is_complete(&repo, &m.digest, platforms).await?
@@ -320,7 +320,7 @@ impl<'a> Transfer<'a> {
     /// Pushes the image `local` from the store to `target` (the whole graph the store
     /// holds; blobs the registry already has are skipped). Returns the top digest.
     pub async fn push(&self, local: &ImageName, target: &ImageName) -> anyhow::Result<Digest> {
-        let repo = local.repo().map_err(anyhow::Error::msg)?;
+        let repo = local.repo()?;
         let top = self.store.require(local).await?;
         self.push_graph(&repo, &top.digest, target).await?;
         Ok(top.digest)

@@ -461,7 +461,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .into_iter()
                     .collect::<BTreeMap<_, _>>(),
                 platforms: match &a.platform {
-                    Some(p) => Platform::parse_list(p).map_err(anyhow::Error::msg)?,
+                    Some(p) => Platform::parse_list(p)?,
                     None => Vec::new(),
                 },
                 no_cache: a.no_cache,
@@ -536,7 +536,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = open()?;
             let name = image(&name)?;
             let top = store.require(&name).await?;
-            let repo = name.repo().map_err(anyhow::Error::msg)?;
+            let repo = name.repo()?;
             let json = inspect::inspect(&store, &repo, &top).await?;
             println!("{}", serde_json::to_string_pretty(&json)?);
         }
@@ -549,10 +549,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .clone()
                 .filter(|_| target.digest.is_none())
                 .context("the new name needs a tag, not a digest")?;
-            let (from, to) = (
-                source.repo().map_err(anyhow::Error::msg)?,
-                target.repo().map_err(anyhow::Error::msg)?,
-            );
+            let (from, to) = (source.repo()?, target.repo()?);
             if from != to {
                 store.link_graph(&from, &to, &top.digest).await?;
             }
@@ -574,7 +571,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let registries = registries()?;
             let name = image(&name)?;
             let platforms = match platform {
-                Some(p) => Platform::parse_list(&p).map_err(anyhow::Error::msg)?,
+                Some(p) => Platform::parse_list(&p)?,
                 None => Vec::new(),
             };
             let transfer = Transfer::new(&store, &registries, progress.as_ref(), g.jobs);
@@ -639,7 +636,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let opts = bundle::SaveOptions {
                 platforms: match platform {
-                    Some(p) => Platform::parse_list(&p).map_err(anyhow::Error::msg)?,
+                    Some(p) => Platform::parse_list(&p)?,
                     None => Vec::new(),
                 },
                 compress: compress || output.extension().is_some_and(|e| e == "zst"),

@@ -31,11 +31,11 @@ pub struct Image {
 
 impl Image {
     pub async fn open(store: &Store, reference: &str) -> anyhow::Result<Image> {
-        let name = ImageName::parse(reference).map_err(anyhow::Error::msg)?;
+        let name = ImageName::parse(reference)?;
         let top = store.require(&name).await.with_context(|| {
             format!("{name} is not in the local store: `sealer pull` or `sealer load` it first")
         })?;
-        let repo = name.repo().map_err(anyhow::Error::msg)?;
+        let repo = name.repo()?;
         let info = inspect::inspect(store, &repo, &top).await?;
         let files = info
             .files()

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use sealer_registry::error::Result;
 use sealer_registry::oci::manifest;
 use sealer_registry::oci::{Digest, Reference, RepoName, Tag};
 use sealer_registry::services::Page;
+use sealer_registry::services::error::Result;
 use sealer_registry::services::mirror::{Mirror, MirrorRoute, MirroredBlob};
 use sealer_registry::storage::{ReferrerRecord, Storage};
 

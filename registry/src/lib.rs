@@ -7,7 +7,6 @@
 pub mod auth;
 pub mod background;
 pub mod config;
-pub mod error;
 pub mod listen;
 pub mod observability;
 pub mod oci;

@@ -163,7 +163,7 @@ pub async fn build(
         .kubefile
         .clone()
         .unwrap_or_else(|| opts.context.join("Kubefile"));
-    let repo = opts.tag.repo().map_err(anyhow::Error::msg)?;
+    let repo = opts.tag.repo()?;
     let transfer = Transfer::new(store, registries, progress, opts.jobs);
     let (work, _in_use) = work_folder(&store.scratch())?;
     let state = store.state_dir();
@@ -248,7 +248,7 @@ pub async fn build(
         .discovery
         .images
         .keys()
-        .map(|r| ImageName::parse(r).map_err(anyhow::Error::msg))
+        .map(|r| ImageName::parse(r).map_err(anyhow::Error::from))
         .collect::<anyhow::Result<_>>()?;
     if !wanted.is_empty() {
         progress.message(&format!("fetching {} container image(s)", wanted.len()));
@@ -361,10 +361,10 @@ impl Builder<'_> {
             _ => None,
         });
         let platform = &match from_platform {
-            Some(p) => Platform::parse(&p).map_err(anyhow::Error::msg)?,
+            Some(p) => Platform::parse(&p)?,
             None => platform.clone(),
         };
-        let name = ImageName::parse(base).map_err(anyhow::Error::msg)?;
+        let name = ImageName::parse(base)?;
         // A dry run fetches nothing: it uses the base only if the store has it.
         let pull = if self.opts.dry_run {
             PullPolicy::Never

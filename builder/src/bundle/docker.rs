@@ -147,7 +147,7 @@ pub fn images(
         });
         let names = tags
             .iter()
-            .map(|t| ImageName::parse(t).map_err(anyhow::Error::msg))
+            .map(|t| ImageName::parse(t).map_err(anyhow::Error::from))
             .collect::<anyhow::Result<_>>()?;
         out.push(Image {
             names,

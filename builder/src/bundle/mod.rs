@@ -86,7 +86,7 @@ pub async fn have_set(store: &Store, old: &str) -> anyhow::Result<BTreeSet<Diges
     }
     let name = ImageName::parse(old)
         .map_err(|e| anyhow::anyhow!("--since {old}: no such file, and not an image: {e}"))?;
-    let repo = name.repo().map_err(anyhow::Error::msg)?;
+    let repo = name.repo()?;
     let top = store.require(&name).await?;
     let graph = store.graph(&repo, &top.digest).await?;
     let manifests = graph.manifests.into_iter().map(|m| m.digest);
@@ -162,7 +162,7 @@ pub async fn save(
     let mut manifests: BTreeMap<Digest, Bytes> = BTreeMap::new();
     let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
     for image in images {
-        let repo = image.repo().map_err(anyhow::Error::msg)?;
+        let repo = image.repo()?;
         let top = store.require(image).await?;
         let graph = store.graph_for(&repo, &top.digest, &opts.platforms).await?;
         for m in graph.manifests {
@@ -410,7 +410,7 @@ pub async fn load(
                 .as_str()
                 .or(notes[ANNOTATION_REF_NAME].as_str())
                 .context("an index.json entry has no image name (io.containerd.image.name or org.opencontainers.image.ref.name)")?;
-            let name = ImageName::parse(written).map_err(anyhow::Error::msg)?;
+            let name = ImageName::parse(written)?;
             let digest: Digest = entry["digest"]
                 .as_str()
                 .unwrap_or_default()
@@ -431,7 +431,7 @@ pub async fn load(
         for image in docker::images(&manifest, &scanned.blobs, &scanned.links, config_of)? {
             let digest = Digest::sha256_of(&image.manifest);
             for name in image.names {
-                let repo = name.repo().map_err(anyhow::Error::msg)?;
+                let repo = name.repo()?;
                 store
                     .put_manifest_as(&repo, &digest, media_type, image.manifest.clone())
                     .await?;
@@ -734,7 +734,7 @@ async fn register(
     usable: &Usable<'_>,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<String>> {
-    let repo = name.repo().map_err(anyhow::Error::msg)?;
+    let repo = name.repo()?;
     let mut source = Carried {
         store,
         repo: &repo,

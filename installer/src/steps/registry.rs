@@ -324,7 +324,7 @@ async fn push_to_external(
         ..RemoteOptions::default()
     });
     let transfer = Transfer::new(&env.store, &registries, progress, env.jobs);
-    let repo = image.name.repo().map_err(anyhow::Error::msg)?;
+    let repo = image.name.repo()?;
     for (carried, digest) in &image.carried {
         let mut names = vec![format!("{}/{}", carried.host, carried.remote)];
         if docker && carried.host == sealer_pull_proxy::config::DOCKER_HUB {

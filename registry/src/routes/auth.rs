@@ -13,11 +13,11 @@ use base64::engine::general_purpose::STANDARD;
 use http_body_util::BodyExt;
 use serde_json::json;
 
+use super::error::{ErrorCode, RegistryError, Result};
 use super::path::{Route, RouteKind};
 use super::{App, json_response};
 use crate::auth::token::Scope;
 use crate::auth::{Auth, Caller, Credentials, Refusal};
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::observability::{CallerTag, RouteTag};
 
 /// Who sent a `/v2/` request; `None` when the registry has no authentication.

@@ -4,9 +4,9 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 
+use super::error::{ErrorCode, RegistryError, Result};
 use super::headers::{self, DOCKER_CONTENT_DIGEST, RangeRequest};
 use super::{Ctx, empty};
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::Digest;
 use crate::services::blobs::Found;
 

@@ -4,9 +4,9 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use serde_json::json;
 
+use super::error::{ErrorCode, RegistryError, Result};
 use super::headers::{self, Query};
 use super::{Ctx, json_response};
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::services::Page;
 
 /// `n` and `last` from the query.

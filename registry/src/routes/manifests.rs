@@ -6,9 +6,9 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
+use super::error::{ErrorCode, RegistryError, Result};
 use super::headers::{self, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG};
 use super::{Ctx, empty};
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::{Reference, ReferenceError, Tag};
 use crate::services::manifests::too_large;
 
@@ -127,7 +127,7 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes> {
         buf.extend_from_slice(&chunk);
     }
     if seen > limit {
-        return Err(too_large(limit));
+        return Err(too_large(limit).into());
     }
     Ok(buf.freeze())
 }

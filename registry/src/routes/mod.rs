@@ -3,6 +3,7 @@
 //! One dispatcher serves every `/v2/...` path: [`path::Route`] recognises the endpoint
 //! from the end of the path, so repository names may have any number of segments.
 
+pub mod error;
 pub mod headers;
 pub mod path;
 
@@ -29,10 +30,10 @@ use futures::{Stream, TryStreamExt};
 use self::headers::{OCI_NAMESPACE, Query};
 use self::path::{Route, RouteKind};
 use crate::auth::{Action, Auth, Caller};
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::observability::{CallerTag, Metrics, RouteTag, observe};
 use crate::oci::RepoName;
 use crate::services::{Lookup, Registry, namespace};
+use error::{ErrorCode, RegistryError, Result};
 
 /// Everything a handler can reach.
 pub struct App {

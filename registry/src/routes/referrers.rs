@@ -4,10 +4,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde_json::json;
 
+use super::error::{ErrorCode, RegistryError, Result};
 use super::headers::OCI_FILTERS_APPLIED;
 use super::listing::link_next;
 use super::{Ctx, json_response};
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::{Digest, media_type};
 
 pub async fn list(ctx: Ctx, name: &str, digest: &str) -> Result<Response> {

@@ -6,10 +6,10 @@ use axum::response::Response;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::error::{ErrorCode, RegistryError, Result};
 use super::headers::{self, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
 use super::{Ctx, empty};
 use crate::auth::Action;
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::{Algorithm, Digest, RepoName};
 use crate::services::uploads::AppendError;
 
@@ -55,7 +55,7 @@ fn chunk_error(e: AppendError, name: &RepoName, id: Uuid) -> RegistryError {
         .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
         .with_header(header::LOCATION, session_location(name, id))
         .with_header(header::RANGE, headers::upload_range(o.offset)),
-        AppendError::Other(e) => e,
+        AppendError::Other(e) => e.into(),
     }
 }
 

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use super::error::{Result, ServiceError};
 use super::mirror::{Mirror, MirroredBlob};
 use super::quota::Quotas;
 use super::{Gate, Lookup, Options};
-use crate::error::{RegistryError, Result};
 use crate::oci::{Digest, RepoName};
 use crate::storage::{ByteRange, ByteStream, Storage};
 
@@ -71,7 +71,7 @@ impl BlobService {
                 return Ok(Found::Upstream(blob));
             }
         }
-        Err(RegistryError::blob_unknown(digest))
+        Err(ServiceError::blob_unknown(digest))
     }
 
     /// For a `HEAD`: the blob's size, from upstream without fetching it for a mirrored
@@ -91,7 +91,7 @@ impl BlobService {
                 return Ok(size);
             }
         }
-        Err(RegistryError::blob_unknown(digest))
+        Err(ServiceError::blob_unknown(digest))
     }
 
     /// Streams part of a stored blob whose size the caller got from [`BlobService::find`].
@@ -99,7 +99,7 @@ impl BlobService {
         self.storage
             .read_blob(digest, range)
             .await?
-            .ok_or_else(|| RegistryError::blob_unknown(digest))
+            .ok_or_else(|| ServiceError::blob_unknown(digest))
     }
 
     /// Links `digest` from `from` into `repo`. Only a repository that links the blob can
@@ -120,14 +120,14 @@ impl BlobService {
     /// Removes the blob from `repo`. The content itself stays for other repositories.
     pub async fn delete(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         if !self.options.delete_enabled {
-            return Err(RegistryError::unsupported(
+            return Err(ServiceError::unsupported(
                 "deletes are disabled on this registry",
             ));
         }
         if self.storage.unlink_blob(repo, digest).await? {
             Ok(())
         } else {
-            Err(RegistryError::blob_unknown(digest))
+            Err(ServiceError::blob_unknown(digest))
         }
     }
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::error::{RegistryError, Result};
+use super::error::{Result, ServiceError};
 use crate::oci::Hasher;
 
 /// Hashes the chunks fed to it on a blocking thread.
@@ -32,6 +32,6 @@ impl BackgroundHasher {
 
     pub async fn finish(self) -> Result<Hasher> {
         drop(self.tx);
-        self.task.await.map_err(RegistryError::internal)
+        self.task.await.map_err(ServiceError::internal)
     }
 }

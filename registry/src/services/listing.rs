@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use super::error::{Result, ServiceError};
 use super::mirror::Mirror;
 use super::{Lookup, Page, paginate};
-use crate::error::{RegistryError, Result};
 use crate::storage::Storage;
 
 pub struct ListingService {
@@ -54,7 +54,7 @@ impl ListingService {
                 });
             }
         }
-        Err(RegistryError::name_unknown(lookup.name()))
+        Err(ServiceError::name_unknown(lookup.name()))
     }
 
     /// The repositories `visible` lets through, sorted: the `n` after `last`.

@@ -6,10 +6,10 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::Gate;
+use super::error::{ErrorCode, Result, ServiceError};
 use super::mirror::Mirror;
 use super::quota::Quotas;
 use super::{Lookup, Options};
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::manifest::{self, ManifestKind, media_type};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 use crate::storage::{ReferrerRecord, Storage, StoredManifest};
@@ -104,7 +104,7 @@ impl ManifestService {
                 }
             }
         }
-        Err(RegistryError::manifest_unknown(reference))
+        Err(ServiceError::manifest_unknown(reference))
     }
 
     async fn negotiate(
@@ -169,7 +169,7 @@ impl ManifestService {
             Reference::Digest(expected) => {
                 let actual = Digest::of(expected.algorithm(), &body);
                 if &actual != expected {
-                    return Err(RegistryError::new(
+                    return Err(ServiceError::new(
                         ErrorCode::DigestInvalid,
                         "manifest digest did not match the digest in the URL",
                     )
@@ -234,14 +234,14 @@ impl ManifestService {
             }
             match self.storage.repo_blob_size(repo, &blob.digest).await? {
                 None => {
-                    return Err(RegistryError::new(
+                    return Err(ServiceError::new(
                         ErrorCode::ManifestBlobUnknown,
                         "manifest references a blob unknown to this repository",
                     )
                     .with_detail(json!({ "digest": blob.digest.to_string() })));
                 }
                 Some(size) if size != blob.size => {
-                    return Err(RegistryError::new(
+                    return Err(ServiceError::new(
                         ErrorCode::ManifestInvalid,
                         format!(
                             "descriptor of {} gives size {} but the blob is {size} bytes",
@@ -260,7 +260,7 @@ impl ManifestService {
                 .filter(|m| checked.insert(&m.digest))
             {
                 if !self.storage.has_manifest(repo, &m.digest).await? {
-                    return Err(RegistryError::new(
+                    return Err(ServiceError::new(
                         ErrorCode::ManifestBlobUnknown,
                         "index references a manifest unknown to this repository",
                     )
@@ -274,7 +274,7 @@ impl ManifestService {
     /// Deletes a tag, or a manifest with every tag pointing at it and its referrer entry.
     pub async fn delete(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         if !self.options.delete_enabled {
-            return Err(RegistryError::unsupported(
+            return Err(ServiceError::unsupported(
                 "deletes are disabled on this registry",
             ));
         }
@@ -283,7 +283,7 @@ impl ManifestService {
                 if self.storage.delete_tag(repo, t).await? {
                     Ok(())
                 } else {
-                    Err(RegistryError::manifest_unknown(reference))
+                    Err(ServiceError::manifest_unknown(reference))
                 }
             }
             Reference::Digest(d) => {
@@ -291,7 +291,7 @@ impl ManifestService {
                     .storage
                     .get_manifest(repo, d)
                     .await?
-                    .ok_or_else(|| RegistryError::manifest_unknown(reference))?;
+                    .ok_or_else(|| ServiceError::manifest_unknown(reference))?;
                 let (tags, _) = self
                     .storage
                     .list_tags(repo, None, usize::MAX)
@@ -315,12 +315,11 @@ impl ManifestService {
     }
 }
 
-pub fn too_large(limit: usize) -> RegistryError {
-    RegistryError::new(
+pub fn too_large(limit: usize) -> ServiceError {
+    ServiceError::too_large(
         ErrorCode::SizeInvalid,
         format!("manifest is larger than the {limit}-byte limit"),
     )
-    .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
 }
 
 /// This host's CPU in the OCI platform's terms (Go's GOARCH).

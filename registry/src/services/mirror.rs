@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 
 use super::Page;
-use crate::error::Result;
+use super::error::Result;
 use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::storage::{ByteStream, ReferrerRecord};
 

@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod check;
+pub mod error;
 pub mod gc;
 pub mod hashing;
 pub mod listing;

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
-use crate::error::{ErrorCode, RegistryError, Result};
+use super::error::{ErrorCode, Result, ServiceError};
 use crate::oci::RepoName;
 use crate::storage::Storage;
 
@@ -191,8 +191,8 @@ impl Quotas {
     }
 }
 
-pub fn over_quota(repo: &RepoName, used: u64, size: u64, quota: u64) -> RegistryError {
-    RegistryError::new(
+pub fn over_quota(repo: &RepoName, used: u64, size: u64, quota: u64) -> ServiceError {
+    ServiceError::new(
         ErrorCode::Denied,
         format!(
             "repository {repo} is over its quota: {used} bytes used, {size} more asked, {quota} allowed"
@@ -201,8 +201,8 @@ pub fn over_quota(repo: &RepoName, used: u64, size: u64, quota: u64) -> Registry
     .with_detail(json!({ "used": used, "size": size, "quota": quota }))
 }
 
-fn too_many(message: String) -> RegistryError {
-    RegistryError::new(ErrorCode::TooManyRequests, message)
+fn too_many(message: String) -> ServiceError {
+    ServiceError::new(ErrorCode::TooManyRequests, message)
 }
 
 #[cfg(test)]

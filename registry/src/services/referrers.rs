@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use super::error::Result;
 use super::mirror::Mirror;
 use super::{Lookup, Page, paginate};
-use crate::error::Result;
 use crate::oci::Digest;
 use crate::storage::{ReferrerRecord, Storage};
 

@@ -19,9 +19,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::Gate;
+use super::error::{ErrorCode, Result, ServiceError};
 use super::hashing::BackgroundHasher;
 use super::quota::Quotas;
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 use crate::storage::{Pace, Storage, UploadState};
 
@@ -60,15 +60,14 @@ pub struct UploadService {
 }
 
 /// Errors reading the request body are the client's, not the server's.
-fn body_error(e: io::Error) -> RegistryError {
+fn body_error(e: io::Error) -> ServiceError {
     if e.kind() == io::ErrorKind::QuotaExceeded {
-        return RegistryError::new(ErrorCode::Denied, e.to_string());
+        return ServiceError::new(ErrorCode::Denied, e.to_string());
     }
     if e.kind() == io::ErrorKind::FileTooLarge {
-        return RegistryError::new(ErrorCode::SizeInvalid, e.to_string())
-            .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        return ServiceError::too_large(ErrorCode::SizeInvalid, e.to_string());
     }
-    RegistryError::new(
+    ServiceError::new(
         ErrorCode::BlobUploadInvalid,
         format!("failed to receive the upload body: {e}"),
     )
@@ -186,7 +185,7 @@ impl UploadService {
         if &received != digest {
             // Undo this request's chunk so the client can retry it.
             self.rollback(id, s, before).await?;
-            return Err(RegistryError::new(
+            return Err(ServiceError::new(
                 ErrorCode::DigestInvalid,
                 "provided digest did not match uploaded content",
             )
@@ -260,7 +259,7 @@ impl UploadService {
         if guard.is_none() {
             let Some(state) = self.storage.load_upload(id).await? else {
                 self.sessions.remove(&id);
-                return Err(RegistryError::upload_unknown());
+                return Err(ServiceError::upload_unknown());
             };
             // Picked up after a restart: drop any unacknowledged partial chunk, then hash
             // what the session holds.
@@ -269,14 +268,14 @@ impl UploadService {
                 tracing::warn!(upload = %id, error = %e, "dropping a damaged upload session");
                 self.storage.delete_upload(id).await?;
                 self.sessions.remove(&id);
-                return Err(RegistryError::upload_unknown());
+                return Err(ServiceError::upload_unknown());
             }
             let hasher = self.hash_upload(id, state.algorithm).await?;
             *guard = Some(Session { state, hasher });
         }
         // A session belongs to the repository it was started in.
         if session(&guard).state.repo != repo.as_str() {
-            return Err(RegistryError::upload_unknown());
+            return Err(ServiceError::upload_unknown());
         }
         Ok(guard)
     }
@@ -293,7 +292,7 @@ impl UploadService {
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
         let quota_left = if counted {
-            let repo = RepoName::parse(&s.state.repo).map_err(RegistryError::from)?;
+            let repo = RepoName::parse(&s.state.repo).map_err(ServiceError::from)?;
             self.quotas.room_for_upload(&repo).await?
         } else {
             None
@@ -317,7 +316,7 @@ impl UploadService {
                 Some(Ok(c)) => break c,
                 Some(Err(e)) => return Err(body_error(e).into()),
                 None if range.is_some() => {
-                    return Err(RegistryError::new(
+                    return Err(ServiceError::new(
                         ErrorCode::SizeInvalid,
                         "a chunk with a Content-Range needs a body",
                     )
@@ -343,12 +342,12 @@ impl UploadService {
             .await;
 
         let fail = match result {
-            Ok(len) if len != s.state.offset + received => Some(RegistryError::internal(format!(
+            Ok(len) if len != s.state.offset + received => Some(ServiceError::internal(format!(
                 "upload {id}: wrote {received} bytes but the data is {len} bytes long"
             ))),
             Ok(_) => match range {
                 Some(r) if r.end - r.start + 1 != received => Some(
-                    RegistryError::new(
+                    ServiceError::new(
                         ErrorCode::SizeInvalid,
                         "the chunk's length does not match its Content-Range",
                     )
@@ -447,7 +446,7 @@ impl UploadService {
         let mut data = self.storage.read_upload(id).await?;
         let mut h = algorithm.hasher();
         while let Some(chunk) = data.next().await {
-            h.update(&chunk.map_err(RegistryError::internal)?);
+            h.update(&chunk.map_err(ServiceError::internal)?);
         }
         Ok(h)
     }
@@ -506,11 +505,11 @@ impl<S: Stream<Item = io::Result<Bytes>> + Unpin> Stream for Capped<S> {
 #[derive(Debug)]
 pub enum AppendError {
     OutOfOrder(OutOfOrder),
-    Other(RegistryError),
+    Other(ServiceError),
 }
 
-impl From<RegistryError> for AppendError {
-    fn from(e: RegistryError) -> Self {
+impl From<ServiceError> for AppendError {
+    fn from(e: ServiceError) -> Self {
         AppendError::Other(e)
     }
 }

@@ -1,13 +1,10 @@
-//! Errors as clients see them: the distribution spec's error codes and JSON body.
-//!
-//! Every failure a handler returns is a [`RegistryError`] carrying one of the spec's codes.
-//! Internal failures are logged with their cause and reach the client only as a generic
-//! 5xx, never as an internal message or code.
+//! What a service says went wrong, in the distribution spec's terms and nothing of HTTP:
+//! one of the spec's error codes with a message, a limit an outsider went over, a full
+//! store, or an internal failure. The routes turn these into responses
+//! (`routes/error.rs`).
 
 use std::borrow::Cow;
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::oci::digest::DigestError;
@@ -54,65 +51,55 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
         }
     }
-
-    fn default_status(self) -> StatusCode {
-        match self {
-            ErrorCode::BlobUnknown
-            | ErrorCode::BlobUploadUnknown
-            | ErrorCode::ManifestUnknown
-            | ErrorCode::NameUnknown => StatusCode::NOT_FOUND,
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::Denied => StatusCode::FORBIDDEN,
-            ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
 }
 
-#[derive(Debug)]
-enum Kind {
+/// What kind of failure a [`ServiceError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The request is wrong or names something absent: one of the spec's codes.
     Spec(ErrorCode),
-    /// A server-side failure; the cause is logged, the client sees a generic message.
+    /// Something the client sent is over a limit this registry keeps.
+    TooLarge(ErrorCode),
+    /// The store is full; the write was rolled back.
+    Full,
+    /// A server-side failure; the cause is logged, the client learns nothing of it.
     Internal,
 }
 
 #[derive(Debug)]
-pub struct RegistryError {
-    kind: Kind,
-    status: StatusCode,
-    message: Cow<'static, str>,
-    detail: Option<serde_json::Value>,
-    headers: Vec<(header::HeaderName, HeaderValue)>,
+pub struct ServiceError {
+    pub kind: Kind,
+    pub message: Cow<'static, str>,
+    /// The spec's `detail`: what the error is about (a digest, a reference).
+    pub detail: Option<serde_json::Value>,
 }
 
-pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
-impl RegistryError {
+impl ServiceError {
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        RegistryError {
+        ServiceError {
             kind: Kind::Spec(code),
-            status: code.default_status(),
             message: message.into(),
             detail: None,
-            headers: Vec::new(),
+        }
+    }
+
+    /// Over a limit: `code` says what (`SIZE_INVALID` for a body, `DENIED` for a quota).
+    pub fn too_large(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        ServiceError {
+            kind: Kind::TooLarge(code),
+            ..ServiceError::new(code, message)
         }
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        RegistryError {
+        ServiceError {
             kind: Kind::Internal,
-            status: StatusCode::INTERNAL_SERVER_ERROR,
             message: "internal server error".into(),
             detail: None,
-            headers: Vec::new(),
         }
-    }
-
-    pub fn with_status(mut self, status: StatusCode) -> Self {
-        self.status = status;
-        self
     }
 
     pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
@@ -120,20 +107,12 @@ impl RegistryError {
         self
     }
 
-    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
-        self
-    }
-
+    /// The spec's code, if the error has one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self.kind {
-            Kind::Spec(c) => Some(c),
-            Kind::Internal => None,
+            Kind::Spec(c) | Kind::TooLarge(c) => Some(c),
+            Kind::Full | Kind::Internal => None,
         }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
     }
 
     // Shorthands for the errors that recur across services.
@@ -167,62 +146,38 @@ impl RegistryError {
     }
 }
 
-impl std::fmt::Display for RegistryError {
+impl std::fmt::Display for ServiceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.kind {
-            Kind::Spec(c) => write!(f, "{}: {}", c.as_str(), self.message),
-            Kind::Internal => f.write_str(&self.message),
+        match self.code() {
+            Some(c) => write!(f, "{}: {}", c.as_str(), self.message),
+            None => f.write_str(&self.message),
         }
     }
 }
 
-impl std::error::Error for RegistryError {}
+impl std::error::Error for ServiceError {}
 
-impl IntoResponse for RegistryError {
-    fn into_response(self) -> Response {
-        let code = match self.kind {
-            Kind::Spec(c) => c.as_str(),
-            Kind::Internal => "UNKNOWN",
-        };
-        let mut entry = json!({ "code": code, "message": self.message });
-        if let Some(detail) = self.detail {
-            entry["detail"] = detail;
-        }
-        let body = serde_json::to_vec(&json!({ "errors": [entry] })).unwrap_or_default();
-        let mut response = (self.status, body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        for (name, value) in self.headers {
-            headers.insert(name, value);
-        }
-        response
-    }
-}
-
-impl From<NameError> for RegistryError {
+impl From<NameError> for ServiceError {
     fn from(e: NameError) -> Self {
-        RegistryError::new(ErrorCode::NameInvalid, e.to_string())
+        ServiceError::new(ErrorCode::NameInvalid, e.to_string())
     }
 }
 
-impl From<DigestError> for RegistryError {
+impl From<DigestError> for ServiceError {
     fn from(e: DigestError) -> Self {
-        RegistryError::new(ErrorCode::DigestInvalid, e.to_string())
+        ServiceError::new(ErrorCode::DigestInvalid, e.to_string())
     }
 }
 
-impl From<TagError> for RegistryError {
+impl From<TagError> for ServiceError {
     fn from(e: TagError) -> Self {
         // The spec has no code of its own for a malformed tag; the reference is the
         // manifest's name, so MANIFEST_INVALID with the grammar in the message.
-        RegistryError::new(ErrorCode::ManifestInvalid, e.to_string())
+        ServiceError::new(ErrorCode::ManifestInvalid, e.to_string())
     }
 }
 
-impl From<ReferenceError> for RegistryError {
+impl From<ReferenceError> for ServiceError {
     fn from(e: ReferenceError) -> Self {
         match e {
             ReferenceError::Digest(d) => d.into(),
@@ -231,31 +186,29 @@ impl From<ReferenceError> for RegistryError {
     }
 }
 
-impl From<ManifestError> for RegistryError {
+impl From<ManifestError> for ServiceError {
     fn from(e: ManifestError) -> Self {
-        RegistryError::new(ErrorCode::ManifestInvalid, e.to_string())
+        ServiceError::new(ErrorCode::ManifestInvalid, e.to_string())
     }
 }
 
-impl From<StorageError> for RegistryError {
+impl From<StorageError> for ServiceError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Full => {
                 tracing::error!("storage is full: a write was refused and rolled back");
-                RegistryError {
-                    kind: Kind::Internal,
-                    status: StatusCode::INSUFFICIENT_STORAGE,
+                ServiceError {
+                    kind: Kind::Full,
                     message: "registry storage is full; nothing was stored".into(),
                     detail: None,
-                    headers: Vec::new(),
                 }
             }
-            StorageError::ReadOnly => RegistryError::new(
+            StorageError::ReadOnly => ServiceError::new(
                 ErrorCode::Unsupported,
                 "this registry serves bundles read-only; start it with --root DIR as well to \
                  accept pushes and deletes",
             ),
-            other => RegistryError::internal(other),
+            other => ServiceError::internal(other),
         }
     }
 }
