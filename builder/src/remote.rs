@@ -1,18 +1,20 @@
-//! How sealer reaches registries: one client per host (the pull-proxy's upstream client:
-//! token flow, retries, TLS), its address from `--upstream HOST=URL`, plain HTTP for
-//! loopback and `--insecure-registry` hosts, credentials from the docker `config.json`.
+//! How sealer reaches registries: one registry client per host (the `sealer-client`
+//! crate: token flow, retries, TLS), its address from `--upstream HOST=URL`, plain HTTP
+//! for loopback and `--insecure-registry` hosts, credentials from the docker `config.json`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use sealer_pull_proxy::config::{Credentials, DOCKER_HUB, DOCKER_HUB_ENDPOINT, Upstream};
-use sealer_pull_proxy::metrics::MirrorMetrics;
-use sealer_pull_proxy::upstream::UpstreamClient;
+use sealer_client::UpstreamClient;
+use sealer_client::credentials::Credentials;
+use sealer_client::endpoint::Upstream;
+use sealer_client::{Observer, Unobserved};
+use sealer_registry::oci::docker_hub;
 use url::Url;
 
-pub use sealer_pull_proxy::upstream::credentials::{Saved, remove_login, save_login};
+pub use sealer_client::credentials::{Saved, remove_login, save_login};
 
 /// Settings shared by every registry sealer talks to.
 #[derive(Debug, Clone, Default)]
@@ -29,7 +31,7 @@ pub struct RemoteOptions {
 pub struct Registries {
     options: RemoteOptions,
     clients: Mutex<HashMap<String, Arc<UpstreamClient>>>,
-    metrics: Arc<MirrorMetrics>,
+    observer: Arc<dyn Observer>,
 }
 
 impl Registries {
@@ -37,7 +39,7 @@ impl Registries {
         Registries {
             options,
             clients: Mutex::default(),
-            metrics: Arc::default(),
+            observer: Arc::new(Unobserved),
         }
     }
 
@@ -88,8 +90,8 @@ impl Registries {
             } else {
                 "https"
             };
-            let url = if host == DOCKER_HUB {
-                DOCKER_HUB_ENDPOINT.to_string()
+            let url = if host == docker_hub::HOST {
+                docker_hub::ENDPOINT.to_string()
             } else {
                 format!("{scheme}://{host}")
             };
@@ -103,7 +105,7 @@ impl Registries {
             None => {
                 let file = self.auth_file();
                 if file.is_file() {
-                    sealer_pull_proxy::upstream::credentials::from_docker_config(&file, host)?
+                    sealer_client::credentials::from_docker_config(&file, host)?
                 } else {
                     None
                 }
@@ -111,7 +113,7 @@ impl Registries {
         };
         // Builds and pushes move large blobs: give slow links time.
         upstream.timeout = std::time::Duration::from_secs(300);
-        UpstreamClient::new(host, &upstream, self.metrics.clone())
+        UpstreamClient::new(host, &upstream, self.observer.clone())
     }
 
     fn is_insecure(&self, host: &str) -> bool {

@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use sealer_pull_proxy::upstream::{RemoteManifest, UpstreamClient};
+use sealer_client::download::{Download, DownloadError, Sink};
+use sealer_client::{RemoteManifest, UpstreamClient};
 use sealer_registry::oci::graph::{self, Walk};
-use sealer_registry::oci::{Digest, RepoName};
+use sealer_registry::oci::{Digest, Hasher, RepoName};
 use sealer_registry::storage::{Storage, StoredManifest};
 use tokio::io::AsyncWriteExt;
 
-use crate::progress::Progress;
+use crate::progress::{Progress, Task};
 use crate::reference::{ImageName, Platform, wanted};
 use crate::remote::Registries;
 use crate::store::Store;
@@ -66,9 +68,6 @@ pub struct Transfer<'a> {
     /// One download per blob, however many images share it.
     blob_locks: std::sync::Mutex<BTreeMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
 }
-
-/// Attempts per blob download; each resumes where the previous one stopped.
-const ATTEMPTS: u32 = 4;
 
 impl<'a> Transfer<'a> {
     pub fn new(
@@ -248,7 +247,7 @@ impl<'a> Transfer<'a> {
         }
         // Resume after what an earlier attempt left, hashing it again first.
         let algorithm = digest.algorithm();
-        let (file, mut hasher, mut offset) = tokio::task::spawn_blocking(move || {
+        let (file, hasher, offset) = tokio::task::spawn_blocking(move || {
             let mut hasher = algorithm.hasher();
             let len = hasher.update_from(&file)?;
             if len >= size {
@@ -258,58 +257,31 @@ impl<'a> Transfer<'a> {
             Ok((file, hasher, len))
         })
         .await??;
-        let mut file = tokio::fs::File::from_std(file);
         let task = self.progress.task(&short(digest), size);
         task.advance(offset);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result: anyhow::Result<()> = async {
-                let resp = client
-                    .get_blob(remote, digest, offset)
-                    .await?
-                    .context("the registry does not have it")?;
-                let mut body = resp.bytes_stream();
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.context("the download broke off")?;
-                    file.write_all(&chunk).await?;
-                    hasher.update(&chunk);
-                    offset += chunk.len() as u64;
-                    client.record_received(chunk.len() as u64);
-                    task.advance(chunk.len() as u64);
-                    if offset > size {
-                        bail!("the registry sent more than the {size} bytes the manifest gives");
-                    }
-                }
-                Ok(())
+        let mut sink = PartialFile {
+            file: tokio::fs::File::from_std(file),
+            hasher: Some(hasher),
+            task: task.as_ref(),
+            progress: self.progress,
+            digest,
+        };
+        let wanted = Download {
+            remote,
+            digest,
+            declared: Some(size),
+            from: offset,
+        };
+        if let Err(e) = client.download(&wanted, &mut sink).await {
+            if e.spoils_partial() {
+                let _ = tokio::fs::remove_file(&partial).await;
             }
-            .await;
-            match result {
-                Ok(()) => break,
-                Err(e) if attempt < ATTEMPTS && offset < size => {
-                    self.progress.message(&format!(
-                        "{}: {e:#}; resuming at byte {offset}",
-                        short(digest)
-                    ));
-                    tokio::time::sleep(std::time::Duration::from_millis(300 * u64::from(attempt)))
-                        .await;
-                }
-                Err(e) => {
-                    if offset > size {
-                        let _ = tokio::fs::remove_file(&partial).await;
-                    }
-                    return Err(e);
-                }
-            }
+            return Err(match e {
+                DownloadError::Absent(_) => anyhow::anyhow!("the registry does not have it"),
+                e => e.into(),
+            });
         }
-        file.flush().await?;
-        let actual = hasher.finish();
-        if offset != size || &actual != digest {
-            let _ = tokio::fs::remove_file(&partial).await;
-            bail!(
-                "downloaded {offset} bytes with digest {actual}; expected {size} bytes of {digest}"
-            );
-        }
+        let file = sink.file;
         // Still holding the lock: a waiting process sees the blob once it gets it.
         self.store.adopt(repo, partial, digest).await?;
         drop(file);
@@ -426,6 +398,40 @@ impl<'a> Transfer<'a> {
         client.push_blob(remote, digest, size, &body).await?;
         task.finish("pushed");
         Ok(())
+    }
+}
+
+/// A pull's end of a blob download: the partial file kept for resuming (hashed as it
+/// grows), and the progress bar.
+struct PartialFile<'a> {
+    file: tokio::fs::File,
+    hasher: Option<Hasher>,
+    task: &'a dyn Task,
+    progress: &'a dyn Progress,
+    digest: &'a Digest,
+}
+
+#[async_trait::async_trait]
+impl Sink for PartialFile<'_> {
+    async fn write(&mut self, chunk: Bytes) -> anyhow::Result<()> {
+        self.file.write_all(&chunk).await?;
+        self.hasher
+            .as_mut()
+            .expect("written before finish")
+            .update(&chunk);
+        self.task.advance(chunk.len() as u64);
+        Ok(())
+    }
+
+    fn resuming(&mut self, written: u64, why: &str) {
+        let digest = short(self.digest);
+        self.progress
+            .message(&format!("{digest}: {why}; resuming at byte {written}"));
+    }
+
+    async fn finish(&mut self) -> anyhow::Result<Digest> {
+        self.file.flush().await?;
+        Ok(self.hasher.take().expect("finished once").finish())
     }
 }
 

@@ -18,7 +18,7 @@ use sealer_builder::reference::{ImageName, Platform};
 use sealer_builder::remote::{self, Registries, RemoteOptions};
 use sealer_builder::store::Store;
 use sealer_builder::transfer::{PullPolicy, Transfer};
-use sealer_pull_proxy::config::Credentials;
+use sealer_client::credentials::Credentials;
 
 /// Build, share and run whole clusters as OCI artifacts.
 #[derive(Debug, Parser)]
@@ -440,7 +440,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let upstreams = g
             .upstreams
             .iter()
-            .map(|u| sealer_pull_proxy::config::parse_flag(u))
+            .map(|u| sealer_client::endpoint::parse_flag(u))
             .collect::<anyhow::Result<_>>()?;
         Ok(Registries::new(RemoteOptions {
             upstreams,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::MirrorConfig;
 use crate::metrics::MirrorMetrics;
 use crate::routing::Router;
-use crate::upstream::UpstreamClient;
+use sealer_client::UpstreamClient;
 
 /// Most clients kept at once.
 pub const MAX_CLIENTS: usize = 256;

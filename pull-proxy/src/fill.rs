@@ -19,19 +19,18 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sealer_registry::oci::{Digest, RepoName};
 use sealer_registry::services::mirror::{MirrorRoute, MirroredBlob};
-use sealer_registry::storage::{Pace, PartReader, Storage, UploadState};
+use sealer_registry::storage::{Pace, PartReader, Storage, UploadState, UploadWriter};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::metrics::MirrorMetrics;
-use crate::upstream::{UpstreamClient, content_length, error_chain};
+use sealer_client::UpstreamClient;
+use sealer_client::download::{Download, DownloadError, Sink};
 
 /// Size of each piece a follower reads back from the growing upload.
 const READ_CHUNK: usize = 256 * 1024;
 /// Size of each piece the trailing hasher reads back.
 const HASH_CHUNK: u64 = 1024 * 1024;
-/// Attempts to resume a download that broke off (with `Range` from where it stopped).
-const RESUMES: u32 = 3;
 
 #[derive(Debug, Clone)]
 enum State {
@@ -220,100 +219,29 @@ impl Fills {
     ) -> Result<bool, String> {
         let storage = &self.storage;
         let reader = storage.upload_reader(id).await.map_err(|e| e.to_string())?;
-        let mut writer = storage
+        let writer = storage
             .upload_writer(id, 0, Pace::Memory)
             .await
             .map_err(|e| e.to_string())?;
         let _ = fill.data.set((reader.clone(), writer.progress()));
-        let hashing = trail_hash(reader, writer.progress(), digest.algorithm());
-        let mut written: u64 = 0;
-        let mut size: Option<u64> = None;
-        let mut resumes = 0;
-        let started = Instant::now();
-        let mut deadline = None;
-        let mut watch = Abandonment::new(self.abandon_after);
-        loop {
-            let resp = match client.get_blob(&route.remote, digest, written).await {
-                Ok(Some(r)) => r,
-                Ok(None) if written == 0 => return Ok(false),
-                Ok(None) => return Err(format!("upstream lost {digest} during the download")),
-                Err(e) if written > 0 && resumes < RESUMES => {
-                    resumes += 1;
-                    tracing::info!(upstream = %client.host, %digest, written, error = %e, "resuming a broken blob download");
-                    tokio::time::sleep(std::time::Duration::from_millis(300 * u64::from(resumes)))
-                        .await;
-                    continue;
-                }
-                Err(e) => return Err(e.to_string()),
-            };
-            if size.is_none() {
-                let total = content_length(&resp)
-                    .ok_or("upstream sent the blob without a Content-Length")?;
-                check_size(total, declared, client.max_blob_bytes())?;
-                size = Some(total);
-                deadline = Some(started + client.blob_deadline(total));
-                fill.state.send_replace(State::Streaming { size: total });
-            }
-            let (total, deadline) = (size.unwrap_or(0), deadline.unwrap_or(started));
-            let mut body = resp.bytes_stream();
-            let mut broken = None;
-            while let Some(chunk) = body.next().await {
-                match chunk {
-                    Ok(chunk) => {
-                        written += chunk.len() as u64;
-                        client.record_received(chunk.len() as u64);
-                        if written > total {
-                            return Err(format!(
-                                "upstream sent more than the {total} bytes it announced"
-                            ));
-                        }
-                        writer.write(chunk).await.map_err(|e| e.to_string())?;
-                        if Instant::now() > deadline {
-                            return Err(format!(
-                                "the download took longer than {:?} ({written} of {total} bytes)",
-                                deadline - started
-                            ));
-                        }
-                        if watch.gave_up(fill.state.receiver_count(), written, total) {
-                            return Err(format!(
-                                "every client left and none came back within {:?}: stopped at {written} of {total} bytes",
-                                self.abandon_after
-                            ));
-                        }
-                    }
-                    Err(e) => {
-                        broken = Some(error_chain(&e));
-                        break;
-                    }
-                }
-            }
-            match broken {
-                None => break,
-                Some(e) if resumes < RESUMES => {
-                    resumes += 1;
-                    client.record_error();
-                    tracing::info!(upstream = %client.host, %digest, written, error = %e, "resuming a broken blob download");
-                }
-                Some(e) => {
-                    return Err(format!("the download broke off after {written} bytes: {e}"));
-                }
-            }
-        }
-        let len = writer.finish().await.map_err(|e| e.to_string())?;
-        let actual = hashing
-            .await
-            .map_err(|_| "the hashing thread stopped".to_string())??;
-        let size = size.unwrap_or(0);
-        if len != size || written != size {
-            return Err(format!(
-                "upstream sent {written} bytes of {digest}, announced {size}"
-            ));
-        }
-        if &actual != digest {
-            return Err(format!(
-                "upstream sent content with digest {actual} for {digest}"
-            ));
-        }
+        let mut sink = FillSink {
+            hashing: Some(trail_hash(reader, writer.progress(), digest.algorithm())),
+            writer: Some(writer),
+            fill,
+            watch: Abandonment::new(self.abandon_after),
+            written: 0,
+        };
+        let wanted = Download {
+            remote: &route.remote,
+            digest,
+            declared,
+            from: 0,
+        };
+        let size = match client.download(&wanted, &mut sink).await {
+            Ok(size) => size,
+            Err(DownloadError::Absent(_)) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        };
         storage
             .commit_upload(id, digest, size)
             .await
@@ -322,20 +250,59 @@ impl Fills {
     }
 }
 
-/// Refuses a blob whose announced size is over the limit or differs from what the
-/// manifest declared.
-fn check_size(announced: u64, declared: Option<u64>, max: Option<u64>) -> Result<(), String> {
-    if let Some(max) = max.filter(|max| announced > *max) {
-        return Err(format!(
-            "upstream announced {announced} bytes, over the largest blob allowed ({max})"
-        ));
+/// A fill's end of the download: the upload the followers read, the hasher trailing it,
+/// and the clients' presence (a fill they all left stops).
+struct FillSink<'a> {
+    writer: Option<Box<dyn UploadWriter>>,
+    hashing: Option<oneshot::Receiver<Result<Digest, String>>>,
+    fill: &'a Fill,
+    watch: Abandonment,
+    written: u64,
+}
+
+#[async_trait::async_trait]
+impl Sink for FillSink<'_> {
+    fn sized(&mut self, total: u64) {
+        self.fill
+            .state
+            .send_replace(State::Streaming { size: total });
     }
-    if let Some(declared) = declared.filter(|d| *d != announced) {
-        return Err(format!(
-            "upstream announced {announced} bytes where the manifest says {declared}"
-        ));
+
+    async fn write(&mut self, chunk: Bytes) -> anyhow::Result<()> {
+        self.written += chunk.len() as u64;
+        let writer = self.writer.as_mut().expect("written before finish");
+        Ok(writer.write(chunk).await?)
     }
-    Ok(())
+
+    fn proceed(&mut self, written: u64, total: u64) -> anyhow::Result<()> {
+        if self
+            .watch
+            .gave_up(self.fill.state.receiver_count(), written, total)
+        {
+            anyhow::bail!(
+                "every client left and none came back within {:?}: stopped at {written} of \
+                 {total} bytes",
+                self.watch.grace
+            );
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> anyhow::Result<Digest> {
+        let writer = self.writer.take().expect("finished once");
+        let len = writer.finish().await?;
+        let hashing = self.hashing.take().expect("finished once");
+        let digest = hashing
+            .await
+            .map_err(|_| anyhow::anyhow!("the hashing thread stopped"))?
+            .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            len == self.written,
+            "the upload holds {len} bytes where {} were written",
+            self.written
+        );
+        Ok(digest)
+    }
 }
 
 /// Whether a fill has been left by every client for longer than its grace period. A
@@ -517,22 +484,6 @@ async fn wait_for_verdict(state: &mut watch::Receiver<State>) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_are_checked_against_the_limit_and_the_manifest() {
-        assert!(check_size(10, Some(10), Some(10)).is_ok());
-        assert!(check_size(10, None, None).is_ok());
-        assert!(
-            check_size(11, None, Some(10))
-                .unwrap_err()
-                .contains("largest blob")
-        );
-        assert!(
-            check_size(11, Some(10), None)
-                .unwrap_err()
-                .contains("manifest says 10")
-        );
-    }
 
     #[test]
     fn a_fill_is_given_up_only_when_alone_past_the_grace_and_not_nearly_done() {

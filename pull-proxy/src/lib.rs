@@ -4,8 +4,8 @@
 //!
 //! - [`config`]: upstreams from the config file and flags;
 //! - [`routing`]: `?ns=`, path-prefixed and bare names to one local repository;
-//! - [`upstream`]: the client for one upstream (token auth, retries, redirects);
-//! - [`clients`]: one client per upstream host, bounded;
+//! - [`clients`]: one registry client (the `sealer-client` crate) per upstream host,
+//!   bounded;
 //! - [`fill`]: streaming, coalesced, verified cache fill of blobs;
 //! - [`mirror`]: the registry's `Mirror` over all of it;
 //! - [`mirror_config`]: the files that point containerd, docker and podman here.
@@ -17,7 +17,6 @@ pub mod metrics;
 pub mod mirror;
 pub mod mirror_config;
 pub mod routing;
-pub mod upstream;
 
 pub use config::{MirrorArgs, MirrorConfig};
 pub use mirror::PullThrough;

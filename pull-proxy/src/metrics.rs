@@ -6,6 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use sealer_client::Observer;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
@@ -121,8 +122,11 @@ impl MirrorMetrics {
             })
             .inc();
     }
+}
 
-    pub fn request(&self, upstream: &str, status: u16) {
+/// The registry client reports to the mirror's metrics.
+impl Observer for MirrorMetrics {
+    fn request(&self, upstream: &str, status: u16) {
         self.requests
             .get_or_create(&StatusLabels {
                 upstream: self.label(upstream),
@@ -131,7 +135,7 @@ impl MirrorMetrics {
             .inc();
     }
 
-    pub fn received(&self, upstream: &str, bytes: u64) {
+    fn received(&self, upstream: &str, bytes: u64) {
         self.bytes
             .get_or_create(&UpstreamLabels {
                 upstream: self.label(upstream),
@@ -139,7 +143,7 @@ impl MirrorMetrics {
             .inc_by(bytes);
     }
 
-    pub fn error(&self, upstream: &str) {
+    fn error(&self, upstream: &str) {
         self.errors
             .get_or_create(&UpstreamLabels {
                 upstream: self.label(upstream),

@@ -19,7 +19,7 @@ use crate::config::MirrorConfig;
 use crate::fill::Fills;
 use crate::metrics::MirrorMetrics;
 use crate::routing::Router;
-use crate::upstream::{RemoteManifest, UpstreamClient};
+use sealer_client::{RemoteManifest, UpstreamClient};
 
 /// How long a tag counts as validated after upstream could not be asked: misses and
 /// revalidations then do not wait on a down upstream for every pull.

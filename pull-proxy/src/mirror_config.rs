@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use url::Url;
 
-use crate::config::{Credentials, DOCKER_HUB, DOCKER_HUB_ENDPOINT};
+use crate::config::Credentials;
+use sealer_registry::oci::docker_hub::{ENDPOINT as DOCKER_HUB_ENDPOINT, HOST as DOCKER_HUB};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Runtime {

@@ -11,7 +11,8 @@ use sealer_registry::oci::RepoName;
 use sealer_registry::oci::name::host_of_component;
 use sealer_registry::services::mirror::MirrorRoute;
 
-use crate::config::{DOCKER_HUB, MirrorConfig, Upstream, is_valid_host};
+use crate::config::{MirrorConfig, Upstream, is_valid_host};
+use sealer_registry::oci::docker_hub::HOST as DOCKER_HUB;
 
 #[derive(Debug, Clone)]
 pub struct Router {

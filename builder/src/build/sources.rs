@@ -218,9 +218,7 @@ pub async fn download(url: &str, dir: &Path, limits: &DownloadLimits) -> Result<
     let name = url_file_name(&parsed)?;
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(
-            sealer_pull_proxy::upstream::tls_client_config().map_err(|e| e.to_string())?,
-        )
+        .tls_backend_preconfigured(sealer_client::tls_client_config().map_err(|e| e.to_string())?)
         .connect_timeout(limits.connect)
         .read_timeout(limits.stall)
         .timeout(limits.overall)
@@ -234,7 +232,7 @@ pub async fn download(url: &str, dir: &Path, limits: &DownloadLimits) -> Result<
                 limits.stall, limits.overall
             )
         } else {
-            sealer_pull_proxy::upstream::error_chain(&e)
+            sealer_client::error_chain(&e)
         };
         format!("{url}: {why}")
     };

@@ -29,7 +29,8 @@ use sealer_builder::progress::Progress;
 use sealer_builder::reference::ImageName;
 use sealer_builder::remote::{Registries, RemoteOptions};
 use sealer_builder::transfer::Transfer;
-use sealer_pull_proxy::config::{Credentials, Upstream};
+use sealer_client::credentials::Credentials;
+use sealer_client::endpoint::Upstream;
 use sealer_registry::auth::htpasswd::Htpasswd;
 use sealer_registry::oci::Digest;
 
@@ -327,7 +328,7 @@ async fn push_to_external(
     let repo = image.name.repo()?;
     for (carried, digest) in &image.carried {
         let mut names = vec![format!("{}/{}", carried.host, carried.remote)];
-        if docker && carried.host == sealer_pull_proxy::config::DOCKER_HUB {
+        if docker && carried.host == sealer_registry::oci::docker_hub::HOST {
             names.push(carried.remote.clone());
         }
         for name in names {

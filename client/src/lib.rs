@@ -1,9 +1,14 @@
-//! The client for one upstream registry: one connection pool, the token flow, retries
-//! with backoff, redirects followed only where [`redirects`] allows, never forwarding
-//! `Authorization` to other hosts.
+//! The registry client every part of sealer uses: the mirror's fills, the builder's pulls
+//! and pushes, `sealer login`. One [`UpstreamClient`] per registry host: one connection
+//! pool, the token flow, retries with backoff, redirects followed only where [`redirects`]
+//! allows, never forwarding `Authorization` to other hosts; credentials from docker's
+//! `config.json` ([`credentials`]); what it sees reported to an [`Observer`].
 
 pub mod auth;
 pub mod credentials;
+pub mod download;
+pub mod endpoint;
+pub mod observer;
 pub mod redirects;
 mod tls;
 
@@ -22,8 +27,9 @@ use sealer_registry::storage::ReferrerRecord;
 use url::Url;
 
 use self::auth::{Challenge, TokenCache, TokenResponse};
-use crate::config::{Credentials, Limits, Upstream};
-use crate::metrics::MirrorMetrics;
+use crate::credentials::Credentials;
+use crate::endpoint::{Limits, Upstream};
+pub use crate::observer::{Observer, Unobserved};
 
 /// Every manifest type a client of ours may ask for.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -75,7 +81,7 @@ pub struct UpstreamClient {
     /// The upstream asked for Basic rather than bearer tokens.
     basic: AtomicBool,
     down_until: std::sync::Mutex<Option<Instant>>,
-    metrics: Arc<MirrorMetrics>,
+    metrics: Arc<dyn Observer>,
     /// The whole time a request other than a blob transfer may take.
     deadline: Duration,
     limits: Limits,
@@ -85,7 +91,7 @@ impl UpstreamClient {
     pub fn new(
         host: &str,
         config: &Upstream,
-        metrics: Arc<MirrorMetrics>,
+        metrics: Arc<dyn Observer>,
     ) -> anyhow::Result<UpstreamClient> {
         let tls = Self::tls_for(config)?;
         Self::with_tls(host, config, tls, metrics)
@@ -102,7 +108,7 @@ impl UpstreamClient {
         host: &str,
         config: &Upstream,
         tls: rustls::ClientConfig,
-        metrics: Arc<MirrorMetrics>,
+        metrics: Arc<dyn Observer>,
     ) -> anyhow::Result<UpstreamClient> {
         let endpoint = config.endpoint_for(host)?;
         let guard = redirects::Guard::new(&endpoint);
