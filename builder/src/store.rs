@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use sealer_registry::oci::graph::{Graph, Walk};
 use sealer_registry::oci::{Digest, RepoName, Tag};
-use sealer_registry::services::Gate;
 use sealer_registry::services::gc::{Collector, GcPolicy};
+use sealer_registry::services::{Gate, manifests};
 use sealer_registry::storage::fs::FsStorage;
 use sealer_registry::storage::{LocalFiles, Maintenance, RepoGraph, Storage, StoredManifest};
 
@@ -223,9 +223,7 @@ impl Store {
         media_type: &str,
         body: Bytes,
     ) -> anyhow::Result<()> {
-        self.storage
-            .put_manifest(repo, digest, media_type, body)
-            .await?;
+        manifests::ingest(&self.storage, repo, digest, media_type, body, None).await?;
         Ok(())
     }
 
@@ -515,5 +513,37 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, [".tmpNEW", "partial-sha256-aa"]);
+    }
+
+    #[tokio::test]
+    async fn a_manifest_with_a_subject_is_listed_as_its_referrer() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let repo = RepoName::parse("example.com/app").unwrap();
+        let subject = Digest::sha256_of(b"the image");
+        let body = Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": "application/vnd.example.signature",
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                           "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
+                "layers": [],
+                "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "digest": subject.to_string(), "size": 9},
+            }))
+            .unwrap(),
+        );
+        let digest = Digest::sha256_of(&body);
+        let media_type = "application/vnd.oci.image.manifest.v1+json";
+        store
+            .put_manifest_as(&repo, &digest, media_type, body)
+            .await
+            .unwrap();
+        let listed = store.storage.list_referrers(&repo, &subject).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].digest, digest);
+        let kind = listed[0].artifact_type.as_deref();
+        assert_eq!(kind, Some("application/vnd.example.signature"));
     }
 }

@@ -11,6 +11,7 @@ use sealer_registry::oci::manifest;
 use sealer_registry::oci::{Digest, Reference, RepoName, Tag};
 use sealer_registry::services::Page;
 use sealer_registry::services::error::Result;
+use sealer_registry::services::manifests;
 use sealer_registry::services::mirror::{Mirror, MirrorRoute, MirroredBlob};
 use sealer_registry::storage::{ReferrerRecord, Storage};
 
@@ -100,10 +101,8 @@ impl PullThrough {
     /// Stores a manifest fetched from upstream exactly as received, with its referrer
     /// entry; its blobs and children are fetched when they are asked for.
     async fn store(&self, route: &MirrorRoute, m: &RemoteManifest) -> Result<()> {
-        self.storage
-            .put_manifest(&route.local, &m.digest, &m.media_type, m.body.clone())
-            .await?;
-        if let Ok(parsed) = manifest::parse(Some(&m.media_type), &m.body) {
+        let parsed = manifest::parse(Some(&m.media_type), &m.body).ok();
+        if let Some(parsed) = &parsed {
             if self.declared.len() + parsed.blobs.len() > MAX_DECLARED {
                 self.declared.clear();
             }
@@ -111,19 +110,17 @@ impl PullThrough {
                 self.declared
                     .insert((route.local.clone(), blob.digest.clone()), blob.size);
             }
-            if let Some(subject) = parsed.subject {
-                let record = ReferrerRecord {
-                    digest: m.digest.clone(),
-                    media_type: manifest::essence(&m.media_type).to_string(),
-                    size: m.body.len() as u64,
-                    artifact_type: parsed.artifact_type,
-                    annotations: parsed.annotations.map(|a| a.into_iter().collect()),
-                };
-                self.storage
-                    .add_referrer(&route.local, &subject, &record)
-                    .await?;
-            }
         }
+        let (repo, body) = (&route.local, m.body.clone());
+        manifests::ingest(
+            &*self.storage,
+            repo,
+            &m.digest,
+            &m.media_type,
+            body,
+            parsed.as_ref(),
+        )
+        .await?;
         Ok(())
     }
 

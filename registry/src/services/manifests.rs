@@ -12,7 +12,7 @@ use super::quota::Quotas;
 use super::{Lookup, Options};
 use crate::oci::manifest::{self, ManifestKind, media_type};
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
-use crate::storage::{ReferrerRecord, Storage, StoredManifest};
+use crate::storage::{ReferrerRecord, Storage, StorageError, StoredManifest};
 
 pub struct ManifestService {
     storage: Arc<dyn Storage>,
@@ -193,14 +193,15 @@ impl ManifestService {
         if self.storage.get_manifest(repo, &digest).await?.is_none() {
             self.quotas.check(repo, size, None).await?;
         }
-        self.storage
-            .put_manifest(repo, &digest, &stored_type, body)
-            .await?;
-
-        if let Some(subject) = &parsed.subject {
-            let record = ReferrerRecord::of_manifest(&digest, &stored_type, size, &parsed);
-            self.storage.add_referrer(repo, subject, &record).await?;
-        }
+        ingest(
+            &*self.storage,
+            repo,
+            &digest,
+            &stored_type,
+            body,
+            Some(&parsed),
+        )
+        .await?;
 
         let mut tags = extra_tags;
         if let Reference::Tag(t) = reference {
@@ -313,6 +314,38 @@ impl ManifestService {
             }
         }
     }
+}
+
+/// Stores a manifest exactly as given and, when it names a subject, its referrer record.
+/// Every way a manifest comes in (a push, a mirror fill, a pull or bundle load into the
+/// local store) goes through here, so the referrers API answers the same whatever
+/// brought it. `parsed` is the manifest read already, if the caller read it; a manifest
+/// that does not parse is stored without a record (a push never gets this far with one).
+pub async fn ingest(
+    storage: &dyn Storage,
+    repo: &RepoName,
+    digest: &Digest,
+    media_type: &str,
+    body: Bytes,
+    parsed: Option<&manifest::ParsedManifest>,
+) -> std::result::Result<(), StorageError> {
+    let size = body.len() as u64;
+    let read;
+    let parsed = match parsed {
+        Some(p) => Some(p),
+        None => {
+            read = manifest::parse(Some(media_type), &body).ok();
+            read.as_ref()
+        }
+    };
+    storage.put_manifest(repo, digest, media_type, body).await?;
+    if let Some(parsed) = parsed
+        && let Some(subject) = &parsed.subject
+    {
+        let record = ReferrerRecord::of_manifest(digest, media_type, size, parsed);
+        storage.add_referrer(repo, subject, &record).await?;
+    }
+    Ok(())
 }
 
 pub fn too_large(limit: usize) -> ServiceError {
