@@ -1,3 +1,4 @@
+//! Unit tests of image discovery: files, charts, manifests and the lists they make.
 use super::*;
 
 /// Every image found, with the line of its first place.

@@ -1,3 +1,4 @@
+//! Unit tests of the Kubefile parser: instructions, variables, errors with their lines.
 use super::*;
 
 fn parse_with(text: &str, options: &ParseOptions) -> Result<Kubefile, KubefileError> {

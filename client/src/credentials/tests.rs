@@ -1,3 +1,4 @@
+//! Unit tests of docker config.json logins: read, written, credential helpers.
 use super::*;
 
 #[test]

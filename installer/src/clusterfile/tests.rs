@@ -1,3 +1,4 @@
+//! Unit tests of the Clusterfile: parsing, defaults and validation.
 use super::*;
 use std::path::Path;
 
