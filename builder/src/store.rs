@@ -390,6 +390,23 @@ impl Store {
         Ok(notes)
     }
 
+    /// Gives the image `source` the name `target` (`sealer tag`): its graph linked into
+    /// the target's repository, then tagged there.
+    pub async fn tag_as(&self, source: &ImageName, target: &ImageName) -> anyhow::Result<Digest> {
+        let top = self.require(source).await?;
+        let tag = target
+            .tag
+            .clone()
+            .filter(|_| target.digest.is_none())
+            .context("the new name needs a tag, not a digest")?;
+        let (from, to) = (source.repo()?, target.repo()?);
+        if from != to {
+            self.link_graph(&from, &to, &top.digest).await?;
+        }
+        self.tag(&to, &tag, &top.digest).await?;
+        Ok(top.digest)
+    }
+
     /// Whether `repo:tag` names a CloudImage in the store.
     async fn holds_cloud_image(&self, repo: &RepoName, tag: Option<&str>) -> anyhow::Result<bool> {
         let Some(tag) = tag.and_then(|t| Tag::parse(t).ok()) else {

@@ -110,6 +110,64 @@ impl fmt::Display for Plan {
     }
 }
 
+/// A change to a cluster: what it was (as last applied) and what it is to become.
+pub struct Change {
+    pub before: Option<Cluster>,
+    pub wanted: Cluster,
+}
+
+impl Change {
+    /// To the cluster a Clusterfile describes (`sealer apply`).
+    pub fn to(env: &Environment, wanted: Cluster) -> anyhow::Result<Change> {
+        let before = state::load(&env.state_dir, &wanted.name)?;
+        Ok(Change { before, wanted })
+    }
+
+    /// Cluster `name` with hosts added (`sealer scale-up`).
+    pub fn adding(
+        env: &Environment,
+        name: &str,
+        masters: &[IpAddr],
+        nodes: &[IpAddr],
+        ssh: &Ssh,
+    ) -> anyhow::Result<Change> {
+        if masters.is_empty() && nodes.is_empty() {
+            bail!("give the hosts to add with -m and/or -n");
+        }
+        let before = state::require(&env.state_dir, name)?;
+        let wanted = with_hosts(&before, masters, nodes, ssh)?;
+        Ok(Change {
+            before: Some(before),
+            wanted,
+        })
+    }
+
+    /// Cluster `name` without `remove` (`sealer delete -m/-n`).
+    pub fn removing(env: &Environment, name: &str, remove: &[IpAddr]) -> anyhow::Result<Change> {
+        if remove.is_empty() {
+            bail!("give the hosts to remove with -m/-n, or --all for the whole cluster");
+        }
+        let before = state::require(&env.state_dir, name)?;
+        let wanted = without_hosts(&before, remove)?;
+        Ok(Change {
+            before: Some(before),
+            wanted,
+        })
+    }
+
+    pub fn plan(&self) -> Plan {
+        plan(self.before.as_ref(), &self.wanted)
+    }
+
+    pub async fn apply(
+        &self,
+        env: &Environment,
+        progress: &dyn Progress,
+    ) -> anyhow::Result<Report> {
+        apply(env, self.before.as_ref(), &self.wanted, progress).await
+    }
+}
+
 /// Carries out the plan from `before` to `wanted`.
 pub async fn apply(
     env: &Environment,

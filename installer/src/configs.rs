@@ -2,11 +2,33 @@
 //! written whole (`overwrite`), or a YAML or JSON file's keys merged into what the image
 //! has (`merge`, the Config's values winning, maps merged key by key).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
 use crate::clusterfile::{ConfigSpec, ConfigStrategy};
+
+/// `sealer unpack-layers` on a host: each `(blob, media type)` layer unpacked into `dir`
+/// in order, then the Config documents in the JSON file `configs` applied over them.
+pub fn unpack(
+    dir: &Path,
+    layers: &[(PathBuf, String)],
+    configs: Option<&Path>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (blob, media_type) in layers {
+        sealer_builder::build::rootfs::unpack_layer(blob, media_type, dir)
+            .with_context(|| format!("unpacking {}", blob.display()))?;
+    }
+    if let Some(file) = configs {
+        let text =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let specs: Vec<ConfigSpec> =
+            serde_json::from_slice(&text).context("the Config documents")?;
+        apply(dir, &specs)?;
+    }
+    Ok(())
+}
 
 pub fn apply(dir: &Path, configs: &[ConfigSpec]) -> anyhow::Result<()> {
     for c in configs {

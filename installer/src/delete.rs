@@ -7,6 +7,19 @@ use crate::state;
 use crate::steps::{check_ownership, clean, connect, hooks};
 use sealer_builder::progress::Progress;
 
+/// The cluster `sealer delete --all` takes off: the one a Clusterfile names, else the
+/// state of cluster `name`.
+pub fn target(
+    env: &Environment,
+    clusterfile: Option<&std::path::Path>,
+    name: &str,
+) -> anyhow::Result<Cluster> {
+    match clusterfile {
+        Some(path) => crate::clusterfile::read_file(path),
+        None => state::require(&env.state_dir, name),
+    }
+}
+
 pub async fn delete_all(
     env: &Environment,
     cluster: &Cluster,

@@ -18,3 +18,29 @@ pub struct Environment {
     pub ssh: SshOptions,
     pub jobs: usize,
 }
+
+impl Environment {
+    /// This machine's: the running `sealer` and the `sealer-registry` beside it (both
+    /// sent to hosts), `~/.sealer`, and `jobs` hosts at once.
+    pub fn here(store: Store, jobs: usize) -> anyhow::Result<Environment> {
+        let sealer_bin = std::env::current_exe()?;
+        let registry_bin = sealer_bin.with_file_name("sealer-registry");
+        if !registry_bin.is_file() {
+            anyhow::bail!(
+                "{} is missing: sealer run sends it to the registry hosts",
+                registry_bin.display()
+            );
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"));
+        Ok(Environment {
+            store,
+            sealer_bin,
+            registry_bin,
+            state_dir: home.join(".sealer"),
+            ssh: crate::hosts::ssh::default_options(&home),
+            jobs: jobs.max(1),
+        })
+    }
+}

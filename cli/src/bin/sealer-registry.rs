@@ -140,32 +140,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { registry, mirror } => {
-            let settings = Settings::resolve(&registry)?;
-            let mirror_config = MirrorConfig::resolve(settings.mirror.as_ref(), &mirror)?
-                .with_registry_limits(
-                    settings.options.max_manifest_bytes,
-                    settings.options.max_upload_bytes,
-                );
-            let _log = observability::init_logging(settings.log_format, &settings.log_level);
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(async {
-                    let opened = server::open_storage(&settings)?;
-                    let mirror: Option<Arc<dyn Mirror>> = if mirror_config.is_empty() {
-                        None
-                    } else {
-                        let Some(store) = opened.store.clone() else {
-                            anyhow::bail!("a pull-through mirror needs a store to fill: give --root as well as --bundle");
-                        };
-                        let hosts: Vec<_> = mirror_config.upstreams.iter().map(|u| u.host.clone()).collect();
-                        tracing::info!(upstreams = ?hosts, offline = mirror_config.offline, "mirroring");
-                        Some(Arc::new(PullThrough::new(mirror_config, store)?))
-                    };
-                    server::serve(settings, opened, mirror).await
-                })
-        }
+        Command::Serve { registry, mirror } => serve(&registry, &mirror),
         Command::MirrorConfig {
             runtime,
             registries,
@@ -175,176 +150,218 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             path_prefixed,
             write,
         } => {
-            let upstreams = if upstreams.is_empty() {
-                vec!["docker.io".to_string()]
-            } else {
-                upstreams
-            };
-            let files = mirror_config::generate(
-                runtime,
-                &mirror_config::Request {
-                    registries,
-                    upstreams,
-                    ca: ca.as_deref().map(mirror_config::Ca::read).transpose()?,
-                    login: login_file
-                        .as_deref()
-                        .map(sealer_pull_proxy::config::Credentials::read)
-                        .transpose()?,
-                    path_prefixed,
-                    login_file: std::env::var_os("HOME")
-                        .map(PathBuf::from)
-                        .unwrap_or_else(|| PathBuf::from("/root"))
-                        .join(".docker/config.json"),
+            let request = mirror_config::Request {
+                registries,
+                upstreams: match upstreams.is_empty() {
+                    true => vec!["docker.io".to_string()],
+                    false => upstreams,
                 },
-            )?;
-            match write {
-                Some(dir) => {
-                    for path in mirror_config::write(&dir, &files)? {
-                        println!("wrote {}", path.display());
-                    }
-                }
-                None => {
-                    for f in files {
-                        println!("# {}\n{}", f.path.display(), f.content);
-                    }
-                }
-            }
-            Ok(())
+                ca: ca.as_deref().map(mirror_config::Ca::read).transpose()?,
+                login: login_file
+                    .as_deref()
+                    .map(sealer_pull_proxy::config::Credentials::read)
+                    .transpose()?,
+                path_prefixed,
+                login_file: std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/root"))
+                    .join(".docker/config.json"),
+            };
+            print_mirror_config(runtime, &request, write.as_deref())
         }
         Command::Cert {
             domains,
             ips,
             out,
             days,
-        } => {
-            let issued = sealer_registry::tls::issue(&out, &domains, &ips, days)?;
-            println!(
-                "{} {}",
-                if issued.new_ca { "created" } else { "kept" },
-                issued.ca_cert.display()
-            );
-            println!(
-                "wrote {} and {}",
-                issued.cert.display(),
-                issued.key.display()
-            );
-            println!(
-                "serve with: sealer-registry serve --tls-cert {} --tls-key {}",
-                issued.cert.display(),
-                issued.key.display()
-            );
-            Ok(())
-        }
+        } => cert(&out, &domains, &ips, days),
         Command::Gc {
             root,
             dry_run,
             gc,
             json,
-        } => {
-            let root = root.unwrap_or_else(sealer_registry::config::default_root);
-            let policy = gc.policy(&Default::default());
-            let report = tokio::runtime::Runtime::new()?.block_on(async {
-                // Shared: a dry run may look at a store the registry is serving.
-                let store = Arc::new(
-                    FsStorage::open_shared(&root)
-                        .with_context(|| format!("cannot open the store at {}", root.display()))?,
-                );
-                let collector = Collector::new(store, Default::default(), policy);
-                anyhow::Ok(collector.run(dry_run).await?)
-            })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                let verb = if dry_run { "would remove" } else { "removed" };
-                println!(
-                    "{verb} {} untagged manifest(s), {} layer link(s), {} blob(s): {} bytes ({} repositories, {:.2} s)",
-                    report.manifests,
-                    report.layer_links,
-                    report.blobs,
-                    report.bytes,
-                    report.repositories,
-                    report.seconds
-                );
-            }
-            Ok(())
-        }
+        } => collect_garbage(root, dry_run, gc, json),
         Command::Check {
             root,
             quarantine,
             json,
             quiet,
-        } => {
-            let root = root.unwrap_or_else(sealer_registry::config::default_root);
-            let bar = if quiet {
-                indicatif::ProgressBar::hidden()
-            } else {
-                indicatif::ProgressBar::with_draw_target(
-                    None,
-                    indicatif::ProgressDrawTarget::stderr(),
-                )
-            };
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "checking [{bar:30}] {binary_bytes:>10}/{binary_total_bytes:<10} {binary_bytes_per_sec:>12}",
-                )
-                .expect("static template")
-                .progress_chars("=> "),
-            );
-            let shown = bar.clone();
-            let report = tokio::runtime::Runtime::new()?.block_on(async {
-                let store = Arc::new(
-                    FsStorage::open_shared(&root)
-                        .with_context(|| format!("cannot open the store at {}", root.display()))?,
-                );
-                let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
-                anyhow::Ok(
-                    check::check(store, quarantine, parallel, move |done, total| {
-                        shown.set_length(total);
-                        shown.set_position(done);
-                    })
-                    .await?,
-                )
-            })?;
-            bar.finish_and_clear();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                for c in &report.corrupt {
-                    let moved = c
-                        .quarantined_to
-                        .as_deref()
-                        .map(|p| format!("; moved to {p}"))
-                        .unwrap_or_default();
-                    println!(
-                        "corrupt {} (content hashes to {}){moved}",
-                        c.digest, c.actual
-                    );
-                }
-                for m in &report.missing {
-                    println!("missing {m}");
-                }
-                println!(
-                    "checked {} blob(s), {} bytes in {:.2} s: {} corrupt, {} missing",
-                    report.blobs,
-                    report.bytes,
-                    report.seconds,
-                    report.corrupt.len(),
-                    report.missing.len()
-                );
-            }
-            if !report.is_clean() {
-                anyhow::bail!("the store has damaged content (see above)");
-            }
-            Ok(())
-        }
+        } => check_store(root, quarantine, json, quiet),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "sealer-registry",
-                &mut std::io::stdout(),
-            );
+            let mut out = std::io::stdout();
+            clap_complete::generate(shell, &mut Cli::command(), "sealer-registry", &mut out);
             Ok(())
         }
     }
+}
+
+fn serve(registry: &ServeArgs, mirror: &MirrorArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(registry)?;
+    let mirror_config = MirrorConfig::resolve(settings.mirror.as_ref(), mirror)?
+        .with_registry_limits(
+            settings.options.max_manifest_bytes,
+            settings.options.max_upload_bytes,
+        );
+    let _log = observability::init_logging(settings.log_format, &settings.log_level);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let opened = server::open_storage(&settings)?;
+            let mirror: Option<Arc<dyn Mirror>> = if mirror_config.is_empty() {
+                None
+            } else {
+                let Some(store) = opened.store.clone() else {
+                    anyhow::bail!(
+                        "a pull-through mirror needs a store to fill: give --root as well as --bundle"
+                    );
+                };
+                let hosts: Vec<_> = mirror_config.upstreams.iter().map(|u| u.host.clone()).collect();
+                tracing::info!(upstreams = ?hosts, offline = mirror_config.offline, "mirroring");
+                Some(Arc::new(PullThrough::new(mirror_config, store)?))
+            };
+            server::serve(settings, opened, mirror).await
+        })
+}
+
+fn print_mirror_config(
+    runtime: Runtime,
+    request: &mirror_config::Request,
+    write: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let files = mirror_config::generate(runtime, request)?;
+    match write {
+        Some(dir) => {
+            for path in mirror_config::write(dir, &files)? {
+                println!("wrote {}", path.display());
+            }
+        }
+        None => {
+            for f in files {
+                println!("# {}\n{}", f.path.display(), f.content);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cert(
+    out: &std::path::Path,
+    domains: &[String],
+    ips: &[std::net::IpAddr],
+    days: u32,
+) -> anyhow::Result<()> {
+    let issued = sealer_registry::tls::issue(out, domains, ips, days)?;
+    let verb = if issued.new_ca { "created" } else { "kept" };
+    println!("{verb} {}", issued.ca_cert.display());
+    let (cert, key) = (issued.cert.display(), issued.key.display());
+    println!("wrote {cert} and {key}");
+    println!("serve with: sealer-registry serve --tls-cert {cert} --tls-key {key}");
+    Ok(())
+}
+
+/// The store at `root`, opened shared: `gc --dry-run` and `check` may look at a store
+/// the registry is serving.
+fn open_shared(root: Option<PathBuf>) -> anyhow::Result<Arc<FsStorage>> {
+    let root = root.unwrap_or_else(sealer_registry::config::default_root);
+    let store = FsStorage::open_shared(&root)
+        .with_context(|| format!("cannot open the store at {}", root.display()))?;
+    Ok(Arc::new(store))
+}
+
+fn collect_garbage(
+    root: Option<PathBuf>,
+    dry_run: bool,
+    gc: GcArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let policy = gc.policy(&Default::default());
+    let store = open_shared(root)?;
+    let report = tokio::runtime::Runtime::new()?.block_on(async {
+        let collector = Collector::new(store, Default::default(), policy);
+        collector.run(dry_run).await
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    println!(
+        "{verb} {} untagged manifest(s), {} layer link(s), {} blob(s): {} bytes ({} repositories, {:.2} s)",
+        report.manifests,
+        report.layer_links,
+        report.blobs,
+        report.bytes,
+        report.repositories,
+        report.seconds
+    );
+    Ok(())
+}
+
+fn check_store(
+    root: Option<PathBuf>,
+    quarantine: bool,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let bar = match quiet {
+        true => indicatif::ProgressBar::hidden(),
+        false => {
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+        }
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "checking [{bar:30}] {binary_bytes:>10}/{binary_total_bytes:<10} {binary_bytes_per_sec:>12}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    let shown = bar.clone();
+    let store = open_shared(root)?;
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let report = tokio::runtime::Runtime::new()?.block_on(check::check(
+        store,
+        quarantine,
+        parallel,
+        move |done, total| {
+            shown.set_length(total);
+            shown.set_position(done);
+        },
+    ))?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_check(&report);
+    }
+    if !report.is_clean() {
+        anyhow::bail!("the store has damaged content (see above)");
+    }
+    Ok(())
+}
+
+fn print_check(report: &check::CheckReport) {
+    for c in &report.corrupt {
+        let moved = c
+            .quarantined_to
+            .as_deref()
+            .map(|p| format!("; moved to {p}"))
+            .unwrap_or_default();
+        println!(
+            "corrupt {} (content hashes to {}){moved}",
+            c.digest, c.actual
+        );
+    }
+    for m in &report.missing {
+        println!("missing {m}");
+    }
+    println!(
+        "checked {} blob(s), {} bytes in {:.2} s: {} corrupt, {} missing",
+        report.blobs,
+        report.bytes,
+        report.seconds,
+        report.corrupt.len(),
+        report.missing.len()
+    );
 }

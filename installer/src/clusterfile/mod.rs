@@ -154,6 +154,14 @@ impl Documents {
 }
 
 /// Reads `text` (the contents of `file`) into a checked [`Cluster`].
+/// Reads and checks the Clusterfile at `path`.
+pub fn read_file(path: &std::path::Path) -> anyhow::Result<Cluster> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(parse(&text, &path.display().to_string())?)
+}
+
 pub fn parse(text: &str, file: &str) -> Result<Cluster, ClusterfileError> {
     let error = |document: usize, kind: Option<&str>, field: Option<&str>, message: String| {
         ClusterfileError {
