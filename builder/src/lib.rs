@@ -1,11 +1,10 @@
 //! Kubefile to CloudImage, the local image store, push/pull and offline bundles.
 //!
 //! `kubefile` parses, `discover` finds container images, `layer` and `cache` make
-//! reproducible layers, `build` runs a Kubefile into a `cloudimage`, `store` is the local
+//! reproducible layers, `steps` runs a Kubefile's steps into a `cloudimage` (`steps::build`), `store` is the local
 //! content store, `remote` and `transfer` move images between it and registries.
 
 pub mod archive;
-pub mod build;
 pub mod bundle;
 pub mod cache;
 pub mod cloudimage;
@@ -19,5 +18,6 @@ pub mod progress;
 pub mod reference;
 pub mod remote;
 pub mod shell;
+pub mod steps;
 pub mod store;
 pub mod transfer;

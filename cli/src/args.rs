@@ -376,8 +376,8 @@ pub(crate) fn login_host(registry: &str) -> String {
 pub(crate) fn download_limits(
     max: Option<u64>,
     stall: Option<std::time::Duration>,
-) -> sealer_builder::build::sources::DownloadLimits {
-    let mut limits = sealer_builder::build::sources::DownloadLimits::default();
+) -> sealer_builder::steps::sources::DownloadLimits {
+    let mut limits = sealer_builder::steps::sources::DownloadLimits::default();
     limits.max_bytes = max.unwrap_or(limits.max_bytes);
     limits.stall = stall.unwrap_or(limits.stall);
     limits

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::CommandFactory;
-use sealer_builder::build::{BuildOptions, RunLimits, build};
 use sealer_builder::layer::Compression;
 use sealer_builder::progress::Progress;
 use sealer_builder::reference::Platform;
 use sealer_builder::remote::{self, Registries, RemoteOptions};
+use sealer_builder::steps::{BuildOptions, RunLimits, build};
 use sealer_builder::store::Store;
 use sealer_builder::transfer::{PullPolicy, Transfer};
 use sealer_builder::{bundle, discover, inspect};

@@ -17,7 +17,7 @@ pub fn unpack(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     for (blob, media_type) in layers {
-        sealer_builder::build::rootfs::unpack_layer(blob, media_type, dir)
+        sealer_builder::steps::rootfs::unpack_layer(blob, media_type, dir)
             .with_context(|| format!("unpacking {}", blob.display()))?;
     }
     if let Some(file) = configs {
@@ -44,7 +44,7 @@ pub fn apply(dir: &Path, configs: &[ConfigSpec]) -> anyhow::Result<()> {
             );
         }
         // Never through a link of the image's: it may point anywhere on the host.
-        sealer_builder::build::rootfs::beneath(dir, &c.path)
+        sealer_builder::steps::rootfs::beneath(dir, &c.path)
             .with_context(|| format!("the Config for {}", c.path.display()))?;
         let target = dir.join(&c.path);
         if let Some(parent) = target.parent() {

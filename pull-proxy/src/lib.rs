@@ -8,15 +8,16 @@
 //!   bounded;
 //! - [`fill`]: streaming, coalesced, verified cache fill of blobs;
 //! - [`mirror`]: the registry's `Mirror` over all of it;
-//! - [`mirror_config`]: the files that point containerd, docker and podman here.
+//! - [`runtime_files`]: the files that point containerd, docker and podman here
+//!   (`sealer-registry mirror-config`).
 
 pub mod clients;
 pub mod config;
 pub mod fill;
 pub mod metrics;
 pub mod mirror;
-pub mod mirror_config;
 pub mod routing;
+pub mod runtime_files;
 
 pub use config::{MirrorArgs, MirrorConfig};
 pub use mirror::PullThrough;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
-use sealer_pull_proxy::mirror_config::{self, Runtime};
+use sealer_pull_proxy::runtime_files::{self, Runtime};
 use sealer_pull_proxy::{MirrorArgs, MirrorConfig, PullThrough};
 use sealer_registry::config::{GcArgs, ServeArgs, Settings};
 use sealer_registry::services::check;
@@ -150,13 +150,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             path_prefixed,
             write,
         } => {
-            let request = mirror_config::Request {
+            let request = runtime_files::Request {
                 registries,
                 upstreams: match upstreams.is_empty() {
                     true => vec!["docker.io".to_string()],
                     false => upstreams,
                 },
-                ca: ca.as_deref().map(mirror_config::Ca::read).transpose()?,
+                ca: ca.as_deref().map(runtime_files::Ca::read).transpose()?,
                 login: login_file
                     .as_deref()
                     .map(sealer_pull_proxy::config::Credentials::read)
@@ -167,7 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .unwrap_or_else(|| PathBuf::from("/root"))
                     .join(".docker/config.json"),
             };
-            print_mirror_config(runtime, &request, write.as_deref())
+            print_runtime_files(runtime, &request, write.as_deref())
         }
         Command::Cert {
             domains,
@@ -224,15 +224,15 @@ fn serve(registry: &ServeArgs, mirror: &MirrorArgs) -> anyhow::Result<()> {
         })
 }
 
-fn print_mirror_config(
+fn print_runtime_files(
     runtime: Runtime,
-    request: &mirror_config::Request,
+    request: &runtime_files::Request,
     write: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    let files = mirror_config::generate(runtime, request)?;
+    let files = runtime_files::generate(runtime, request)?;
     match write {
         Some(dir) => {
-            for path in mirror_config::write(dir, &files)? {
+            for path in runtime_files::write(dir, &files)? {
                 println!("wrote {}", path.display());
             }
         }
