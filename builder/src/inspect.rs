@@ -147,6 +147,61 @@ impl Inspected {
     }
 }
 
+/// One rootfs entry of a CloudImage: its layers, config's ENV and labels, extension and
+/// launch commands; `None` if the store lacks its manifest.
+async fn platform_files(
+    store: &Store,
+    repo: &RepoName,
+    entry: &Reference,
+) -> anyhow::Result<Option<PlatformFiles>> {
+    let Some(stored) = store.manifest(repo, &entry.digest).await? else {
+        return Ok(None);
+    };
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&stored.body)?;
+    let notes = manifest.annotations().clone().unwrap_or_default();
+    let ext: Option<ImageExtension> = notes
+        .get(ANNOTATION_EXTENSION)
+        .and_then(|s| serde_json::from_str(s).ok());
+    let config: Digest = manifest.config().digest().to_string().parse()?;
+    let config: Option<serde_json::Value> = store
+        .config(&config)
+        .await?
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let launch = ext.as_ref().map(launch_commands).transpose()?;
+    let layers = manifest
+        .layers()
+        .iter()
+        .map(|l| {
+            Ok(Layer {
+                digest: l.digest().to_string().parse()?,
+                size: l.size(),
+                media_type: l.media_type().to_string(),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let pointer = |p: &str| config.as_ref().and_then(|c| c.pointer(p)).cloned();
+    Ok(Some(PlatformFiles {
+        platform: entry.platform.as_ref().map(ToString::to_string),
+        manifest: entry.digest.clone(),
+        layers,
+        env: pointer("/config/Env"),
+        labels: pointer("/config/Labels"),
+        extension: ext,
+        launch_commands: launch,
+    }))
+}
+
+/// What `sealer run` launches: the `CMDS`, then each launched app's commands.
+fn launch_commands(e: &ImageExtension) -> anyhow::Result<Vec<String>> {
+    let mut cmds: Vec<String> = e.launch.cmds.clone();
+    for name in &e.launch.app_names {
+        if let Some(app) = e.applications.iter().find(|a| &a.name == name) {
+            cmds.extend(crate::cloudimage::app_launch(app).map_err(anyhow::Error::msg)?);
+        }
+    }
+    Ok(cmds)
+}
+
 pub async fn inspect(
     store: &Store,
     repo: &RepoName,
@@ -159,61 +214,9 @@ pub async fn inspect(
     for m in &c.manifests {
         match m.annotations.get(ANNOTATION_ROLE).map(String::as_str) {
             Some(ROLE_ROOTFS) => {
-                let Some(stored) = store.manifest(repo, &m.digest).await? else {
-                    continue;
-                };
-                let manifest: oci_spec::image::ImageManifest =
-                    serde_json::from_slice(&stored.body)?;
-                let notes = manifest.annotations().clone().unwrap_or_default();
-                let ext: Option<ImageExtension> = notes
-                    .get(ANNOTATION_EXTENSION)
-                    .and_then(|s| serde_json::from_str(s).ok());
-                let config: Digest = manifest.config().digest().to_string().parse()?;
-                let config: Option<serde_json::Value> = store
-                    .config(&config)
-                    .await?
-                    .and_then(|b| serde_json::from_slice(&b).ok());
-                let launch = ext
-                    .as_ref()
-                    .map(|e| -> anyhow::Result<Vec<String>> {
-                        let mut cmds: Vec<String> = e.launch.cmds.clone();
-                        for name in &e.launch.app_names {
-                            if let Some(app) = e.applications.iter().find(|a| &a.name == name) {
-                                cmds.extend(
-                                    crate::cloudimage::app_launch(app)
-                                        .map_err(anyhow::Error::msg)?,
-                                );
-                            }
-                        }
-                        Ok(cmds)
-                    })
-                    .transpose()?;
-                let layers = manifest
-                    .layers()
-                    .iter()
-                    .map(|l| {
-                        Ok(Layer {
-                            digest: l.digest().to_string().parse()?,
-                            size: l.size(),
-                            media_type: l.media_type().to_string(),
-                        })
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-                platforms.push(PlatformFiles {
-                    platform: m.platform.as_ref().map(ToString::to_string),
-                    manifest: m.digest.clone(),
-                    layers,
-                    env: config
-                        .as_ref()
-                        .and_then(|c| c.pointer("/config/Env"))
-                        .cloned(),
-                    labels: config
-                        .as_ref()
-                        .and_then(|c| c.pointer("/config/Labels"))
-                        .cloned(),
-                    extension: ext,
-                    launch_commands: launch,
-                });
+                if let Some(files) = platform_files(store, repo, m).await? {
+                    platforms.push(files);
+                }
             }
             Some(ROLE_CONTAINER_IMAGE) => {
                 images.push(CarriedImage {

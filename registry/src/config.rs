@@ -362,6 +362,8 @@ impl Settings {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
+        let options = options(args, &file)?;
+        let limits = conn_limits(args, &file)?;
         let addr_text = args
             .addr
             .clone()
@@ -376,85 +378,6 @@ impl Settings {
         let given_root = args.root.clone().or(file.root);
         let read_only = !bundles.is_empty() && given_root.is_none();
         let root = given_root.unwrap_or_else(default_root);
-        let defaults = Options::default();
-        let options = Options {
-            max_manifest_bytes: args
-                .max_manifest_bytes
-                .or(file.manifests.max_size)
-                .unwrap_or(defaults.max_manifest_bytes),
-            delete_enabled: !args.no_delete
-                && file.delete.enabled.unwrap_or(defaults.delete_enabled),
-            strict_indexes: args.strict_indexes
-                || file
-                    .manifests
-                    .strict_indexes
-                    .unwrap_or(defaults.strict_indexes),
-            max_page_entries: file
-                .listing
-                .max_page_entries
-                .unwrap_or(defaults.max_page_entries),
-            upload_expiry: args
-                .upload_expiry
-                .or(file.uploads.expire_after)
-                .unwrap_or(defaults.upload_expiry),
-            max_upload_bytes: args.max_upload_size.or(file.limits.max_upload_size),
-            read_only: args.read_only || file.read_only.unwrap_or(false),
-            repo_quota: args.repo_quota.or(file.limits.repository_quota),
-            sessions: SessionLimits {
-                per_repository: args
-                    .max_sessions_per_repo
-                    .or(file.limits.max_sessions_per_repository)
-                    .unwrap_or(defaults.sessions.per_repository),
-                per_user: args
-                    .max_sessions_per_user
-                    .or(file.limits.max_sessions_per_user)
-                    .unwrap_or(defaults.sessions.per_user),
-            },
-        };
-        if options.sessions.per_repository == 0 || options.sessions.per_user == 0 {
-            bail!(
-                "limits.max_sessions_per_repository and max_sessions_per_user must be at least 1"
-            );
-        }
-        let conn_defaults = ConnLimits::default();
-        let limits = ConnLimits {
-            header_timeout: args
-                .header_timeout
-                .or(file.limits.header_timeout)
-                .unwrap_or(conn_defaults.header_timeout),
-            body_timeout: args
-                .body_timeout
-                .or(file.limits.body_timeout)
-                .unwrap_or(conn_defaults.body_timeout),
-            idle_timeout: args
-                .idle_timeout
-                .or(file.limits.idle_timeout)
-                .unwrap_or(conn_defaults.idle_timeout),
-            write_timeout: args
-                .write_timeout
-                .or(file.limits.write_timeout)
-                .unwrap_or(conn_defaults.write_timeout),
-            max_connections: args.max_connections.or(file.limits.max_connections),
-        };
-        if [
-            limits.header_timeout,
-            limits.body_timeout,
-            limits.idle_timeout,
-            limits.write_timeout,
-        ]
-        .iter()
-        .any(Duration::is_zero)
-        {
-            bail!(
-                "limits.header_timeout, body_timeout, idle_timeout and write_timeout must be more than 0"
-            );
-        }
-        if limits.max_connections == Some(0) {
-            bail!("limits.max_connections must be at least 1");
-        }
-        if options.max_page_entries == 0 {
-            bail!("listing.max_page_entries must be at least 1");
-        }
         let auth = auth_settings(args, file.auth.unwrap_or_default())?;
         let gc = args.gc.policy(&file.gc);
         let gc_interval = args.gc_interval.or(file.gc.interval);
@@ -489,6 +412,92 @@ impl Settings {
             metrics: !args.no_metrics && file.metrics.unwrap_or(true),
         })
     }
+}
+
+/// Flags over the file over the defaults: what the services need to know.
+fn options(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Options> {
+    let defaults = Options::default();
+    let options = Options {
+        max_manifest_bytes: args
+            .max_manifest_bytes
+            .or(file.manifests.max_size)
+            .unwrap_or(defaults.max_manifest_bytes),
+        delete_enabled: !args.no_delete && file.delete.enabled.unwrap_or(defaults.delete_enabled),
+        strict_indexes: args.strict_indexes
+            || file
+                .manifests
+                .strict_indexes
+                .unwrap_or(defaults.strict_indexes),
+        max_page_entries: file
+            .listing
+            .max_page_entries
+            .unwrap_or(defaults.max_page_entries),
+        upload_expiry: args
+            .upload_expiry
+            .or(file.uploads.expire_after)
+            .unwrap_or(defaults.upload_expiry),
+        max_upload_bytes: args.max_upload_size.or(file.limits.max_upload_size),
+        read_only: args.read_only || file.read_only.unwrap_or(false),
+        repo_quota: args.repo_quota.or(file.limits.repository_quota),
+        sessions: SessionLimits {
+            per_repository: args
+                .max_sessions_per_repo
+                .or(file.limits.max_sessions_per_repository)
+                .unwrap_or(defaults.sessions.per_repository),
+            per_user: args
+                .max_sessions_per_user
+                .or(file.limits.max_sessions_per_user)
+                .unwrap_or(defaults.sessions.per_user),
+        },
+    };
+    if options.sessions.per_repository == 0 || options.sessions.per_user == 0 {
+        bail!("limits.max_sessions_per_repository and max_sessions_per_user must be at least 1");
+    }
+    if options.max_page_entries == 0 {
+        bail!("listing.max_page_entries must be at least 1");
+    }
+    Ok(options)
+}
+
+/// Flags over the file over the defaults: how long connections may take, how many.
+fn conn_limits(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<ConnLimits> {
+    let conn_defaults = ConnLimits::default();
+    let limits = ConnLimits {
+        header_timeout: args
+            .header_timeout
+            .or(file.limits.header_timeout)
+            .unwrap_or(conn_defaults.header_timeout),
+        body_timeout: args
+            .body_timeout
+            .or(file.limits.body_timeout)
+            .unwrap_or(conn_defaults.body_timeout),
+        idle_timeout: args
+            .idle_timeout
+            .or(file.limits.idle_timeout)
+            .unwrap_or(conn_defaults.idle_timeout),
+        write_timeout: args
+            .write_timeout
+            .or(file.limits.write_timeout)
+            .unwrap_or(conn_defaults.write_timeout),
+        max_connections: args.max_connections.or(file.limits.max_connections),
+    };
+    if [
+        limits.header_timeout,
+        limits.body_timeout,
+        limits.idle_timeout,
+        limits.write_timeout,
+    ]
+    .iter()
+    .any(Duration::is_zero)
+    {
+        bail!(
+            "limits.header_timeout, body_timeout, idle_timeout and write_timeout must be more than 0"
+        );
+    }
+    if limits.max_connections == Some(0) {
+        bail!("limits.max_connections must be at least 1");
+    }
+    Ok(limits)
 }
 
 /// Flags over `[auth]`. Without an htpasswd file there is no sign-in, and the settings

@@ -395,52 +395,14 @@ pub async fn load(
         tokio::task::spawn_blocking(move || read_bundle(&store, source, task.as_ref(), &runtime))
             .await??
     };
-    let mut report = scanned.report;
-    // (name, top manifest digest, its media type) for each image to tag.
-    let mut images = Vec::new();
-    if let Some(index) = scanned.index {
-        let index: serde_json::Value =
-            serde_json::from_slice(&index).context("index.json is not valid JSON")?;
-        let entries = index["manifests"]
-            .as_array()
-            .context("index.json lists no manifests")?;
-        for entry in entries {
-            let notes = &entry["annotations"];
-            let written = notes[ANNOTATION_IMAGE_NAME]
-                .as_str()
-                .or(notes[ANNOTATION_REF_NAME].as_str())
-                .context("an index.json entry has no image name (io.containerd.image.name or org.opencontainers.image.ref.name)")?;
-            let name = ImageName::parse(written)?;
-            let digest: Digest = entry["digest"]
-                .as_str()
-                .unwrap_or_default()
-                .parse()
-                .with_context(|| format!("{name}: invalid digest in index.json"))?;
-            let media_type = entry["mediaType"].as_str().unwrap_or_default().to_string();
-            images.push((name, digest, media_type));
-        }
-    } else if let Some(manifest) = scanned.docker_manifest {
-        let config_of = |d: &Digest| -> anyhow::Result<Vec<u8>> {
-            let path = store
-                .storage()
-                .blob_path(d)
-                .context("a config was not stored")?;
-            Ok(std::fs::read(path)?)
-        };
-        let media_type = sealer_registry::oci::manifest::media_type::OCI_MANIFEST;
-        for image in docker::images(&manifest, &scanned.blobs, &scanned.links, config_of)? {
-            let digest = Digest::sha256_of(&image.manifest);
-            for name in image.names {
-                let repo = name.repo()?;
-                store
-                    .put_manifest_as(&repo, &digest, media_type, image.manifest.clone())
-                    .await?;
-                images.push((name, digest.clone(), media_type.to_string()));
-            }
-        }
+    let images = if let Some(index) = &scanned.index {
+        images_of_index(index)?
+    } else if let Some(manifest) = &scanned.docker_manifest {
+        images_of_docker_save(store, manifest, &scanned).await?
     } else {
         bail!("{label} has no index.json (an OCI layout) or manifest.json (a docker save archive)");
-    }
+    };
+    let mut report = scanned.report;
     // Only what the bundle carries is published under its names (and, for a delta
     // bundle, what the named repository already holds): naming a digest the store keeps
     // for another repository gains a bundle nothing.
@@ -475,6 +437,62 @@ pub async fn load(
         );
     }
     Ok(report)
+}
+
+/// (name, top manifest digest, its media type) of each image an OCI layout's
+/// `index.json` names.
+fn images_of_index(index: &[u8]) -> anyhow::Result<Vec<(ImageName, Digest, String)>> {
+    let index: serde_json::Value =
+        serde_json::from_slice(index).context("index.json is not valid JSON")?;
+    let entries = index["manifests"]
+        .as_array()
+        .context("index.json lists no manifests")?;
+    let mut images = Vec::new();
+    for entry in entries {
+        let notes = &entry["annotations"];
+        let written = notes[ANNOTATION_IMAGE_NAME]
+            .as_str()
+            .or(notes[ANNOTATION_REF_NAME].as_str())
+            .context("an index.json entry has no image name (io.containerd.image.name or org.opencontainers.image.ref.name)")?;
+        let name = ImageName::parse(written)?;
+        let digest: Digest = entry["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .with_context(|| format!("{name}: invalid digest in index.json"))?;
+        let media_type = entry["mediaType"].as_str().unwrap_or_default().to_string();
+        images.push((name, digest, media_type));
+    }
+    Ok(images)
+}
+
+/// The images of a `docker save` archive: an OCI manifest made for each from its
+/// `manifest.json` entry, stored under each of its names.
+async fn images_of_docker_save(
+    store: &Store,
+    manifest: &[u8],
+    scanned: &Scanned,
+) -> anyhow::Result<Vec<(ImageName, Digest, String)>> {
+    let config_of = |d: &Digest| -> anyhow::Result<Vec<u8>> {
+        let path = store
+            .storage()
+            .blob_path(d)
+            .context("a config was not stored")?;
+        Ok(std::fs::read(path)?)
+    };
+    let media_type = sealer_registry::oci::manifest::media_type::OCI_MANIFEST;
+    let mut images = Vec::new();
+    for image in docker::images(manifest, &scanned.blobs, &scanned.links, config_of)? {
+        let digest = Digest::sha256_of(&image.manifest);
+        for name in image.names {
+            let repo = name.repo()?;
+            store
+                .put_manifest_as(&repo, &digest, media_type, image.manifest.clone())
+                .await?;
+            images.push((name, digest.clone(), media_type.to_string()));
+        }
+    }
+    Ok(images)
 }
 
 /// A blob copied out of the stream, waiting for its digest check.

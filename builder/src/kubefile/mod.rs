@@ -265,66 +265,9 @@ impl Parser {
         }
         let vars = Some(&self.vars);
         Ok(match keyword {
-            "FROM" => {
-                if self.has_from() {
-                    return Err("a second FROM: multi-stage Kubefiles are not supported".into());
-                }
-                let mut platform = None;
-                let mut image = None;
-                for w in words(rest, vars)? {
-                    if let Some(p) = w.strip_prefix("--platform=") {
-                        platform = Some(p.to_string());
-                    } else if w.starts_with("--") {
-                        return Err(format!("FROM does not take {w}"));
-                    } else if image.replace(w).is_some() {
-                        return Err("FROM takes one image".into());
-                    }
-                }
-                Instruction::From {
-                    image: image.ok_or("FROM needs an image or scratch")?,
-                    platform,
-                }
-            }
-            "COPY" | "ADD" => {
-                let args = json_or_words(rest, vars)?;
-                if let Some(flag) = args.iter().find(|a| a.starts_with("--")) {
-                    return Err(format!("{keyword} does not take {flag}"));
-                }
-                let [sources @ .., dest] = args.as_slice() else {
-                    unreachable!("rest is not empty")
-                };
-                if sources.is_empty() {
-                    return Err(format!("{keyword} needs a source and a destination"));
-                }
-                let (sources, dest) = (sources.to_vec(), dest.clone());
-                if keyword == "COPY" {
-                    Instruction::Copy { sources, dest }
-                } else {
-                    Instruction::Add { sources, dest }
-                }
-            }
-            "ARG" => {
-                let ws = words(rest, vars)?;
-                let [arg] = ws.as_slice() else {
-                    return Err("ARG takes one NAME or NAME=default".into());
-                };
-                let (name, default) = match arg.split_once('=') {
-                    Some((n, d)) => (n.to_string(), Some(d.to_string())),
-                    None => (arg.clone(), None),
-                };
-                if !is_name(&name) {
-                    return Err(format!("bad ARG name {name:?}"));
-                }
-                let value = self
-                    .build_args
-                    .get(&name)
-                    .cloned()
-                    .or_else(|| default.clone())
-                    .unwrap_or_default();
-                self.set_var(&name, value)?;
-                self.declared_args.insert(name.clone());
-                Instruction::Arg { name, default }
-            }
+            "FROM" => self.from(rest)?,
+            "COPY" | "ADD" => copy(keyword, rest, vars)?,
+            "ARG" => self.arg(rest)?,
             "ENV" => {
                 let pairs = key_values("ENV", rest, vars, true)?;
                 for (k, v) in &pairs {
@@ -336,47 +279,13 @@ impl Parser {
             "MAINTAINER" => Instruction::Maintainer(rest.to_string()),
             "RUN" => Instruction::Run(command(rest)?),
             "CMD" => Instruction::Cmd(command(rest)?),
-            "APP" | "CNI" | "CSI" => {
-                let ws = words(rest, vars)?;
-                let [name, sources @ ..] = ws.as_slice() else {
-                    unreachable!("rest is not empty")
-                };
-                check_app_name(name)?;
-                if sources.is_empty() {
-                    return Err(format!(
-                        "{keyword} {name} needs a source: local://PATH or http(s)://URL"
-                    ));
-                }
-                let sources = sources
-                    .iter()
-                    .map(|s| app_source(s))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if self.app_declared(name) {
-                    return Err(format!("application {name} is declared twice"));
-                }
-                let role = match keyword {
-                    "CNI" => AppRole::Cni,
-                    "CSI" => AppRole::Csi,
-                    _ => AppRole::App,
-                };
-                Instruction::App {
-                    name: name.clone(),
-                    role,
-                    sources,
-                }
-            }
+            "APP" | "CNI" | "CSI" => self.app(keyword, rest)?,
             "APPCMDS" => {
                 let (name, cmds) = split_name(rest)?;
                 self.require_app(name, keyword)?;
-                let cmds = json_array(cmds).map_err(|e| {
-                    format!("APPCMDS {name} takes a JSON array of strings, e.g. [\"bash\", \"install.sh\"]: {e}")
-                })?;
-                if cmds.is_empty() {
-                    return Err(format!("APPCMDS {name} has no command"));
-                }
                 Instruction::AppCmds {
                     name: name.to_string(),
-                    cmds,
+                    cmds: app_cmds(name, cmds)?,
                 }
             }
             "APPENV" => {
@@ -415,6 +324,84 @@ impl Parser {
                 ));
             }
             other => return Err(format!("unknown instruction {other}")),
+        })
+    }
+
+    /// `FROM [--platform=P] IMAGE`: once.
+    fn from(&self, rest: &str) -> Result<Instruction, String> {
+        if self.has_from() {
+            return Err("a second FROM: multi-stage Kubefiles are not supported".into());
+        }
+        let mut platform = None;
+        let mut image = None;
+        for w in words(rest, Some(&self.vars))? {
+            if let Some(p) = w.strip_prefix("--platform=") {
+                platform = Some(p.to_string());
+            } else if w.starts_with("--") {
+                return Err(format!("FROM does not take {w}"));
+            } else if image.replace(w).is_some() {
+                return Err("FROM takes one image".into());
+            }
+        }
+        Ok(Instruction::From {
+            image: image.ok_or("FROM needs an image or scratch")?,
+            platform,
+        })
+    }
+
+    /// `ARG NAME[=default]`: its value (a `--build-arg`, else the default) is a variable
+    /// from here on.
+    fn arg(&mut self, rest: &str) -> Result<Instruction, String> {
+        let ws = words(rest, Some(&self.vars))?;
+        let [arg] = ws.as_slice() else {
+            return Err("ARG takes one NAME or NAME=default".into());
+        };
+        let (name, default) = match arg.split_once('=') {
+            Some((n, d)) => (n.to_string(), Some(d.to_string())),
+            None => (arg.clone(), None),
+        };
+        if !is_name(&name) {
+            return Err(format!("bad ARG name {name:?}"));
+        }
+        let value = self
+            .build_args
+            .get(&name)
+            .cloned()
+            .or_else(|| default.clone())
+            .unwrap_or_default();
+        self.set_var(&name, value)?;
+        self.declared_args.insert(name.clone());
+        Ok(Instruction::Arg { name, default })
+    }
+
+    /// `APP`, `CNI` or `CSI NAME SOURCE...`: an application declared once.
+    fn app(&self, keyword: &str, rest: &str) -> Result<Instruction, String> {
+        let ws = words(rest, Some(&self.vars))?;
+        let [name, sources @ ..] = ws.as_slice() else {
+            unreachable!("rest is not empty")
+        };
+        check_app_name(name)?;
+        if sources.is_empty() {
+            return Err(format!(
+                "{keyword} {name} needs a source: local://PATH or http(s)://URL"
+            ));
+        }
+        let sources = sources
+            .iter()
+            .map(|s| app_source(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.app_declared(name) {
+            return Err(format!("application {name} is declared twice"));
+        }
+        let role = match keyword {
+            "CNI" => AppRole::Cni,
+            "CSI" => AppRole::Csi,
+            _ => AppRole::App,
+        };
+        Ok(Instruction::App {
+            name: name.clone(),
+            role,
+            sources,
         })
     }
 
@@ -496,6 +483,38 @@ fn host_arch() -> &'static str {
         "aarch64" => "arm64",
         other => other,
     }
+}
+
+/// `COPY` or `ADD SOURCE... DEST` (words or a JSON array; no flags).
+fn copy(keyword: &str, rest: &str, vars: lexer::Vars) -> Result<Instruction, String> {
+    let args = json_or_words(rest, vars)?;
+    if let Some(flag) = args.iter().find(|a| a.starts_with("--")) {
+        return Err(format!("{keyword} does not take {flag}"));
+    }
+    let [sources @ .., dest] = args.as_slice() else {
+        unreachable!("rest is not empty")
+    };
+    if sources.is_empty() {
+        return Err(format!("{keyword} needs a source and a destination"));
+    }
+    let (sources, dest) = (sources.to_vec(), dest.clone());
+    Ok(match keyword {
+        "COPY" => Instruction::Copy { sources, dest },
+        _ => Instruction::Add { sources, dest },
+    })
+}
+
+/// `APPCMDS NAME [...]`'s commands: a JSON array, not empty.
+fn app_cmds(name: &str, cmds: &str) -> Result<Vec<String>, String> {
+    let cmds = json_array(cmds).map_err(|e| {
+        format!(
+            "APPCMDS {name} takes a JSON array of strings, e.g. [\"bash\", \"install.sh\"]: {e}"
+        )
+    })?;
+    if cmds.is_empty() {
+        return Err(format!("APPCMDS {name} has no command"));
+    }
+    Ok(cmds)
 }
 
 fn check_app_name(name: &str) -> Result<(), String> {

@@ -207,10 +207,62 @@ pub(super) fn cluster(
         plugins: plugins.iter().map(|(_, p)| p.clone()).collect(),
     };
     let spec = doc.spec;
-    let name = if doc.metadata.name.is_empty() {
-        "default".to_string()
-    } else {
-        doc.metadata.name
+    let name = name_of(doc.metadata.name)?;
+    if spec.image.trim().is_empty() {
+        return Err(invalid("spec.image", "missing: the image to run"));
+    }
+    if spec.ssh.encrypted {
+        return Err(invalid(
+            "spec.ssh.encrypted",
+            "encrypted passwords are not supported; give the password itself or a key",
+        ));
+    }
+    let hosts = hosts_of(&spec)?;
+    let registry = match (
+        spec.registry.local_registry,
+        spec.registry.external_registry,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "spec.registry",
+                "localRegistry and externalRegistry both given; choose one",
+            ));
+        }
+        (_, Some(e)) => external_registry(e)?,
+        (local, None) => local_registry(local.unwrap_or_default(), &hosts)?,
+    };
+    for (a, alias) in spec.host_aliases.iter().enumerate() {
+        for (n, name) in alias.hostnames.iter().enumerate() {
+            fields::dns_name(name)
+                .map_err(|m| invalid(format!("spec.hostAliases[{a}].hostnames[{n}]"), m))?;
+        }
+    }
+    let data_root = match &spec.data_root {
+        Some(p) => fields::data_root(p).map_err(|m| invalid("spec.dataRoot", m))?,
+        None => PathBuf::from("/var/lib/sealer/data"),
+    };
+    Ok(Cluster {
+        name,
+        image: spec.image,
+        env: spec.env,
+        cmd: spec.cmd,
+        app_names: spec.app_names,
+        hosts,
+        runtime: spec.container_runtime.kind,
+        registry,
+        data_root,
+        host_aliases: spec.host_aliases,
+        configs: configs_of(configs)?,
+        plugins: plugins_of(plugins)?,
+        source,
+    })
+}
+
+/// `metadata.name` (`default` when empty): it names a folder and a DNS-safe label.
+fn name_of(written: String) -> Result<String, Invalid> {
+    let name = match written.is_empty() {
+        true => "default".to_string(),
+        false => written,
     };
     let name_ok = name.len() <= 63
         && name
@@ -223,35 +275,18 @@ pub(super) fn cluster(
             format!("{name:?}: use lowercase letters, digits, '-' and '.'"),
         ));
     }
-    if spec.image.trim().is_empty() {
-        return Err(invalid("spec.image", "missing: the image to run"));
-    }
-    if spec.ssh.encrypted {
-        return Err(invalid(
-            "spec.ssh.encrypted",
-            "encrypted passwords are not supported; give the password itself or a key",
-        ));
-    }
+    Ok(name)
+}
+
+/// Every host in file order, each once, with its group's settings over the cluster's;
+/// at least one master.
+fn hosts_of(spec: &ClusterSpec) -> Result<Vec<Host>, Invalid> {
     if spec.hosts.is_empty() {
         return Err(invalid("spec.hosts", "no hosts"));
     }
     let mut hosts: Vec<Host> = Vec::new();
     for (g, group) in spec.hosts.iter().enumerate() {
-        if group.ips.is_empty() {
-            return Err(invalid(format!("spec.hosts[{g}].ips"), "no addresses"));
-        }
-        if group.roles.is_empty() {
-            return Err(invalid(
-                format!("spec.hosts[{g}].roles"),
-                "no roles (master or node)",
-            ));
-        }
-        if group.ssh.encrypted {
-            return Err(invalid(
-                format!("spec.hosts[{g}].ssh.encrypted"),
-                "encrypted passwords are not supported",
-            ));
-        }
+        check_group(g, group)?;
         for (i, ip) in group.ips.iter().enumerate() {
             if let Some(g2) = hosts.iter().position(|h| h.ip == *ip) {
                 return Err(invalid(
@@ -275,96 +310,99 @@ pub(super) fn cluster(
             "no host has the role master (the registry and the launch commands run there)",
         ));
     }
-    for (g, group) in spec.hosts.iter().enumerate() {
-        for (t, taint) in group.taints.iter().enumerate() {
-            if !valid_taint(taint) {
-                return Err(invalid(
-                    format!("spec.hosts[{g}].taints[{t}]"),
-                    format!(
-                        "{taint:?} is not KEY[=VALUE]:EFFECT (NoSchedule, PreferNoSchedule or NoExecute)"
-                    ),
-                ));
-            }
-        }
+    Ok(hosts)
+}
+
+/// One `spec.hosts[g]` entry's own rules: addresses, roles, no encrypted password,
+/// taints Kubernetes accepts.
+fn check_group(g: usize, group: &HostGroup) -> Result<(), Invalid> {
+    if group.ips.is_empty() {
+        return Err(invalid(format!("spec.hosts[{g}].ips"), "no addresses"));
     }
-    let registry = match (
-        spec.registry.local_registry,
-        spec.registry.external_registry,
-    ) {
-        (Some(_), Some(_)) => {
+    if group.roles.is_empty() {
+        return Err(invalid(
+            format!("spec.hosts[{g}].roles"),
+            "no roles (master or node)",
+        ));
+    }
+    if group.ssh.encrypted {
+        return Err(invalid(
+            format!("spec.hosts[{g}].ssh.encrypted"),
+            "encrypted passwords are not supported",
+        ));
+    }
+    for (t, taint) in group.taints.iter().enumerate() {
+        if !valid_taint(taint) {
             return Err(invalid(
-                "spec.registry",
-                "localRegistry and externalRegistry both given; choose one",
+                format!("spec.hosts[{g}].taints[{t}]"),
+                format!(
+                    "{taint:?} is not KEY[=VALUE]:EFFECT (NoSchedule, PreferNoSchedule or NoExecute)"
+                ),
             ));
         }
-        (_, Some(e)) => {
-            if e.username.is_some() != e.password.is_some() {
-                return Err(invalid(
-                    "spec.registry.externalRegistry",
-                    "username and password go together",
-                ));
-            }
-            if e.domain.contains(':') {
-                return Err(invalid(
-                    "spec.registry.externalRegistry.domain",
-                    format!("{:?}: give the port as `port`", e.domain),
-                ));
-            }
-            fields::dns_name(&e.domain)
-                .map_err(|m| invalid("spec.registry.externalRegistry.domain", m))?;
-            if e.insecure && e.ca.is_some() {
-                return Err(invalid(
-                    "spec.registry.externalRegistry",
-                    "ca is for HTTPS; insecure: true uses plain HTTP",
-                ));
-            }
-            Registry::External {
-                domain: e.domain,
-                port: e.port,
-                username: e.username,
-                password: e.password,
-                insecure: e.insecure,
-                ca: e.ca,
-            }
-        }
-        (local, None) => {
-            let l = local.unwrap_or_default();
-            if l.username.is_some() != l.password.is_some() {
-                return Err(invalid(
-                    "spec.registry.localRegistry",
-                    "username and password go together",
-                ));
-            }
-            fields::dns_name(&l.domain)
-                .map_err(|m| invalid("spec.registry.localRegistry.domain", m))?;
-            let masters: Vec<IpAddr> = hosts
-                .iter()
-                .filter(|h| h.is_master())
-                .map(|h| h.ip)
-                .collect();
-            Registry::Local {
-                domain: l.domain,
-                port: l.port,
-                username: l.username,
-                password: l.password,
-                hosts: if l.ha { masters } else { masters[..1].to_vec() },
-                insecure: l.insecure,
-                dns_names: l.cert.subject_alt_name.dns_names,
-                ips: l.cert.subject_alt_name.ips,
-            }
-        }
-    };
-    for (a, alias) in spec.host_aliases.iter().enumerate() {
-        for (n, name) in alias.hostnames.iter().enumerate() {
-            fields::dns_name(name)
-                .map_err(|m| invalid(format!("spec.hostAliases[{a}].hostnames[{n}]"), m))?;
-        }
     }
-    let data_root = match &spec.data_root {
-        Some(p) => fields::data_root(p).map_err(|m| invalid("spec.dataRoot", m))?,
-        None => PathBuf::from("/var/lib/sealer/data"),
-    };
-    let mut checked_configs = Vec::new();
+    Ok(())
+}
+
+fn external_registry(e: ExternalRegistry) -> Result<Registry, Invalid> {
+    if e.username.is_some() != e.password.is_some() {
+        return Err(invalid(
+            "spec.registry.externalRegistry",
+            "username and password go together",
+        ));
+    }
+    if e.domain.contains(':') {
+        return Err(invalid(
+            "spec.registry.externalRegistry.domain",
+            format!("{:?}: give the port as `port`", e.domain),
+        ));
+    }
+    fields::dns_name(&e.domain).map_err(|m| invalid("spec.registry.externalRegistry.domain", m))?;
+    if e.insecure && e.ca.is_some() {
+        return Err(invalid(
+            "spec.registry.externalRegistry",
+            "ca is for HTTPS; insecure: true uses plain HTTP",
+        ));
+    }
+    Ok(Registry::External {
+        domain: e.domain,
+        port: e.port,
+        username: e.username,
+        password: e.password,
+        insecure: e.insecure,
+        ca: e.ca,
+    })
+}
+
+/// The registry `sealer run` starts: on master0, or on every master with `ha`.
+fn local_registry(l: LocalRegistry, hosts: &[Host]) -> Result<Registry, Invalid> {
+    if l.username.is_some() != l.password.is_some() {
+        return Err(invalid(
+            "spec.registry.localRegistry",
+            "username and password go together",
+        ));
+    }
+    fields::dns_name(&l.domain).map_err(|m| invalid("spec.registry.localRegistry.domain", m))?;
+    let masters: Vec<IpAddr> = hosts
+        .iter()
+        .filter(|h| h.is_master())
+        .map(|h| h.ip)
+        .collect();
+    Ok(Registry::Local {
+        domain: l.domain,
+        port: l.port,
+        username: l.username,
+        password: l.password,
+        hosts: if l.ha { masters } else { masters[..1].to_vec() },
+        insecure: l.insecure,
+        dns_names: l.cert.subject_alt_name.dns_names,
+        ips: l.cert.subject_alt_name.ips,
+    })
+}
+
+/// The Config documents: each path inside the image's files.
+fn configs_of(configs: Vec<(usize, ConfigDoc)>) -> Result<Vec<ConfigSpec>, Invalid> {
+    let mut checked = Vec::new();
     for (number, c) in configs {
         let path = &c.spec.path;
         if path.is_absolute()
@@ -382,9 +420,14 @@ pub(super) fn cluster(
                 ),
             });
         }
-        checked_configs.push(c.spec);
+        checked.push(c.spec);
     }
-    let mut checked_plugins = Vec::new();
+    Ok(checked)
+}
+
+/// The Plugin documents: shell scripts for a phase, on the hosts their scope names.
+fn plugins_of(plugins: Vec<(usize, PluginDoc)>) -> Result<Vec<Plugin>, Invalid> {
+    let mut checked = Vec::new();
     for (number, p) in plugins {
         let bad = |field: &str, message: String| Invalid {
             document: Some(number),
@@ -400,14 +443,12 @@ pub(super) fn cluster(
         }
         let phase = Phase::parse(&p.spec.action).ok_or_else(|| {
             let names: Vec<&str> = Phase::ALL.iter().map(|(n, _)| *n).collect();
-            bad(
-                "spec.action",
-                format!(
-                    "{:?} is not a phase; one of {}",
-                    p.spec.action,
-                    names.join(", ")
-                ),
-            )
+            let message = format!(
+                "{:?} is not a phase; one of {}",
+                p.spec.action,
+                names.join(", ")
+            );
+            bad("spec.action", message)
         })?;
         let scope: Vec<String> = p
             .spec
@@ -419,7 +460,7 @@ pub(super) fn cluster(
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        checked_plugins.push(Plugin {
+        checked.push(Plugin {
             name: p.metadata.name,
             phase,
             scope,
@@ -427,22 +468,8 @@ pub(super) fn cluster(
         });
     }
     // Plugins of one phase run in the order of their names, as in sealer.
-    checked_plugins.sort_by(|a, b| (a.phase, &a.name).cmp(&(b.phase, &b.name)));
-    Ok(Cluster {
-        name,
-        image: spec.image,
-        env: spec.env,
-        cmd: spec.cmd,
-        app_names: spec.app_names,
-        hosts,
-        runtime: spec.container_runtime.kind,
-        registry,
-        data_root,
-        host_aliases: spec.host_aliases,
-        configs: checked_configs,
-        plugins: checked_plugins,
-        source,
-    })
+    checked.sort_by(|a, b| (a.phase, &a.name).cmp(&(b.phase, &b.name)));
+    Ok(checked)
 }
 
 fn login(cluster: &Ssh, host: &Ssh) -> Login {
