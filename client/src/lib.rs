@@ -81,7 +81,7 @@ pub struct UpstreamClient {
     /// The upstream asked for Basic rather than bearer tokens.
     basic: AtomicBool,
     down_until: std::sync::Mutex<Option<Instant>>,
-    metrics: Arc<dyn Observer>,
+    observer: Arc<dyn Observer>,
     /// The whole time a request other than a blob transfer may take.
     deadline: Duration,
     limits: Limits,
@@ -91,10 +91,10 @@ impl UpstreamClient {
     pub fn new(
         host: &str,
         config: &Upstream,
-        metrics: Arc<dyn Observer>,
+        observer: Arc<dyn Observer>,
     ) -> anyhow::Result<UpstreamClient> {
         let tls = Self::tls_for(config)?;
-        Self::with_tls(host, config, tls, metrics)
+        Self::with_tls(host, config, tls, observer)
     }
 
     /// The TLS settings of an upstream entry: made once per entry and shared by the
@@ -108,7 +108,7 @@ impl UpstreamClient {
         host: &str,
         config: &Upstream,
         tls: rustls::ClientConfig,
-        metrics: Arc<dyn Observer>,
+        observer: Arc<dyn Observer>,
     ) -> anyhow::Result<UpstreamClient> {
         let endpoint = config.endpoint_for(host)?;
         let guard = redirects::Guard::new(&endpoint);
@@ -131,7 +131,7 @@ impl UpstreamClient {
             tokens: TokenCache::default(),
             basic: AtomicBool::new(false),
             down_until: std::sync::Mutex::new(None),
-            metrics,
+            observer,
             deadline: config.timeout,
             limits: config.limits,
         })
@@ -209,7 +209,7 @@ impl UpstreamClient {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    self.metrics.error(&self.host);
+                    self.observer.error(&self.host);
                     if e.is_connect() {
                         self.mark_down();
                         return Err(self.unreachable(error_chain(&e)));
@@ -221,7 +221,7 @@ impl UpstreamClient {
                     return Err(self.unreachable(error_chain(&e)));
                 }
             };
-            self.metrics.request(&self.host, resp.status().as_u16());
+            self.observer.request(&self.host, resp.status().as_u16());
             if resp.status() == StatusCode::UNAUTHORIZED && !authenticated {
                 authenticated = true;
                 self.authenticate(&resp, scope).await?;
@@ -231,7 +231,7 @@ impl UpstreamClient {
             if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
                 && attempt < ATTEMPTS
             {
-                self.metrics.error(&self.host);
+                self.observer.error(&self.host);
                 backoff(attempt).await;
                 continue;
             }
@@ -421,7 +421,7 @@ impl UpstreamClient {
         let body = self
             .read_capped(resp, self.limits.max_manifest_bytes, "a manifest")
             .await?;
-        self.metrics.received(&self.host, body.len() as u64);
+        self.observer.received(&self.host, body.len() as u64);
         // Taken as a manifest only if it is one, and served with a type the registry
         // knows, whatever the upstream said.
         let media_type = manifest::parse(content_type.as_deref(), &body)
@@ -756,21 +756,21 @@ impl UpstreamClient {
     /// How long a blob download of `size` bytes may take in all: the timeout, plus the
     /// time to receive it at [`MIN_BLOB_RATE`]. An upstream trickling bytes just fast
     /// enough to beat the read timeout cannot hold a fill for ever.
-    pub fn blob_deadline(&self, size: u64) -> Duration {
+    pub(crate) fn blob_deadline(&self, size: u64) -> Duration {
         self.deadline + Duration::from_secs(size / MIN_BLOB_RATE)
     }
 
     /// Largest blob a fill may take, if bounded.
-    pub fn max_blob_bytes(&self) -> Option<u64> {
+    pub(crate) fn max_blob_bytes(&self) -> Option<u64> {
         self.limits.max_blob_bytes
     }
 
-    pub fn record_received(&self, bytes: u64) {
-        self.metrics.received(&self.host, bytes);
+    pub(crate) fn record_received(&self, bytes: u64) {
+        self.observer.received(&self.host, bytes);
     }
 
     pub fn record_error(&self) {
-        self.metrics.error(&self.host);
+        self.observer.error(&self.host);
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use sealer_registry::oci::{Digest, RepoName};
+use sealer_registry::services::Gate;
 use sealer_registry::services::mirror::{MirrorRoute, MirroredBlob};
 use sealer_registry::storage::{Pace, PartReader, Storage, UploadState, UploadWriter};
 use tokio::sync::{oneshot, watch};
@@ -52,6 +53,28 @@ struct Fill {
     data: OnceLock<(Arc<dyn PartReader>, watch::Receiver<u64>)>,
 }
 
+/// The registry's commit gate, once the services share it ([`Mirror::share_gate`]):
+/// held shared while a fill or a fetched manifest becomes visible.
+///
+/// [`Mirror::share_gate`]: sealer_registry::services::mirror::Mirror::share_gate
+#[derive(Default)]
+pub struct Commits(OnceLock<Gate>);
+
+impl Commits {
+    pub fn share(&self, gate: Gate) {
+        let _ = self.0.set(gate);
+    }
+
+    /// Holds the gate shared until the guard drops (nothing to hold before it is shared:
+    /// a mirror used without the registry's services).
+    pub async fn hold(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+        match self.0.get() {
+            Some(gate) => Some(gate.clone().read_owned().await),
+            None => None,
+        }
+    }
+}
+
 /// Fills in progress, one per (repository, blob).
 pub struct Fills {
     storage: Arc<dyn Storage>,
@@ -59,6 +82,7 @@ pub struct Fills {
     inflight: Mutex<HashMap<(RepoName, Digest), Arc<Fill>>>,
     /// A fill with no client left stops after this long, unless nearly done.
     abandon_after: Duration,
+    commits: Arc<Commits>,
 }
 
 impl Fills {
@@ -66,12 +90,14 @@ impl Fills {
         storage: Arc<dyn Storage>,
         metrics: Arc<MirrorMetrics>,
         abandon_after: Duration,
+        commits: Arc<Commits>,
     ) -> Fills {
         Fills {
             storage,
             metrics,
             inflight: Mutex::default(),
             abandon_after,
+            commits,
         }
     }
 
@@ -193,19 +219,10 @@ impl Fills {
         let result = self
             .download(client, route, digest, declared, fill, id)
             .await;
-        match result {
-            Ok(true) => {
-                storage
-                    .link_blob(&route.local, digest)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(true)
-            }
-            other => {
-                let _ = storage.delete_upload(id).await;
-                other
-            }
+        if !matches!(result, Ok(true)) {
+            let _ = storage.delete_upload(id).await;
         }
+        result
     }
 
     async fn download(
@@ -242,8 +259,14 @@ impl Fills {
             Err(DownloadError::Absent(_)) => return Ok(false),
             Err(e) => return Err(e.to_string()),
         };
+        // Committed and linked under the gate, as a push is.
+        let _commit = self.commits.hold().await;
         storage
             .commit_upload(id, digest, size)
+            .await
+            .map_err(|e| e.to_string())?;
+        storage
+            .link_blob(&route.local, digest)
             .await
             .map_err(|e| e.to_string())?;
         Ok(true)
@@ -502,7 +525,12 @@ mod tests {
     async fn a_fill_under_way_is_joined_without_asking_upstream() {
         let dir = tempfile::tempdir().unwrap();
         let storage: Arc<dyn Storage> = Arc::new(FsStorage::open(dir.path()).unwrap());
-        let fills = Fills::new(storage.clone(), Arc::default(), Duration::from_secs(30));
+        let fills = Fills::new(
+            storage.clone(),
+            Arc::default(),
+            Duration::from_secs(30),
+            Arc::default(),
+        );
         let route = MirrorRoute {
             upstream: "docker.io".into(),
             remote: "library/app".into(),

@@ -9,15 +9,15 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use sealer_registry::oci::manifest;
 use sealer_registry::oci::{Digest, Reference, RepoName, Tag};
-use sealer_registry::services::Page;
 use sealer_registry::services::error::Result;
 use sealer_registry::services::manifests;
 use sealer_registry::services::mirror::{Mirror, MirrorRoute, MirroredBlob};
+use sealer_registry::services::{Gate, Page};
 use sealer_registry::storage::{ReferrerRecord, Storage};
 
 use crate::clients::Clients;
 use crate::config::MirrorConfig;
-use crate::fill::Fills;
+use crate::fill::{Commits, Fills};
 use crate::metrics::MirrorMetrics;
 use crate::routing::Router;
 use sealer_client::{RemoteManifest, UpstreamClient};
@@ -46,20 +46,29 @@ pub struct PullThrough {
     /// When each cached tag was last checked upstream.
     validated: DashMap<(RepoName, String), Instant>,
     metrics: Arc<MirrorMetrics>,
+    commits: Arc<Commits>,
 }
 
 impl PullThrough {
     pub fn new(config: MirrorConfig, storage: Arc<dyn Storage>) -> anyhow::Result<PullThrough> {
         let metrics = Arc::new(MirrorMetrics::default());
+        let commits = Arc::new(Commits::default());
+        let fills = Fills::new(
+            storage.clone(),
+            metrics.clone(),
+            config.abandon_after,
+            commits.clone(),
+        );
         Ok(PullThrough {
             router: Router::new(&config),
             storage: storage.clone(),
             clients: Clients::new(&config, metrics.clone())?,
-            fills: Arc::new(Fills::new(storage, metrics.clone(), config.abandon_after)),
+            fills: Arc::new(fills),
             manifest_misses: Mutex::default(),
             declared: DashMap::new(),
             validated: DashMap::new(),
             metrics,
+            commits,
             config,
         })
     }
@@ -112,6 +121,7 @@ impl PullThrough {
             }
         }
         let (repo, body) = (&route.local, m.body.clone());
+        let _commit = self.commits.hold().await;
         manifests::ingest(
             &*self.storage,
             repo,
@@ -182,6 +192,10 @@ impl PullThrough {
 
 #[async_trait]
 impl Mirror for PullThrough {
+    fn share_gate(&self, gate: Gate) {
+        self.commits.share(gate);
+    }
+
     fn route(&self, name: &RepoName, ns: Option<&str>) -> Option<MirrorRoute> {
         self.router.route(name, ns)
     }
@@ -374,5 +388,39 @@ impl Mirror for PullThrough {
 
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.metrics.register(registry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use sealer_registry::services::{Options, Registry};
+    use sealer_registry::storage::fs::FsStorage;
+
+    #[tokio::test]
+    async fn fills_commit_under_the_services_gate_so_a_collection_never_sees_half_of_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::open(dir.path()).unwrap());
+        let config = MirrorConfig {
+            offline: true,
+            tag_ttl: Duration::from_secs(300),
+            allow_push: false,
+            upstreams: Vec::new(),
+            abandon_after: Duration::from_secs(30),
+        };
+        let mirror = Arc::new(PullThrough::new(config, storage.clone()).unwrap());
+        let registry = Registry::new(storage, Options::default(), Some(mirror.clone()));
+        let collecting = registry.gate.write().await;
+        assert!(
+            mirror.commits.hold().now_or_never().is_none(),
+            "a fill waits while garbage collection holds the gate"
+        );
+        drop(collecting);
+        let held = mirror.commits.hold().now_or_never().flatten();
+        assert!(
+            held.is_some(),
+            "and commits, holding it shared, once it is free"
+        );
     }
 }

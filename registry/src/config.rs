@@ -11,9 +11,9 @@ use serde::Deserialize;
 
 use crate::auth::AuthSettings;
 use crate::listen::ConnLimits;
+use crate::maintenance::gc::GcPolicy;
 use crate::observability::LogFormat;
 use crate::services::Options;
-use crate::services::gc::GcPolicy;
 use crate::services::quota::SessionLimits;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5000";

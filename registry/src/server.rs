@@ -8,10 +8,10 @@ use tokio::net::TcpListener;
 
 use crate::auth::Auth;
 use crate::config::Settings;
+use crate::maintenance::gc::Collector;
 use crate::observability::Metrics;
 use crate::routes::{App, router};
 use crate::services::Registry;
-use crate::services::gc::Collector;
 use crate::services::mirror::Mirror;
 use crate::storage::Storage;
 use crate::storage::bundle::{BundleIndex, BundleStorage};

@@ -7,8 +7,8 @@
 
 use async_trait::async_trait;
 
-use super::Page;
 use super::error::Result;
+use super::{Gate, Page};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::storage::{ByteStream, ReferrerRecord};
 
@@ -31,6 +31,11 @@ pub struct MirroredBlob {
 
 #[async_trait]
 pub trait Mirror: Send + Sync + 'static {
+    /// The services' commit gate ([`Gate`]): a mirror holds it shared while it makes
+    /// fetched content visible (a blob committed and linked, a manifest stored), as a push
+    /// does, so garbage collection never sees half of a fill.
+    fn share_gate(&self, _gate: Gate) {}
+
     /// The route for a read of `name` (with containerd's `?ns=`, if any); `None` when the
     /// name is not mirrored.
     fn route(&self, name: &RepoName, ns: Option<&str>) -> Option<MirrorRoute>;

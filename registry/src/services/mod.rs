@@ -2,9 +2,7 @@
 //! applies the spec's rules and talks to [`Storage`].
 
 pub mod blobs;
-pub mod check;
 pub mod error;
-pub mod gc;
 pub mod hashing;
 pub mod listing;
 pub mod manifests;
@@ -86,6 +84,9 @@ impl Registry {
         mirror: Option<Arc<dyn Mirror>>,
     ) -> Registry {
         let gate = Gate::default();
+        if let Some(m) = &mirror {
+            m.share_gate(gate.clone());
+        }
         let quotas = Arc::new(quota::Quotas::new(
             storage.clone(),
             options.repo_quota,

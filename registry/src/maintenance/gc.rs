@@ -18,10 +18,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use super::Gate;
 use crate::oci::graph::Walk;
 use crate::oci::manifest;
 use crate::oci::{Digest, RepoName, Tag};
+use crate::services::Gate;
 use crate::storage::{Maintenance, RepoGraph};
 
 /// What may be collected.
