@@ -90,40 +90,12 @@ pub async fn serve(
     mirror: Option<Arc<dyn Mirror>>,
 ) -> anyhow::Result<()> {
     let OpenedStorage { storage, store } = opened;
-    let mut metrics = Metrics::new();
-    if let Some(m) = &mirror {
-        m.register_metrics(metrics.registry_mut());
-    }
-    let registry = Registry::new(storage, settings.options.clone(), mirror);
-    let resumable = registry.uploads.recover().await?;
-    // Certificates and users are checked before the port is taken, so a bad file fails
-    // the start.
+    let (app, resumable) = app(&settings, storage, mirror).await?;
+    // Certificates are checked before the port is taken, so a bad file fails the start.
     let tls = match &settings.tls {
         Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
         None => None,
     };
-    let auth = match &settings.auth {
-        Some(a) => {
-            let auth = Auth::open(a.clone())?;
-            tracing::info!(
-                users = auth.users(),
-                policy = a.policy.as_ref().map(|p| p.display().to_string()),
-                anonymous_pull = a.anonymous_pull,
-                token = a.token,
-                "sign-in required"
-            );
-            Some(Arc::new(auth))
-        }
-        None => None,
-    };
-    let app = Arc::new(App {
-        registry,
-        metrics: Arc::new(metrics),
-        auth,
-        tls: tls.is_some(),
-        body_timeout: settings.limits.body_timeout,
-        serve_metrics: settings.metrics,
-    });
     let listener = TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
@@ -164,6 +136,54 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The registry as a tower service, without a socket: what `serve` answers, for tests and
+/// tools that drive it in process (tower's `oneshot`). Upload expiry and periodic garbage
+/// collection do not run.
+pub async fn router_in_process(settings: &Settings) -> anyhow::Result<axum::Router> {
+    let opened = open_storage(settings)?;
+    let (app, _) = app(settings, opened.storage, None).await?;
+    Ok(crate::routes::router(app))
+}
+
+/// Everything a request needs: the services over `storage` (upload sessions recovered;
+/// how many is the second value), the metrics, and the sign-in (users checked now, so a
+/// bad file fails the start).
+async fn app(
+    settings: &Settings,
+    storage: Arc<dyn Storage>,
+    mirror: Option<Arc<dyn Mirror>>,
+) -> anyhow::Result<(Arc<App>, usize)> {
+    let mut metrics = Metrics::new();
+    if let Some(m) = &mirror {
+        m.register_metrics(metrics.registry_mut());
+    }
+    let registry = Registry::new(storage, settings.options.clone(), mirror);
+    let resumable = registry.uploads.recover().await?;
+    let auth = match &settings.auth {
+        Some(a) => {
+            let auth = Auth::open(a.clone())?;
+            tracing::info!(
+                users = auth.users(),
+                policy = a.policy.as_ref().map(|p| p.display().to_string()),
+                anonymous_pull = a.anonymous_pull,
+                token = a.token,
+                "sign-in required"
+            );
+            Some(Arc::new(auth))
+        }
+        None => None,
+    };
+    let app = Arc::new(App {
+        registry,
+        metrics: Arc::new(metrics),
+        auth,
+        tls: settings.tls.is_some(),
+        body_timeout: settings.limits.body_timeout,
+        serve_metrics: settings.metrics,
+    });
+    Ok((app, resumable))
 }
 
 async fn expire_uploads(app: Arc<App>, max_age: Duration) {

@@ -4,7 +4,7 @@ use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::content::*;
-use crate::server::Registry;
+use crate::server::{Registry, Via};
 
 pub fn client() -> Client {
     // The workspace builds reqwest with rustls but no default crypto provider (the
@@ -88,7 +88,7 @@ pub async fn push_blob(reg: &Registry, repo: &str, data: &[u8]) -> String {
         .client()
         .post(reg.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
         .body(data.to_vec())
-        .send()
+        .via(reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED, "pushing blob to {repo}");
@@ -106,7 +106,7 @@ pub async fn put_manifest(
         .put(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header("content-type", media_type)
         .body(body.to_vec())
-        .send()
+        .via(reg)
         .await
         .unwrap()
 }
@@ -180,7 +180,7 @@ pub async fn get(reg: &Registry, path: impl AsRef<str>) -> Response {
     reg.client()
         .get(reg.url(path.as_ref()))
         .header("accept", "*/*")
-        .send()
+        .via(reg)
         .await
         .unwrap()
 }
@@ -189,7 +189,7 @@ pub async fn head(reg: &Registry, path: impl AsRef<str>) -> Response {
     reg.client()
         .head(reg.url(path.as_ref()))
         .header("accept", "*/*")
-        .send()
+        .via(reg)
         .await
         .unwrap()
 }
@@ -198,7 +198,7 @@ pub async fn head(reg: &Registry, path: impl AsRef<str>) -> Response {
 pub async fn post(reg: &Registry, path: impl AsRef<str>) -> Response {
     reg.client()
         .post(reg.url(path.as_ref()))
-        .send()
+        .via(reg)
         .await
         .unwrap()
 }
@@ -206,7 +206,7 @@ pub async fn post(reg: &Registry, path: impl AsRef<str>) -> Response {
 pub async fn delete(reg: &Registry, path: impl AsRef<str>) -> Response {
     reg.client()
         .delete(reg.url(path.as_ref()))
-        .send()
+        .via(reg)
         .await
         .unwrap()
 }

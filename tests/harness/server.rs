@@ -6,6 +6,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The host an in-process registry's URLs name (nothing resolves it: requests go through
+/// [`Registry::exec`]).
+pub const IN_PROCESS_HOST: &str = "registry.in-process";
+
+/// Sends a request through a [`Registry`]: `.via(&reg)` where a client would `.send()`.
+pub trait Via {
+    fn via(self, reg: &Registry) -> impl Future<Output = reqwest::Result<reqwest::Response>>;
+}
+
+impl Via for reqwest::RequestBuilder {
+    fn via(self, reg: &Registry) -> impl Future<Output = reqwest::Result<reqwest::Response>> {
+        reg.exec(self)
+    }
+}
+
 /// A CA and a certificate for `localhost` and `127.0.0.1` in `out` (`ca.crt`, `tls.crt`,
 /// `tls.key`), made by `sealer-registry cert`.
 pub fn localhost_pki(out: &Path) {
@@ -40,6 +55,21 @@ pub fn binary(name: &str) -> PathBuf {
         // The same build as `scripts/test` runs first, so the feature set (and with it the
         // artifacts) is shared instead of rebuilt.
         cmd.args(["build", "--quiet", "--workspace", "--all-targets"]);
+        // `cargo test` gives the test its package's variables (name, version, folder);
+        // ring's build script reruns when they change, so passing them on would rebuild
+        // half the tree here and again at the next plain `cargo build`.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let per_package = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ];
+            if per_package.iter().any(|p| key.starts_with(p)) || key == "CARGO_PRIMARY_PACKAGE" {
+                cmd.env_remove(key.as_ref());
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
@@ -69,6 +99,8 @@ pub struct Registry {
     without_store: bool,
     /// The open-file limit (soft and hard) to start it with.
     nofile: Option<u64>,
+    /// Driven in this process, without a socket ([`Registry::in_process`]).
+    router: Option<axum::Router>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -146,8 +178,71 @@ impl Registry {
                 .collect(),
             without_store: false,
             nofile: None,
+            router: None,
             _tmp: None,
         }
+    }
+
+    /// A registry on a fresh temporary store, driven in this process through its router
+    /// (tower's `oneshot`): no process, no socket. For tests of what the registry answers,
+    /// not of how it runs (no restart, no log file, no real client).
+    pub async fn in_process() -> Registry {
+        Self::in_process_with(&[]).await
+    }
+
+    /// As [`Registry::in_process`], with `sealer-registry serve`'s flags.
+    pub async fn in_process_with(args: &[&str]) -> Registry {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: sealer_registry::config::ServeArgs,
+        }
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let root = tmp.path().join("store");
+        let mut argv = vec![
+            "serve".to_string(),
+            "--root".into(),
+            root.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let serve: Serve = clap::Parser::parse_from(argv);
+        let settings = sealer_registry::config::Settings::resolve(&serve.args).expect("settings");
+        let router = sealer_registry::server::router_in_process(&settings)
+            .await
+            .expect("the registry's router");
+        let mut r = Registry::unlaunched(&root, tmp.path().join("registry.log"), args, &[]);
+        r.host = IN_PROCESS_HOST.to_string();
+        r.router = Some(router);
+        r._tmp = Some(tmp);
+        r
+    }
+
+    /// Sends `request` to this registry: over its socket, or through its router when it
+    /// runs in process.
+    pub async fn exec(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> reqwest::Result<reqwest::Response> {
+        let Some(router) = &self.router else {
+            return request.send().await;
+        };
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let request: axum::http::Request<reqwest::Body> = request.build()?.try_into()?;
+        let (mut parts, body) = request.into_parts();
+        // What hyper adds on the wire.
+        parts
+            .headers
+            .entry("host")
+            .or_insert(IN_PROCESS_HOST.parse().unwrap());
+        if let Some(len) = http_body::Body::size_hint(&body).exact() {
+            parts.headers.entry("content-length").or_insert(len.into());
+        }
+        let request = axum::http::Request::from_parts(parts, axum::body::Body::new(body));
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("the response body").to_bytes();
+        Ok(axum::http::Response::from_parts(parts, bytes).into())
     }
 
     fn launch(&mut self, addr: &str) {

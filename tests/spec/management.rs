@@ -6,7 +6,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn deleting_a_tag_keeps_the_manifest() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let img = push_image(&reg, "del/tag", "v1", 1, 10).await;
     let resp = delete(&reg, "/v2/del/tag/manifests/v1").await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
@@ -28,7 +28,7 @@ async fn deleting_a_tag_keeps_the_manifest() {
 
 #[tokio::test]
 async fn deleting_a_manifest_removes_its_tags_and_referrer_entry() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let img = push_image(&reg, "del/manifest", "v1", 1, 10).await;
     put_manifest(&reg, "del/manifest", "also", OCI_MANIFEST, &img.manifest).await;
     let other = push_image(&reg, "del/manifest", "other", 1, 10).await;
@@ -49,7 +49,14 @@ async fn deleting_a_manifest_removes_its_tags_and_referrer_entry() {
     .await;
     let c = client();
     let refs_url = reg.url(&format!("/v2/del/manifest/referrers/{}", other.digest));
-    let body: serde_json::Value = c.get(&refs_url).send().await.unwrap().json().await.unwrap();
+    let body: serde_json::Value = c
+        .get(&refs_url)
+        .via(&reg)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["manifests"].as_array().unwrap().len(), 1);
 
     for d in [&img.digest, &sha256(&referrer)] {
@@ -70,7 +77,14 @@ async fn deleting_a_manifest_removes_its_tags_and_referrer_entry() {
         )
         .await;
     }
-    let body: serde_json::Value = c.get(&refs_url).send().await.unwrap().json().await.unwrap();
+    let body: serde_json::Value = c
+        .get(&refs_url)
+        .via(&reg)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["manifests"], json!([]));
     let body: serde_json::Value = get(&reg, "/v2/del/manifest/tags/list")
         .await
@@ -82,7 +96,7 @@ async fn deleting_a_manifest_removes_its_tags_and_referrer_entry() {
 
 #[tokio::test]
 async fn deleting_a_blob_unlinks_it_from_the_repository_only() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(100);
     let d = push_blob(&reg, "del/blob", &data).await;
     push_blob(&reg, "del/keeper", &data).await;
@@ -110,7 +124,7 @@ async fn deleting_a_blob_unlinks_it_from_the_repository_only() {
 
 #[tokio::test]
 async fn deletes_can_be_disabled() {
-    let reg = Registry::start_with(&["--no-delete"]);
+    let reg = Registry::in_process_with(&["--no-delete"]).await;
     let img = push_image(&reg, "del/off", "v1", 1, 10).await;
     for path in [
         "/v2/del/off/manifests/v1".to_string(),

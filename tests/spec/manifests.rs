@@ -8,14 +8,14 @@ async fn get_manifest(reg: &Registry, repo: &str, reference: &str) -> reqwest::R
     client()
         .get(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header("accept", "*/*")
-        .send()
+        .via(reg)
         .await
         .unwrap()
 }
 
 #[tokio::test]
 async fn all_four_manifest_types_round_trip_byte_exact() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let oci = push_image(&reg, "m/types", "oci", 1, 100).await;
     let docker = push_image_as(
         &reg,
@@ -73,7 +73,7 @@ async fn all_four_manifest_types_round_trip_byte_exact() {
 
 #[tokio::test]
 async fn push_answers_with_location_and_digest() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let img = push_image(&reg, "m/loc", "v1", 1, 10).await;
     let resp = put_manifest(&reg, "m/loc", "v2", OCI_MANIFEST, &img.manifest).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -87,7 +87,7 @@ async fn push_answers_with_location_and_digest() {
 
 #[tokio::test]
 async fn referenced_blobs_must_be_in_the_repository() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let config = b"{}".to_vec();
     let layer = random_bytes(100);
     push_blob(&reg, "m/blobs", &config).await;
@@ -123,7 +123,7 @@ async fn referenced_blobs_must_be_in_the_repository() {
 
 #[tokio::test]
 async fn non_distributable_layers_need_not_be_pushed() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let config = b"{\"a\":1}".to_vec();
     push_blob(&reg, "m/foreign", &config).await;
     let mut layer = descriptor(
@@ -147,7 +147,7 @@ async fn non_distributable_layers_need_not_be_pushed() {
 
 #[tokio::test]
 async fn a_missing_subject_is_accepted_and_answered_with_oci_subject() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let absent = sha256(b"a manifest that was never pushed");
     let empty = b"{}".to_vec();
     push_blob(&reg, "m/subject", &empty).await;
@@ -166,7 +166,7 @@ async fn a_missing_subject_is_accepted_and_answered_with_oci_subject() {
 async fn sparse_indexes_are_accepted_unless_strict() {
     let absent = descriptor(OCI_MANIFEST, b"an arm64 manifest not copied here");
     let index = index_manifest(OCI_INDEX, vec![(absent, "arm64")], json!({}));
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     assert_eq!(
         put_manifest(&reg, "m/sparse", "v1", OCI_INDEX, &index)
             .await
@@ -183,7 +183,7 @@ async fn sparse_indexes_are_accepted_unless_strict() {
         index.as_slice()
     );
 
-    let strict = Registry::start_with(&["--strict-indexes"]);
+    let strict = Registry::in_process_with(&["--strict-indexes"]).await;
     assert_error(
         put_manifest(&strict, "m/sparse", "v1", OCI_INDEX, &index).await,
         400,
@@ -194,7 +194,7 @@ async fn sparse_indexes_are_accepted_unless_strict() {
 
 #[tokio::test]
 async fn manifests_over_4_mib_are_413() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let config = b"{}".to_vec();
     push_blob(&reg, "m/big", &config).await;
     let big = "x".repeat(4 * 1024 * 1024);
@@ -230,7 +230,7 @@ async fn manifests_over_4_mib_are_413() {
 
 #[tokio::test]
 async fn put_by_digest_with_tag_params_answers_oci_tag() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let img = push_image(&reg, "m/tags", "first", 1, 10).await;
     let resp = client()
         .put(reg.url(&format!(
@@ -239,7 +239,7 @@ async fn put_by_digest_with_tag_params_answers_oci_tag() {
         )))
         .header("content-type", OCI_MANIFEST)
         .body(img.manifest.clone())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -263,7 +263,7 @@ async fn put_by_digest_with_tag_params_answers_oci_tag() {
         .put(reg.url(&format!("/v2/m/tags/manifests/{}?tag=bad/tag", img.digest)))
         .header("content-type", OCI_MANIFEST)
         .body(img.manifest.clone())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_error(resp, 400, "MANIFEST_INVALID").await;
@@ -271,7 +271,7 @@ async fn put_by_digest_with_tag_params_answers_oci_tag() {
 
 #[tokio::test]
 async fn put_by_digest_must_match_the_body() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let img = push_image(&reg, "m/mismatch", "v1", 1, 10).await;
     let wrong = sha256(b"other");
     assert_error(
@@ -290,7 +290,7 @@ async fn put_by_digest_must_match_the_body() {
 
 #[tokio::test]
 async fn malformed_manifests_are_manifest_invalid() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let img = push_image(&reg, "m/invalid", "v1", 1, 10).await;
     assert_error(
         put_manifest(&reg, "m/invalid", "x", OCI_MANIFEST, b"{not json").await,
@@ -326,7 +326,7 @@ async fn malformed_manifests_are_manifest_invalid() {
 #[tokio::test]
 async fn pulling_a_tag_outside_the_grammar_is_manifest_unknown() {
     // The conformance suite pulls `.INVALID_MANIFEST_NAME`: end-3 lists only 404.
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     push_image(&reg, "m/badtag", "v1", 1, 10).await;
     for tag in [".INVALID_MANIFEST_NAME", "bad!tag", "-x"] {
         assert_error(
@@ -337,13 +337,13 @@ async fn pulling_a_tag_outside_the_grammar_is_manifest_unknown() {
         .await;
         let resp = client()
             .head(reg.url(&format!("/v2/m/badtag/manifests/{tag}")))
-            .send()
+            .via(&reg)
             .await
             .unwrap();
         assert_eq!(resp.status(), 404, "HEAD {tag}");
         let resp = client()
             .delete(reg.url(&format!("/v2/m/badtag/manifests/{tag}")))
-            .send()
+            .via(&reg)
             .await
             .unwrap();
         assert_error(resp, 400, "MANIFEST_INVALID").await;

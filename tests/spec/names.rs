@@ -6,7 +6,7 @@ use sealer_e2e::*;
 
 #[tokio::test]
 async fn names_of_any_depth_work_everywhere() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let name = "a/b.c/d-e/f__g/h/i/j";
     let img = push_image(&reg, name, "v1", 1, 10).await;
     let resp = get(&reg, &format!("/v2/{name}/manifests/v1")).await;
@@ -23,7 +23,7 @@ async fn names_of_any_depth_work_everywhere() {
 
 #[tokio::test]
 async fn bad_names_are_name_invalid_on_every_endpoint() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let long = format!("{}/x", "a".repeat(260));
     let digest = sha256(b"x");
     let c = client();
@@ -39,7 +39,7 @@ async fn bad_names_are_name_invalid_on_every_endpoint() {
             let resp = c
                 .request(method.parse().unwrap(), reg.url(&path))
                 .body("{}")
-                .send()
+                .via(&reg)
                 .await
                 .unwrap();
             assert_error(resp, 400, "NAME_INVALID").await;
@@ -72,12 +72,12 @@ async fn dot_dot_in_a_name_never_reaches_the_disk() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_get_json_errors() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let c = client();
     assert_error(get(&reg, "/v2/x/unknown/thing").await, 404, "UNSUPPORTED").await;
     let resp = c
         .post(reg.url("/v2/x/manifests/latest"))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(header(&resp, "allow"), "GET, HEAD, PUT, DELETE");

@@ -9,7 +9,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn healthz_answers() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let resp = get(&reg, "/healthz").await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
@@ -23,7 +23,7 @@ fn metric(text: &str, prefix: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_requests_latency_bytes_and_uploads() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(10_000);
     push_blob(&reg, "o/metrics", &data).await;
     let c = client();
@@ -38,11 +38,11 @@ async fn metrics_count_requests_latency_bytes_and_uploads() {
         .await
         .unwrap();
     c.post(reg.url("/v2/o/metrics/blobs/uploads/"))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     c.post(reg.url("/v2/o/metrics/blobs/uploads/"))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
 

@@ -6,7 +6,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn base_endpoint_answers_200_with_the_api_version() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let resp = get(&reg, "/v2/").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
@@ -18,13 +18,13 @@ async fn base_endpoint_answers_200_with_the_api_version() {
 
 #[tokio::test]
 async fn manifest_by_tag_and_by_digest_returns_the_exact_bytes_and_type() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let img = push_image(&reg, "pull/app", "v1", 2, 1000).await;
     for reference in ["v1".to_string(), img.digest.clone()] {
         let resp = client()
             .get(reg.url(&format!("/v2/pull/app/manifests/{reference}")))
             .header("accept", OCI_MANIFEST)
-            .send()
+            .via(&reg)
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
@@ -39,7 +39,7 @@ async fn manifest_by_tag_and_by_digest_returns_the_exact_bytes_and_type() {
 
 #[tokio::test]
 async fn manifest_head_carries_digest_and_length_without_a_body() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let img = push_image(&reg, "pull/head", "v1", 1, 10).await;
     let resp = head(&reg, "/v2/pull/head/manifests/v1").await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -54,7 +54,7 @@ async fn manifest_head_carries_digest_and_length_without_a_body() {
 
 #[tokio::test]
 async fn unknown_manifests_are_manifest_unknown() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     push_image(&reg, "pull/unknown", "v1", 1, 10).await;
     assert_error(
         get(&reg, "/v2/pull/unknown/manifests/v2").await,
@@ -81,7 +81,7 @@ async fn unknown_manifests_are_manifest_unknown() {
 
 #[tokio::test]
 async fn blobs_are_served_with_digest_length_and_type() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(300_000);
     let digest = push_blob(&reg, "pull/blob", &data).await;
     let resp = get(&reg, &format!("/v2/pull/blob/blobs/{digest}")).await;
@@ -108,7 +108,7 @@ async fn blobs_are_served_with_digest_length_and_type() {
 
 #[tokio::test]
 async fn blob_ranges_give_206_suffixes_and_416() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(1000);
     let digest = push_blob(&reg, "pull/range", &data).await;
     let url = reg.url(&format!("/v2/pull/range/blobs/{digest}"));
@@ -120,7 +120,7 @@ async fn blob_ranges_give_206_suffixes_and_416() {
         ("bytes=500-5000", 500, 1000),
     ];
     for (range, start, end) in cases {
-        let resp = c.get(&url).header("range", range).send().await.unwrap();
+        let resp = c.get(&url).header("range", range).via(&reg).await.unwrap();
         assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT, "{range}");
         assert_eq!(
             header(&resp, "content-range"),
@@ -137,7 +137,7 @@ async fn blob_ranges_give_206_suffixes_and_416() {
     let resp = c
         .get(&url)
         .header("range", "bytes=1000-")
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(header(&resp, "content-range"), "bytes */1000");
@@ -148,7 +148,7 @@ async fn blob_ranges_give_206_suffixes_and_416() {
 async fn repeated_accept_headers_are_merged() {
     // An index whose amd64 child exists: a client accepting only image manifests gets
     // the child; a client whose second Accept line allows indexes gets the index.
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let child = push_image(&reg, "pull/accept", "child", 1, 10).await;
     let index = index_manifest(
         OCI_INDEX,
@@ -163,7 +163,7 @@ async fn repeated_accept_headers_are_merged() {
         .get(&url)
         .header("accept", OCI_MANIFEST)
         .header("accept", OCI_INDEX)
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(header(&resp, "content-type"), OCI_INDEX);
@@ -172,7 +172,7 @@ async fn repeated_accept_headers_are_merged() {
     let resp = client()
         .get(&url)
         .header("accept", OCI_MANIFEST)
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(header(&resp, "content-type"), OCI_MANIFEST);

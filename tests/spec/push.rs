@@ -7,7 +7,7 @@ use sealer_e2e::*;
 async fn start_session(reg: &Registry, repo: &str, query: &str) -> String {
     let resp = client()
         .post(reg.url(&format!("/v2/{repo}/blobs/uploads/{query}")))
-        .send()
+        .via(reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
@@ -28,13 +28,13 @@ async fn blob_bytes(reg: &Registry, repo: &str, digest: &str) -> Bytes {
 
 #[tokio::test]
 async fn monolithic_post_with_digest_creates_the_blob() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(70_000);
     let digest = sha256(&data);
     let resp = client()
         .post(reg.url(&format!("/v2/push/mono/blobs/uploads/?digest={digest}")))
         .body(data.clone())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -51,7 +51,7 @@ async fn monolithic_post_with_digest_creates_the_blob() {
 
 #[tokio::test]
 async fn post_then_put_with_the_whole_blob() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(5000);
     let digest = sha256(&data);
     let loc = start_session(&reg, "push/postput", "").await;
@@ -59,7 +59,7 @@ async fn post_then_put_with_the_whole_blob() {
         .put(format!("{loc}?digest={digest}"))
         .header("content-type", "application/octet-stream")
         .body(data.clone())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -75,7 +75,7 @@ async fn post_then_put_with_the_whole_blob() {
 
 #[tokio::test]
 async fn chunked_upload_in_order_then_status_then_put() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(3 * 65536 + 17);
     let digest = sha256(&data);
     let loc = start_session(&reg, "push/chunked", "").await;
@@ -88,7 +88,7 @@ async fn chunked_upload_in_order_then_status_then_put() {
             .header("content-type", "application/octet-stream")
             .header("content-range", format!("{offset}-{end}"))
             .body(chunk.to_vec())
-            .send()
+            .via(&reg)
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::ACCEPTED);
@@ -96,12 +96,12 @@ async fn chunked_upload_in_order_then_status_then_put() {
         assert!(header(&resp, "location").contains("/v2/push/chunked/blobs/uploads/"));
         offset = end + 1;
     }
-    let resp = c.get(&loc).send().await.unwrap();
+    let resp = c.get(&loc).via(&reg).await.unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&resp, "range"), format!("0-{}", data.len() - 1));
     let resp = c
         .put(format!("{loc}?digest={digest}"))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -113,7 +113,7 @@ async fn chunked_upload_in_order_then_status_then_put() {
 
 #[tokio::test]
 async fn out_of_order_chunk_is_416_and_the_upload_stays_usable() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(2000);
     let digest = sha256(&data);
     let loc = start_session(&reg, "push/order", "").await;
@@ -122,7 +122,7 @@ async fn out_of_order_chunk_is_416_and_the_upload_stays_usable() {
         .patch(&loc)
         .header("content-range", "0-999")
         .body(data[..1000].to_vec())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
@@ -136,7 +136,7 @@ async fn out_of_order_chunk_is_416_and_the_upload_stays_usable() {
             .patch(&loc)
             .header("content-range", bad)
             .body(data[a..=b].to_vec())
-            .send()
+            .via(&reg)
             .await
             .unwrap();
         assert_eq!(header(&resp, "range"), "0-999", "{bad}");
@@ -147,13 +147,13 @@ async fn out_of_order_chunk_is_416_and_the_upload_stays_usable() {
         .patch(&loc)
         .header("content-range", "1000-1999")
         .body(data[1000..].to_vec())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let resp = c
         .put(format!("{loc}?digest={digest}"))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -165,18 +165,18 @@ async fn out_of_order_chunk_is_416_and_the_upload_stays_usable() {
 
 #[tokio::test]
 async fn a_chunk_shorter_than_its_range_is_rejected_and_rolled_back() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let loc = start_session(&reg, "push/short", "").await;
     let c = client();
     let resp = c
         .patch(&loc)
         .header("content-range", "0-99")
         .body(vec![1u8; 50])
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_error(resp, 400, "SIZE_INVALID").await;
-    let resp = c.get(&loc).send().await.unwrap();
+    let resp = c.get(&loc).via(&reg).await.unwrap();
     assert_eq!(
         header(&resp, "range"),
         "0-0",
@@ -186,7 +186,7 @@ async fn a_chunk_shorter_than_its_range_is_rejected_and_rolled_back() {
 
 #[tokio::test]
 async fn streamed_patch_without_content_range() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(1_000_000);
     let digest = sha256(&data);
     let loc = start_session(&reg, "push/stream", "").await;
@@ -194,12 +194,12 @@ async fn streamed_patch_without_content_range() {
     let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
         data.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
     let body = reqwest::Body::wrap_stream(futures::stream::iter(pieces));
-    let resp = client().patch(&loc).body(body).send().await.unwrap();
+    let resp = client().patch(&loc).body(body).via(&reg).await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(header(&resp, "range"), format!("0-{}", data.len() - 1));
     let resp = client()
         .put(format!("{loc}?digest={digest}"))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -211,7 +211,7 @@ async fn streamed_patch_without_content_range() {
 
 #[tokio::test]
 async fn final_chunk_rides_in_the_put() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(3000);
     let digest = sha256(&data);
     let loc = start_session(&reg, "push/lastput", "").await;
@@ -219,7 +219,7 @@ async fn final_chunk_rides_in_the_put() {
     c.patch(&loc)
         .header("content-range", "0-1999")
         .body(data[..2000].to_vec())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     // Out of order in the PUT: 416, nothing committed.
@@ -227,7 +227,7 @@ async fn final_chunk_rides_in_the_put() {
         .put(format!("{loc}?digest={digest}"))
         .header("content-range", "2500-2999")
         .body(data[2500..].to_vec())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_error(resp, 416, "BLOB_UPLOAD_INVALID").await;
@@ -235,7 +235,7 @@ async fn final_chunk_rides_in_the_put() {
         .put(format!("{loc}?digest={digest}"))
         .header("content-range", "2000-2999")
         .body(data[2000..].to_vec())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -247,26 +247,26 @@ async fn final_chunk_rides_in_the_put() {
 
 #[tokio::test]
 async fn cancel_deletes_the_session() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let loc = start_session(&reg, "push/cancel", "").await;
     let c = client();
-    c.patch(&loc).body(vec![7u8; 100]).send().await.unwrap();
-    let resp = c.delete(&loc).send().await.unwrap();
+    c.patch(&loc).body(vec![7u8; 100]).via(&reg).await.unwrap();
+    let resp = c.delete(&loc).via(&reg).await.unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_error(
-        c.get(&loc).send().await.unwrap(),
+        c.get(&loc).via(&reg).await.unwrap(),
         404,
         "BLOB_UPLOAD_UNKNOWN",
     )
     .await;
     assert_error(
-        c.patch(&loc).body(vec![1u8]).send().await.unwrap(),
+        c.patch(&loc).body(vec![1u8]).via(&reg).await.unwrap(),
         404,
         "BLOB_UPLOAD_UNKNOWN",
     )
     .await;
     assert_error(
-        c.delete(&loc).send().await.unwrap(),
+        c.delete(&loc).via(&reg).await.unwrap(),
         404,
         "BLOB_UPLOAD_UNKNOWN",
     )
@@ -275,7 +275,7 @@ async fn cancel_deletes_the_session() {
 
 #[tokio::test]
 async fn sha512_digests_work_for_every_way_of_pushing() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let c = client();
     // Monolithic POST.
     let data = random_bytes(4096);
@@ -283,7 +283,7 @@ async fn sha512_digests_work_for_every_way_of_pushing() {
     let resp = c
         .post(reg.url(&format!("/v2/push/sha512/blobs/uploads/?digest={d512}")))
         .body(data.clone())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -295,20 +295,20 @@ async fn sha512_digests_work_for_every_way_of_pushing() {
     // A session that hashes sha512 from the start (spec main: ?digest-algorithm=).
     let data = random_bytes(5000);
     let loc = start_session(&reg, "push/sha512", "?digest-algorithm=sha512").await;
-    c.patch(&loc).body(data.clone()).send().await.unwrap();
+    c.patch(&loc).body(data.clone()).via(&reg).await.unwrap();
     let resp = c
         .put(format!("{loc}?digest={}", sha512(&data)))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     // A default session closed with a sha512 digest.
     let data = random_bytes(6000);
     let loc = start_session(&reg, "push/sha512", "").await;
-    c.patch(&loc).body(data.clone()).send().await.unwrap();
+    c.patch(&loc).body(data.clone()).via(&reg).await.unwrap();
     let resp = c
         .put(format!("{loc}?digest={}", sha512(&data)))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -321,7 +321,7 @@ async fn sha512_digests_work_for_every_way_of_pushing() {
     // An algorithm we do not implement.
     let resp = c
         .post(reg.url("/v2/push/sha512/blobs/uploads/?digest-algorithm=blake3"))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_error(resp, 400, "DIGEST_INVALID").await;
@@ -329,21 +329,24 @@ async fn sha512_digests_work_for_every_way_of_pushing() {
 
 #[tokio::test]
 async fn a_wrong_digest_is_digest_invalid_and_nothing_becomes_visible() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(1000);
     let wrong = sha256(b"something else");
     let c = client();
     let resp = c
         .post(reg.url(&format!("/v2/push/wrong/blobs/uploads/?digest={wrong}")))
         .body(data.clone())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_error(resp, 400, "DIGEST_INVALID").await;
     let loc = start_session(&reg, "push/wrong", "").await;
-    c.patch(&loc).body(data.clone()).send().await.unwrap();
+    c.patch(&loc).body(data.clone()).via(&reg).await.unwrap();
     assert_error(
-        c.put(format!("{loc}?digest={wrong}")).send().await.unwrap(),
+        c.put(format!("{loc}?digest={wrong}"))
+            .via(&reg)
+            .await
+            .unwrap(),
         400,
         "DIGEST_INVALID",
     )
@@ -355,7 +358,7 @@ async fn a_wrong_digest_is_digest_invalid_and_nothing_becomes_visible() {
     // The session survives a wrong digest: the right one still completes it.
     let resp = c
         .put(format!("{loc}?digest={}", sha256(&data)))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -363,7 +366,7 @@ async fn a_wrong_digest_is_digest_invalid_and_nothing_becomes_visible() {
 
 #[tokio::test]
 async fn digests_are_validated_before_they_name_anything() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let c = client();
     for bad in [
         "../x",
@@ -376,7 +379,7 @@ async fn digests_are_validated_before_they_name_anything() {
         let resp = c
             .post(reg.url(&format!("/v2/push/bad/blobs/uploads/?digest={bad}")))
             .body("x")
-            .send()
+            .via(&reg)
             .await
             .unwrap();
         assert_error(resp, 400, "DIGEST_INVALID").await;
@@ -392,13 +395,16 @@ async fn digests_are_validated_before_they_name_anything() {
     }
     let loc = start_session(&reg, "push/bad", "").await;
     assert_error(
-        c.put(format!("{loc}?digest=../../x")).send().await.unwrap(),
+        c.put(format!("{loc}?digest=../../x"))
+            .via(&reg)
+            .await
+            .unwrap(),
         400,
         "DIGEST_INVALID",
     )
     .await;
     assert_error(
-        c.put(loc.clone()).send().await.unwrap(),
+        c.put(loc.clone()).via(&reg).await.unwrap(),
         400,
         "DIGEST_INVALID",
     )
@@ -409,18 +415,18 @@ async fn digests_are_validated_before_they_name_anything() {
 
 #[tokio::test]
 async fn a_session_belongs_to_its_repository() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let loc = start_session(&reg, "push/owner", "").await;
     let stolen = loc.replace("/push/owner/", "/push/thief/");
     let c = client();
     assert_error(
-        c.patch(&stolen).body(vec![1u8]).send().await.unwrap(),
+        c.patch(&stolen).body(vec![1u8]).via(&reg).await.unwrap(),
         404,
         "BLOB_UPLOAD_UNKNOWN",
     )
     .await;
     assert_error(
-        c.get(&stolen).send().await.unwrap(),
+        c.get(&stolen).via(&reg).await.unwrap(),
         404,
         "BLOB_UPLOAD_UNKNOWN",
     )
@@ -428,7 +434,7 @@ async fn a_session_belongs_to_its_repository() {
     for bogus in ["not-a-uuid", "00000000-0000-0000-0000-000000000000"] {
         let url = reg.url(&format!("/v2/push/owner/blobs/uploads/{bogus}"));
         assert_error(
-            c.get(&url).send().await.unwrap(),
+            c.get(&url).via(&reg).await.unwrap(),
             404,
             "BLOB_UPLOAD_UNKNOWN",
         )
@@ -438,7 +444,7 @@ async fn a_session_belongs_to_its_repository() {
 
 #[tokio::test]
 async fn cross_repository_mount() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(2048);
     let digest = push_blob(&reg, "mount/source", &data).await;
     let c = client();
@@ -446,7 +452,7 @@ async fn cross_repository_mount() {
         .post(reg.url(&format!(
             "/v2/mount/target/blobs/uploads/?mount={digest}&from=mount/source"
         )))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -463,7 +469,7 @@ async fn cross_repository_mount() {
 
 #[tokio::test]
 async fn mount_falls_back_to_an_upload_and_never_lends_another_repositorys_blob() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let digest = push_blob(&reg, "mount/private", &random_bytes(100)).await;
     let c = client();
     // `from` names a repository that does not link the blob, or `from` is missing: the
@@ -474,7 +480,7 @@ async fn mount_falls_back_to_an_upload_and_never_lends_another_repositorys_blob(
     ] {
         let resp = c
             .post(reg.url(&format!("/v2/mount/other/blobs/uploads/{query}")))
-            .send()
+            .via(&reg)
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::ACCEPTED, "{query}");

@@ -25,7 +25,7 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn a_blob_pushed_to_many_repositories_is_stored_once() {
-    let reg = Registry::start();
+    let reg = Registry::in_process().await;
     let data = random_bytes(100_000);
     for repo in ["s/one", "s/two", "s/three"] {
         push_blob(&reg, repo, &data).await;
@@ -42,7 +42,7 @@ async fn an_upload_survives_a_restart() {
     let c = client();
     let resp = c
         .post(reg.url("/v2/s/resume/blobs/uploads/"))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     let loc = header(&resp, "location");
@@ -50,7 +50,7 @@ async fn an_upload_survives_a_restart() {
         .patch(reg.url(&loc))
         .header("content-range", "0-99999")
         .body(data[..100_000].to_vec())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
@@ -63,12 +63,12 @@ async fn an_upload_survives_a_restart() {
     c.patch(reg.url(&loc))
         .header("content-range", "100000-199999")
         .body(data[100_000..].to_vec())
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     let resp = c
         .put(reg.url(&format!("{loc}?digest={}", sha256(&data))))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -86,18 +86,18 @@ async fn abandoned_uploads_expire() {
     let c = client();
     let resp = c
         .post(reg.url("/v2/s/expire/blobs/uploads/"))
-        .send()
+        .via(&reg)
         .await
         .unwrap();
     let loc = reg.url(&header(&resp, "location"));
-    c.patch(&loc).body(vec![1u8; 10]).send().await.unwrap();
+    c.patch(&loc).body(vec![1u8; 10]).via(&reg).await.unwrap();
     assert_eq!(
-        c.get(&loc).send().await.unwrap().status(),
+        c.get(&loc).via(&reg).await.unwrap().status(),
         StatusCode::NO_CONTENT
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let resp = c.get(&loc).send().await.unwrap();
+        let resp = c.get(&loc).via(&reg).await.unwrap();
         if resp.status() == StatusCode::NOT_FOUND {
             assert_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
             break;
