@@ -81,6 +81,15 @@ impl DownloadError {
     }
 }
 
+/// What the first answer fixed: the blob's size, and the time the whole transfer may
+/// take from when it started.
+#[derive(Clone, Copy)]
+struct Bounds {
+    total: u64,
+    started: Instant,
+    limit: std::time::Duration,
+}
+
 /// One blob to fetch.
 pub struct Download<'a> {
     pub remote: &'a str,
@@ -100,7 +109,7 @@ impl UpstreamClient {
     ) -> Result<u64, DownloadError> {
         let mut written = d.from;
         let mut resumes = 0;
-        let mut bounds: Option<(u64, Instant, std::time::Duration)> = None;
+        let mut bounds: Option<Bounds> = None;
         loop {
             let resp = match self.get_blob(d.remote, d.digest, written).await {
                 Ok(Some(r)) => r,
@@ -116,41 +125,21 @@ impl UpstreamClient {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let (total, started, limit) = match bounds {
+            let fixed = match bounds {
                 Some(b) => b,
                 None => {
                     let rest = content_length(&resp).ok_or(DownloadError::NoLength)?;
                     let total = written + rest;
                     check_size(total, d.declared, self.max_blob_bytes())?;
                     sink.sized(total);
-                    *bounds.insert((total, Instant::now(), self.blob_deadline(rest)))
+                    *bounds.insert(Bounds {
+                        total,
+                        started: Instant::now(),
+                        limit: self.blob_deadline(rest),
+                    })
                 }
             };
-            let mut body = resp.bytes_stream();
-            let mut broken = None;
-            while let Some(chunk) = body.next().await {
-                let chunk = match chunk {
-                    Ok(c) => c,
-                    Err(e) => {
-                        broken = Some(error_chain(&e));
-                        break;
-                    }
-                };
-                written += chunk.len() as u64;
-                self.record_received(chunk.len() as u64);
-                if written > total {
-                    return Err(DownloadError::TooMuch(total));
-                }
-                sink.write(chunk).await.map_err(DownloadError::Sink)?;
-                if started.elapsed() > limit {
-                    return Err(DownloadError::TooSlow {
-                        limit,
-                        written,
-                        total,
-                    });
-                }
-                sink.proceed(written, total).map_err(DownloadError::Sink)?;
-            }
+            let broken = self.receive(resp, &fixed, &mut written, sink).await?;
             match broken {
                 None => break,
                 Some(reason) if resumes < RESUMES => {
@@ -162,7 +151,7 @@ impl UpstreamClient {
                 Some(reason) => return Err(DownloadError::Broken { written, reason }),
             }
         }
-        let total = bounds.map_or(0, |b| b.0);
+        let total = bounds.map_or(0, |b| b.total);
         let actual = sink.finish().await.map_err(DownloadError::Sink)?;
         if written != total {
             return Err(DownloadError::Short {
@@ -178,6 +167,40 @@ impl UpstreamClient {
             });
         }
         Ok(total)
+    }
+
+    /// Streams one response's body into `sink`, within the bounds; `Some(reason)` when the
+    /// body broke off (the download may resume), an error when it must stop.
+    async fn receive(
+        &self,
+        resp: reqwest::Response,
+        bounds: &Bounds,
+        written: &mut u64,
+        sink: &mut dyn Sink,
+    ) -> Result<Option<String>, DownloadError> {
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => return Ok(Some(error_chain(&e))),
+            };
+            *written += chunk.len() as u64;
+            self.record_received(chunk.len() as u64);
+            if *written > bounds.total {
+                return Err(DownloadError::TooMuch(bounds.total));
+            }
+            sink.write(chunk).await.map_err(DownloadError::Sink)?;
+            if bounds.started.elapsed() > bounds.limit {
+                return Err(DownloadError::TooSlow {
+                    limit: bounds.limit,
+                    written: *written,
+                    total: bounds.total,
+                });
+            }
+            sink.proceed(*written, bounds.total)
+                .map_err(DownloadError::Sink)?;
+        }
+        Ok(None)
     }
 
     async fn pause_to_resume(

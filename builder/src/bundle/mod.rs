@@ -158,52 +158,11 @@ pub async fn save(
     opts: &SaveOptions,
     progress: &dyn Progress,
 ) -> anyhow::Result<SaveReport> {
-    let mut entries = Vec::new();
-    let mut manifests: BTreeMap<Digest, Bytes> = BTreeMap::new();
-    let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
-    for image in images {
-        let repo = image.repo()?;
-        let top = store.require(image).await?;
-        let graph = store.graph_for(&repo, &top.digest, &opts.platforms).await?;
-        for m in graph.manifests {
-            manifests.insert(m.digest.clone(), m.body);
-        }
-        blobs.extend(graph.blobs.into_values().map(|b| (b.digest, b.size)));
-        entries.push(json!({
-            "mediaType": top.media_type,
-            "digest": top.digest.to_string(),
-            "size": top.body.len(),
-            "annotations": {
-                ANNOTATION_IMAGE_NAME: image.to_string(),
-                ANNOTATION_REF_NAME: image.to_string(),
-            },
-        }));
-    }
-    let mut files = Vec::new();
     let mut report = SaveReport {
         images: images.len(),
         ..Default::default()
     };
-    for (digest, size) in &blobs {
-        if manifests.contains_key(digest) {
-            continue;
-        }
-        if opts.have.as_ref().is_some_and(|h| h.contains(digest)) {
-            report.blobs_skipped += 1;
-            report.bytes_skipped += size;
-            continue;
-        }
-        let path = store
-            .storage()
-            .blob_path(digest)
-            .with_context(|| format!("blob {digest} is missing from the store"))?;
-        files.push((digest.clone(), *size, path));
-    }
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": entries,
-    }))?;
+    let (index, manifests, files) = contents(store, images, opts, &mut report).await?;
     let bytes = files.iter().map(|(_, s, _)| s).sum::<u64>()
         + manifests.values().map(|b| b.len() as u64).sum::<u64>();
     report.blobs = files.len() + manifests.len();
@@ -238,6 +197,65 @@ pub async fn save(
     .await?
     .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(report)
+}
+
+/// What a bundle of `images` holds: its `index.json`, every manifest, and the blob files
+/// the other side lacks (those it has are counted in `report` as skipped).
+async fn contents(
+    store: &Store,
+    images: &[ImageName],
+    opts: &SaveOptions,
+    report: &mut SaveReport,
+) -> anyhow::Result<(
+    Vec<u8>,
+    BTreeMap<Digest, Bytes>,
+    Vec<(Digest, u64, PathBuf)>,
+)> {
+    let mut entries = Vec::new();
+    let mut manifests: BTreeMap<Digest, Bytes> = BTreeMap::new();
+    let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
+    for image in images {
+        let repo = image.repo()?;
+        let top = store.require(image).await?;
+        let graph = store.graph_for(&repo, &top.digest, &opts.platforms).await?;
+        for m in graph.manifests {
+            manifests.insert(m.digest.clone(), m.body);
+        }
+        blobs.extend(graph.blobs.into_values().map(|b| (b.digest, b.size)));
+        entries.push(json!({
+            "mediaType": top.media_type,
+            "digest": top.digest.to_string(),
+            "size": top.body.len(),
+            "annotations": {
+                ANNOTATION_IMAGE_NAME: image.to_string(),
+                ANNOTATION_REF_NAME: image.to_string(),
+            },
+        }));
+    }
+    let mut files = Vec::new();
+    for (digest, size) in blobs {
+        if manifests.contains_key(&digest) {
+            continue;
+        }
+        if opts.have.as_ref().is_some_and(|h| h.contains(&digest)) {
+            report.blobs_skipped += 1;
+            report.bytes_skipped += size;
+            continue;
+        }
+        // The bundle is written from the store's own files (the builder's store is on
+        // this machine).
+        let path = store
+            .storage()
+            .blob_path(&digest)
+            .with_context(|| format!("blob {digest} is missing from the store"))?;
+        files.push((digest, size, path));
+    }
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))?;
+    Ok((index, manifests, files))
 }
 
 /// What a bundle holds, ready to be written to any sink.

@@ -102,51 +102,11 @@ async fn start_master(
         .prefix(".sealer-ssh")
         .tempdir_in(&options.control_dir)
         .map_err(io("creating a control folder"))?;
-    let askpass = dir.path().join("askpass");
-    std::fs::write(
-        &askpass,
-        "#!/bin/sh\nprintf '%s\\n' \"$SEALER_SSH_SECRET\"\n",
-    )
-    .map_err(io("writing the askpass helper"))?;
-    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700))
-        .map_err(io("writing the askpass helper"))?;
+    let askpass = askpass_helper(dir.path()).map_err(io("writing the askpass helper"))?;
     let socket = dir.path().join("master");
     let log = dir.path().join("log");
-    let mut ssh = tokio::process::Command::new("ssh");
-    ssh.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .arg("-E")
-        .arg(&log)
-        .arg("-S")
-        .arg(&socket)
-        .args(["-M", "-f", "-N"])
-        .args(["-o", "ControlPersist=yes"])
-        .args(["-o", "StrictHostKeyChecking=accept-new"])
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            options.known_hosts.display()
-        ))
-        .arg("-o")
-        .arg(format!(
-            "ConnectTimeout={}",
-            options.connect_timeout.as_secs().max(1)
-        ))
-        .args(["-o", "ServerAliveInterval=15"])
-        // AES-GCM first: with the AES instructions of x86 and ARMv8 servers it moves
-        // about 1.8 times the bytes per core that ChaCha20 (OpenSSH's first choice) does
-        // (measured: 670 against 377 MB/s through sshd here); ChaCha20 stays for the rest.
-        .args([
-            "-o",
-            "Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr",
-        ])
-        .args(["-o", "NumberOfPasswordPrompts=1"])
-        .arg("-p")
-        .arg(login.port.to_string())
-        .arg("-l")
-        .arg(&login.user)
-        .env("SSH_ASKPASS", &askpass)
+    let mut ssh = master_command(&log, &socket, options, login);
+    ssh.env("SSH_ASKPASS", &askpass)
         .env("SSH_ASKPASS_REQUIRE", "force")
         .env("SEALER_SSH_SECRET", secret);
     match &login.auth {
@@ -175,6 +135,63 @@ async fn start_master(
         session,
         own_master: Some(dir),
     })
+}
+
+/// `ssh` starting a master connection in the background on `socket`, logging to `log`:
+/// new host keys accepted into our known-hosts file, AES-GCM first, one password prompt.
+fn master_command(
+    log: &Path,
+    socket: &Path,
+    options: &SshOptions,
+    login: &Login,
+) -> tokio::process::Command {
+    let mut ssh = tokio::process::Command::new("ssh");
+    ssh.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .arg("-E")
+        .arg(log)
+        .arg("-S")
+        .arg(socket)
+        .args(["-M", "-f", "-N"])
+        .args(["-o", "ControlPersist=yes"])
+        .args(["-o", "StrictHostKeyChecking=accept-new"])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            options.known_hosts.display()
+        ))
+        .arg("-o")
+        .arg(format!(
+            "ConnectTimeout={}",
+            options.connect_timeout.as_secs().max(1)
+        ))
+        .args(["-o", "ServerAliveInterval=15"])
+        // AES-GCM first: with the AES instructions of x86 and ARMv8 servers it moves
+        // about 1.8 times the bytes per core that ChaCha20 (OpenSSH's first choice) does
+        // (measured: 670 against 377 MB/s through sshd here); ChaCha20 stays for the rest.
+        .args([
+            "-o",
+            "Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr",
+        ])
+        .args(["-o", "NumberOfPasswordPrompts=1"])
+        .arg("-p")
+        .arg(login.port.to_string())
+        .arg("-l")
+        .arg(&login.user);
+    ssh
+}
+
+/// A script in `dir` that prints `SEALER_SSH_SECRET`: ssh asks it for the password or
+/// passphrase (`SSH_ASKPASS`), so the secret never appears in a process list.
+fn askpass_helper(dir: &Path) -> std::io::Result<std::path::PathBuf> {
+    let askpass = dir.join("askpass");
+    std::fs::write(
+        &askpass,
+        "#!/bin/sh\nprintf '%s\\n' \"$SEALER_SSH_SECRET\"\n",
+    )?;
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700))?;
+    Ok(askpass)
 }
 
 /// An error and its causes, one per line (the last is what ssh itself said).

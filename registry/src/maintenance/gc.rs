@@ -12,7 +12,7 @@
 //! arrives, and a blob a client checked (`HEAD`) before skipping its upload counts from
 //! that check.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,7 +22,7 @@ use crate::oci::graph::Walk;
 use crate::oci::manifest;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::services::Gate;
-use crate::storage::{Maintenance, RepoGraph};
+use crate::storage::{LinkEntry, Maintenance, RepoGraph};
 
 /// What may be collected.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +40,13 @@ impl Default for GcPolicy {
             untagged_after: None,
         }
     }
+}
+
+/// The times a collection compares with: content changed since `fresh` is kept (the
+/// grace period); untagged manifests changed since `untagged` are kept too.
+struct Cutoffs {
+    fresh: SystemTime,
+    untagged: Option<SystemTime>,
 }
 
 /// What a collection removed (or, dry, would remove).
@@ -94,20 +101,21 @@ impl Collector {
             Some(self.gate.write().await)
         };
         let now = SystemTime::now();
-        let fresh = now
-            .checked_sub(self.policy.grace)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let untagged_cut = self
-            .policy
-            .untagged_after
-            .map(|d| now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH));
+        let cut = Cutoffs {
+            fresh: now
+                .checked_sub(self.policy.grace)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            untagged: self
+                .policy
+                .untagged_after
+                .map(|d| now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH)),
+        };
         let mut report = GcReport {
             dry_run,
             ..GcReport::default()
         };
         // Every digest some repository still links after this collection.
         let mut linked: HashSet<Digest> = HashSet::new();
-
         for name in self.store.list_repositories_with_links().await? {
             let Ok(repo) = RepoName::parse(&name) else {
                 continue;
@@ -118,48 +126,69 @@ impl Collector {
                 continue;
             }
             report.repositories += 1;
-            let revisions: HashMap<&Digest, SystemTime> = links
+            let kept = self
+                .sweep_repository(&repo, &links, &cut, &mut report)
+                .await?;
+            linked.extend(kept);
+        }
+        self.sweep_blobs(&linked, cut.fresh, &mut report).await?;
+        report.seconds = begun.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Removes `repo`'s links that nothing it keeps reaches (none in a dry run); returns
+    /// the digests it still links.
+    async fn sweep_repository(
+        &self,
+        repo: &RepoName,
+        links: &[LinkEntry],
+        cut: &Cutoffs,
+        report: &mut GcReport,
+    ) -> Result<Vec<Digest>> {
+        let mut roots = self.tagged(repo).await?;
+        roots.extend(
+            links
                 .iter()
                 .filter(|l| l.manifest)
-                .map(|l| (&l.digest, l.modified))
-                .collect();
-            let mut roots = self.tagged(&repo).await?;
-            roots.extend(
-                revisions
-                    .iter()
-                    .filter(|(_, t)| **t >= fresh || untagged_cut.is_none_or(|cut| **t >= cut))
-                    .map(|(d, _)| (*d).clone()),
-            );
-            let kept = self.reachable(&repo, roots).await?;
-
-            for link in &links {
-                let keep =
-                    kept.contains(&link.digest) || (!link.manifest && link.modified >= fresh);
-                if keep {
-                    linked.insert(link.digest.clone());
-                    continue;
+                .filter(|l| l.modified >= cut.fresh || cut.untagged.is_none_or(|c| l.modified >= c))
+                .map(|l| l.digest.clone()),
+        );
+        let reached = self.reachable(repo, roots).await?;
+        let mut kept = Vec::new();
+        for link in links {
+            if reached.contains(&link.digest) || (!link.manifest && link.modified >= cut.fresh) {
+                kept.push(link.digest.clone());
+                continue;
+            }
+            if link.manifest {
+                report.manifests += 1;
+                if !report.dry_run {
+                    self.remove_manifest(repo, &link.digest).await?;
+                    audit("delete", repo, &link.digest);
                 }
-                if link.manifest {
-                    report.manifests += 1;
-                    if !dry_run {
-                        self.remove_manifest(&repo, &link.digest).await?;
-                        audit("delete", &repo, &link.digest);
-                    }
-                } else {
-                    report.layer_links += 1;
-                    if !dry_run {
-                        self.store.unlink_blob(&repo, &link.digest).await?;
-                        audit("delete-blob", &repo, &link.digest);
-                    }
+            } else {
+                report.layer_links += 1;
+                if !report.dry_run {
+                    self.store.unlink_blob(repo, &link.digest).await?;
+                    audit("delete-blob", repo, &link.digest);
                 }
             }
         }
+        Ok(kept)
+    }
 
+    /// Removes the blobs no repository links that have not changed since `fresh`.
+    async fn sweep_blobs(
+        &self,
+        linked: &HashSet<Digest>,
+        fresh: SystemTime,
+        report: &mut GcReport,
+    ) -> Result<()> {
         for blob in self.store.blob_files().await? {
             if linked.contains(&blob.digest) || blob.modified >= fresh {
                 continue;
             }
-            let gone = dry_run
+            let gone = report.dry_run
                 || self
                     .store
                     .remove_blob_older_than(&blob.digest, fresh)
@@ -169,8 +198,7 @@ impl Collector {
                 report.bytes += blob.size;
             }
         }
-        report.seconds = begun.elapsed().as_secs_f64();
-        Ok(report)
+        Ok(())
     }
 
     async fn tagged(&self, repo: &RepoName) -> Result<Vec<Digest>> {

@@ -166,31 +166,7 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
     let probe: Probe =
         serde_json::from_slice(body).map_err(|e| ManifestError::NotJson(e.to_string()))?;
     let content_type = content_type.map(essence).filter(|c| !c.is_empty());
-
-    if let (Some(ct), Some(declared)) = (content_type, probe.media_type.as_deref()) {
-        // Clients may push with a generic type; a specific one must agree with the body.
-        if ct != declared && ManifestKind::of_media_type(ct).is_some() {
-            return Err(ManifestError::MediaTypeMismatch {
-                content_type: ct.to_string(),
-                declared: declared.to_string(),
-            });
-        }
-    }
-
-    let effective = probe.media_type.as_deref().or(content_type);
-    let kind = match effective {
-        Some(media_type::DOCKER_SCHEMA1 | media_type::DOCKER_SCHEMA1_SIGNED) => {
-            return Err(ManifestError::Schema1);
-        }
-        Some(mt) => match ManifestKind::of_media_type(mt) {
-            Some(kind) => kind,
-            None => infer_kind(&probe).ok_or_else(|| ManifestError::UnknownMediaType(mt.into()))?,
-        },
-        None => infer_kind(&probe).ok_or_else(|| {
-            ManifestError::UnknownMediaType("(none: no Content-Type and no mediaType)".into())
-        })?,
-    };
-
+    let kind = kind_of(content_type, &probe)?;
     match &probe.schema_version {
         Some(serde_json::Value::Number(n)) if n.as_u64() == Some(2) => {}
         Some(serde_json::Value::Number(n)) => {
@@ -203,7 +179,6 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
             ));
         }
     }
-
     match kind {
         ManifestKind::Image => {
             let m: ImageManifest = serde_json::from_slice(body)
@@ -246,6 +221,33 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
                 annotations: ix.annotations().clone(),
             })
         }
+    }
+}
+
+/// Whether a document is an image manifest or an index: its `mediaType`, else the
+/// `Content-Type` it came with, else its shape. A specific `Content-Type` must agree with
+/// the body's `mediaType`; schema 1 is refused.
+fn kind_of(content_type: Option<&str>, probe: &Probe) -> Result<ManifestKind, ManifestError> {
+    if let (Some(ct), Some(declared)) = (content_type, probe.media_type.as_deref()) {
+        // Clients may push with a generic type; a specific one must agree with the body.
+        if ct != declared && ManifestKind::of_media_type(ct).is_some() {
+            return Err(ManifestError::MediaTypeMismatch {
+                content_type: ct.to_string(),
+                declared: declared.to_string(),
+            });
+        }
+    }
+    match probe.media_type.as_deref().or(content_type) {
+        Some(media_type::DOCKER_SCHEMA1 | media_type::DOCKER_SCHEMA1_SIGNED) => {
+            Err(ManifestError::Schema1)
+        }
+        Some(mt) => match ManifestKind::of_media_type(mt) {
+            Some(kind) => Ok(kind),
+            None => infer_kind(probe).ok_or_else(|| ManifestError::UnknownMediaType(mt.into())),
+        },
+        None => infer_kind(probe).ok_or_else(|| {
+            ManifestError::UnknownMediaType("(none: no Content-Type and no mediaType)".into())
+        }),
     }
 }
 

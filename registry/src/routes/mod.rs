@@ -191,39 +191,21 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let ns = query
         .get("ns")
         .map(|ns| headers::value(namespace::canonical_host(ns)));
-    let method = parts.method.clone();
-    let refused = |e: RegistryError, user: Option<CallerTag>| {
-        let mut response = e.into_response();
+    let tagged = |mut response: Response, user: Option<CallerTag>| {
         response.extensions_mut().insert(RouteTag(kind));
         if let Some(user) = user {
             response.extensions_mut().insert(user);
         }
         response
     };
-    let caller = match auth::caller(&app, &parts).await {
+    let caller = match admit(&app, &parts, &route).await {
         Ok(caller) => caller,
-        Err(e) => return refused(e, None),
+        Err((e, user)) => return tagged(e.into_response(), user),
     };
     let user = caller
         .as_ref()
         .map(|c| CallerTag(c.principal.name().to_string()));
-    if let Some(c) = &caller {
-        if let Err(e) = auth::check(&app, &parts, &route, c) {
-            return refused(e, user);
-        }
-    }
-    if app.registry.options.read_only
-        && matches!(
-            route.action(&method),
-            Some((_, Action::Push | Action::Delete))
-        )
-    {
-        let e = RegistryError::new(
-            ErrorCode::Unsupported,
-            "this registry is read-only: pushes and deletes are refused",
-        );
-        return refused(e, user);
-    }
+    let method = parts.method.clone();
     let ctx = Ctx {
         app,
         parts,
@@ -231,7 +213,48 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
         body,
         caller,
     };
-    let result = match (route, method) {
+    let result = handle(ctx, route, method).await;
+    let mut response = tagged(result.unwrap_or_else(IntoResponse::into_response), user);
+    if let Some(ns) = ns {
+        response.headers_mut().insert(OCI_NAMESPACE, ns);
+    }
+    response
+}
+
+/// Who is calling (with sign-in on), and whether they may do what the route does; a
+/// read-only registry refuses pushes and deletes to everyone. A refusal carries the
+/// caller's name for the access log, when known.
+async fn admit(
+    app: &App,
+    parts: &Parts,
+    route: &Route,
+) -> Result<Option<Caller>, (RegistryError, Option<CallerTag>)> {
+    let caller = auth::caller(app, parts).await.map_err(|e| (e, None))?;
+    let user = || {
+        caller
+            .as_ref()
+            .map(|c| CallerTag(c.principal.name().to_string()))
+    };
+    if let Some(c) = &caller {
+        auth::check(app, parts, route, c).map_err(|e| (e, user()))?;
+    }
+    let writes = matches!(
+        route.action(&parts.method),
+        Some((_, Action::Push | Action::Delete))
+    );
+    if app.registry.options.read_only && writes {
+        let e = RegistryError::new(
+            ErrorCode::Unsupported,
+            "this registry is read-only: pushes and deletes are refused",
+        );
+        return Err((e, user()));
+    }
+    Ok(caller)
+}
+
+/// The handler of `route` for `method`.
+async fn handle(ctx: Ctx, route: Route, method: Method) -> Result<Response> {
+    match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => {
             Ok(json_response(StatusCode::OK, b"{}".to_vec()))
         }
@@ -259,16 +282,7 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
             referrers::list(ctx, &name, &digest).await
         }
         (route, _) => Err(method_not_allowed(&route)),
-    };
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    response.extensions_mut().insert(RouteTag(kind));
-    if let Some(user) = user {
-        response.extensions_mut().insert(user);
     }
-    if let Some(ns) = ns {
-        response.headers_mut().insert(OCI_NAMESPACE, ns);
-    }
-    response
 }
 
 fn method_not_allowed(route: &Route) -> RegistryError {

@@ -59,6 +59,28 @@ pub struct UploadService {
     quotas: Arc<Quotas>,
 }
 
+/// A body's first non-empty piece; `None` for an empty body, which is an error only for
+/// a chunk that names its range.
+async fn first_piece<S>(body: &mut S, range: Option<ChunkRange>) -> Result<Option<Bytes>>
+where
+    S: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    loop {
+        match body.next().await {
+            Some(Ok(c)) if c.is_empty() => continue,
+            Some(Ok(c)) => return Ok(Some(c)),
+            Some(Err(e)) => return Err(body_error(e)),
+            None if range.is_some() => {
+                return Err(ServiceError::new(
+                    ErrorCode::SizeInvalid,
+                    "a chunk with a Content-Range needs a body",
+                ));
+            }
+            None => return Ok(None),
+        }
+    }
+}
+
 /// Errors reading the request body are the client's, not the server's.
 fn body_error(e: io::Error) -> ServiceError {
     if e.kind() == io::ErrorKind::QuotaExceeded {
@@ -310,21 +332,9 @@ impl UploadService {
                 }));
             }
         }
-        let first = loop {
-            match body.next().await {
-                Some(Ok(c)) if c.is_empty() => continue,
-                Some(Ok(c)) => break c,
-                Some(Err(e)) => return Err(body_error(e).into()),
-                None if range.is_some() => {
-                    return Err(ServiceError::new(
-                        ErrorCode::SizeInvalid,
-                        "a chunk with a Content-Range needs a body",
-                    )
-                    .into());
-                }
-                // An empty body changes nothing.
-                None => return Ok(()),
-            }
+        // An empty body changes nothing.
+        let Some(first) = first_piece(&mut body, range).await? else {
+            return Ok(());
         };
 
         let before = (s.state.clone(), s.hasher.clone());
