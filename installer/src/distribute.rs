@@ -29,7 +29,7 @@ pub struct Sent {
 }
 
 /// Where a host keeps blobs under `root`.
-pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
+pub fn host_blob(root: &Path, digest: &Digest) -> PathBuf {
     root.join("blobs")
         .join(digest.algorithm().to_string())
         .join(digest.hex())
@@ -47,14 +47,14 @@ pub async fn missing<'b>(
     let mut script = String::from("for f in");
     for b in blobs {
         script.push(' ');
-        script.push_str(&quote(&blob_path(root, &b.digest)));
+        script.push_str(&quote(&host_blob(root, &b.digest)));
     }
     script.push_str("; do [ -f \"$f\" ] || echo \"$f\"; done");
     let out = host.check(&script).await?;
     let absent: std::collections::HashSet<&str> = out.lines().collect();
     Ok(blobs
         .iter()
-        .filter(|b| absent.contains(blob_path(root, &b.digest).to_string_lossy().as_ref()))
+        .filter(|b| absent.contains(host_blob(root, &b.digest).to_string_lossy().as_ref()))
         .collect())
 }
 
@@ -64,7 +64,7 @@ pub async fn missing<'b>(
 /// (its assembly runs about 1.8 times as fast as coreutils' `sha256sum` here: 349
 /// against 189 MB/s), else `sha256sum`/`sha512sum`.
 pub async fn send(host: &dyn Host, root: &Path, blob: &Blob) -> Result<(), HostError> {
-    let target = blob_path(root, &blob.digest);
+    let target = host_blob(root, &blob.digest);
     let dir = target.parent().expect("blob paths have a folder");
     let alg = blob.digest.algorithm();
     let script = format!(

@@ -44,7 +44,7 @@ impl Image {
         for l in &files.layers {
             let path = store
                 .storage()
-                .blob_path(&l.digest)
+                .blob_file(&l.digest)
                 .with_context(|| format!("{name}: layer {} is missing from the store", l.digest))?;
             layers.push((
                 Blob {

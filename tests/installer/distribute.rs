@@ -46,7 +46,7 @@ async fn blobs_reach_every_host_once_and_verified() {
         );
     }
     // On the host, the file is where its digest says, with that content.
-    let on_host = distribute::blob_path(root, &blobs[0].digest);
+    let on_host = distribute::host_blob(root, &blobs[0].digest);
     let sum = hosts[1]
         .check(&format!("sha256sum {}", on_host.display()))
         .await
@@ -89,7 +89,7 @@ async fn blobs_reach_every_host_once_and_verified() {
         err.contains(&format!("host {}", test_hosts[0].ip)) && err.contains("arrived damaged"),
         "{err}"
     );
-    let dir = distribute::blob_path(root, &liar.digest);
+    let dir = distribute::host_blob(root, &liar.digest);
     let left = hosts[0]
         .check(&format!(
             "ls -A {}; [ ! -e {} ] && echo no-liar",

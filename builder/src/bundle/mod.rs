@@ -246,7 +246,7 @@ async fn contents(
         // this machine).
         let path = store
             .storage()
-            .blob_path(&digest)
+            .blob_file(&digest)
             .with_context(|| format!("blob {digest} is missing from the store"))?;
         files.push((digest, size, path));
     }
@@ -329,7 +329,7 @@ impl Layout<'_> {
         for (digest, body) in self.manifests {
             add(
                 &mut tar,
-                &blob_path(digest),
+                &layout_entry(digest),
                 body.len() as u64,
                 &mut &body[..],
             )?;
@@ -347,13 +347,13 @@ impl Layout<'_> {
                 inner: file,
                 task: self.task,
             };
-            add(&mut tar, &blob_path(digest), *size, &mut reader)?;
+            add(&mut tar, &layout_entry(digest), *size, &mut reader)?;
         }
         tar.into_inner()
     }
 }
 
-fn blob_path(d: &Digest) -> String {
+fn layout_entry(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
 }
 
@@ -494,7 +494,7 @@ async fn images_of_docker_save(
     let config_of = |d: &Digest| -> anyhow::Result<Vec<u8>> {
         let path = store
             .storage()
-            .blob_path(d)
+            .blob_file(d)
             .context("a config was not stored")?;
         Ok(std::fs::read(path)?)
     };

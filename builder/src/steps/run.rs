@@ -56,7 +56,7 @@ impl Builder<'_> {
             let blob = self
                 .store
                 .storage()
-                .blob_path(&d)
+                .blob_file(&d)
                 .with_context(|| format!("layer {d} is missing from the store"))?;
             rootfs::unpack_layer(&blob, &l.media_type, &root)?;
         }

@@ -50,7 +50,7 @@ pub async fn lay_out(
     for (blob, media_type) in &image.layers {
         script.push_str(&format!(
             " {}={}",
-            quote(&distribute::blob_path(root, &blob.digest)),
+            quote(&distribute::host_blob(root, &blob.digest)),
             sh_quote(media_type)
         ));
     }

@@ -35,7 +35,7 @@ pub async fn install(
              install -m 0755 {src} {HOST_DIR}/bin/{name}.new && mv {HOST_DIR}/bin/{name}.new {HOST_DIR}/bin/{name} && \
              echo {d} > {HOST_DIR}/bin/.{name}.digest; fi\n",
             d = blob.digest,
-            src = quote(&distribute::blob_path(root, &blob.digest)),
+            src = quote(&distribute::host_blob(root, &blob.digest)),
         ));
     }
     check_on_all("installing sealer's binaries", hosts, env.jobs, |_| {

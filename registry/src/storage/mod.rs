@@ -271,8 +271,9 @@ pub trait LocalFiles: Send + Sync {
     /// whose content is already verified under their digest. Returns whether the store
     /// lacked the blob.
     async fn link_verified_blob(&self, src: std::path::PathBuf, digest: &Digest) -> Result<bool>;
-    /// The file holding a blob, if the store has it.
-    fn blob_path(&self, digest: &Digest) -> Option<std::path::PathBuf>;
+    /// The file holding a blob, if the store has it: for readers on this machine that
+    /// need a file (unpacking a layer, writing a bundle, sending it to a host).
+    fn blob_file(&self, digest: &Digest) -> Option<std::path::PathBuf>;
 }
 
 #[async_trait]

@@ -282,7 +282,7 @@ impl LocalFiles for FsStorage {
 
     /// The file holding a blob, if the store has it (for local readers that need a
     /// seekable file, such as layer unpacking).
-    fn blob_path(&self, digest: &Digest) -> Option<PathBuf> {
+    fn blob_file(&self, digest: &Digest) -> Option<PathBuf> {
         let p = self.layout.blob(digest);
         p.is_file().then_some(p)
     }
