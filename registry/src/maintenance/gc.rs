@@ -19,9 +19,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::oci::graph::Walk;
-use crate::oci::manifest;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::services::Gate;
+use crate::services::manifests;
 use crate::storage::{LinkEntry, Maintenance, RepoGraph};
 
 /// What may be collected.
@@ -235,14 +235,11 @@ impl Collector {
     }
 
     async fn remove_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        if let Some(stored) = self.store.get_manifest(repo, digest).await? {
-            if let Ok(parsed) = manifest::parse(Some(&stored.media_type), &stored.body) {
-                if let Some(subject) = parsed.subject {
-                    self.store.remove_referrer(repo, &subject, digest).await?;
-                }
-            }
+        match self.store.get_manifest(repo, digest).await? {
+            Some(stored) => manifests::remove(self.store.as_ref(), repo, &stored).await?,
+            // A link whose manifest is unreadable: the link goes all the same.
+            None => _ = self.store.delete_manifest(repo, digest).await?,
         }
-        self.store.delete_manifest(repo, digest).await?;
         Ok(())
     }
 }
@@ -255,6 +252,7 @@ fn audit(action: &str, repository: &RepoName, digest: &Digest) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::manifest;
     use crate::storage::fs::FsStorage;
     use crate::storage::{LocalFiles, Storage};
     use bytes::Bytes;

@@ -304,12 +304,7 @@ impl ManifestService {
                         self.storage.delete_tag(repo, &tag).await?;
                     }
                 }
-                if let Ok(parsed) = manifest::parse(Some(&stored.media_type), &stored.body) {
-                    if let Some(subject) = parsed.subject {
-                        self.storage.remove_referrer(repo, &subject, d).await?;
-                    }
-                }
-                self.storage.delete_manifest(repo, d).await?;
+                remove(&*self.storage, repo, &stored).await?;
                 Ok(())
             }
         }
@@ -345,6 +340,22 @@ pub async fn ingest(
         let record = ReferrerRecord::of_manifest(digest, media_type, size, parsed);
         storage.add_referrer(repo, subject, &record).await?;
     }
+    Ok(())
+}
+
+/// Removes a stored manifest and, when it names a subject, its referrer record: the way
+/// out that matches [`ingest`] (a delete, garbage collection).
+pub async fn remove(
+    storage: &dyn Storage,
+    repo: &RepoName,
+    stored: &StoredManifest,
+) -> std::result::Result<(), StorageError> {
+    if let Some(subject) = stored.parse().ok().and_then(|p| p.subject) {
+        storage
+            .remove_referrer(repo, &subject, &stored.digest)
+            .await?;
+    }
+    storage.delete_manifest(repo, &stored.digest).await?;
     Ok(())
 }
 
