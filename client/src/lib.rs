@@ -10,7 +10,7 @@ pub mod download;
 pub mod endpoint;
 pub mod observer;
 pub mod redirects;
-mod tls;
+
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,7 +100,7 @@ impl UpstreamClient {
     /// The TLS settings of an upstream entry: made once per entry and shared by the
     /// clients of every host it serves (reading the system's roots is not cheap).
     pub fn tls_for(config: &Upstream) -> anyhow::Result<rustls::ClientConfig> {
-        tls::client_config(config.ca_file.as_deref(), config.insecure)
+        sealer_registry::tls::client::client_config(config.ca_file.as_deref(), config.insecure)
     }
 
     /// A client for `host` with TLS settings made by [`Self::tls_for`].
@@ -777,7 +777,7 @@ impl UpstreamClient {
 /// TLS settings for other HTTPS downloads (the system's trusted roots), so every client
 /// sealer makes verifies certificates the same way.
 pub fn tls_client_config() -> anyhow::Result<rustls::ClientConfig> {
-    tls::client_config(None, false)
+    sealer_registry::tls::client::client_config(None, false)
 }
 
 pub fn content_length(resp: &Response) -> Option<u64> {

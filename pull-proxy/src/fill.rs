@@ -206,11 +206,7 @@ impl Fills {
         fill: &Fill,
     ) -> Result<bool, String> {
         let id = Uuid::new_v4();
-        let state = UploadState {
-            repo: route.local.to_string(),
-            algorithm: digest.algorithm(),
-            offset: 0,
-        };
+        let state = UploadState::new(&route.local, digest.algorithm());
         let storage = &self.storage;
         storage
             .create_upload(id, &state)
@@ -543,11 +539,7 @@ mod tests {
         // A fill whose bytes are all here but which is not yet published (still being
         // verified, as under load): the upstream may be gone by now.
         let id = Uuid::new_v4();
-        let state = UploadState {
-            repo: route.local.to_string(),
-            algorithm: Algorithm::Sha256,
-            offset: 0,
-        };
+        let state = UploadState::new(&route.local, Algorithm::Sha256);
         storage.create_upload(id, &state).await.unwrap();
         let mut writer = storage.upload_writer(id, 0, Pace::Memory).await.unwrap();
         let reader = storage.upload_reader(id).await.unwrap();

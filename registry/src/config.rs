@@ -15,6 +15,7 @@ use crate::maintenance::gc::GcPolicy;
 use crate::observability::LogFormat;
 use crate::services::Options;
 use crate::services::quota::SessionLimits;
+use crate::storage::s3::{S3Settings, StorageSection};
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5000";
 
@@ -29,6 +30,18 @@ pub struct ServeArgs {
     /// $XDG_DATA_HOME/sealer/registry otherwise]
     #[arg(long, env = "SEALER_REGISTRY_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+
+    /// Keep the store on S3-compatible object storage (AWS S3, MinIO, Ceph RGW, Garage):
+    /// s3://BUCKET/PREFIX, with endpoint, region and credentials in the `[storage]` table
+    /// or the usual AWS_* variables. Several registries may share one bucket (see
+    /// docs/scale-out.md). [default: the filesystem at --root]
+    #[arg(
+        long,
+        env = "SEALER_REGISTRY_STORAGE",
+        value_name = "URL",
+        conflicts_with = "root"
+    )]
+    pub storage: Option<String>,
 
     /// Serve the images of this bundle (`sealer save`, plain tar) in place, read-only
     /// (repeatable). With --root as well, the store is served too and takes pushes.
@@ -200,6 +213,8 @@ pub struct FileConfig {
     pub addr: Option<String>,
     pub root: Option<PathBuf>,
     #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
     pub bundles: Vec<PathBuf>,
     #[serde(default)]
     pub log: LogSection,
@@ -333,6 +348,8 @@ mod humantime_serde_opt {
 pub struct Settings {
     pub addr: SocketAddr,
     pub root: PathBuf,
+    /// The store is in this bucket rather than under `root`.
+    pub s3: Option<S3Settings>,
     /// Bundle files served in place.
     pub bundles: Vec<PathBuf>,
     /// Bundles only, no store (no root was given): nothing can be written.
@@ -364,6 +381,7 @@ impl Settings {
         };
         let options = options(args, &file)?;
         let limits = conn_limits(args, &file)?;
+        let s3 = object_store_settings(args.storage.as_deref(), args.root.is_some(), &file)?;
         let addr_text = args
             .addr
             .clone()
@@ -376,7 +394,7 @@ impl Settings {
             args.bundles.clone()
         };
         let given_root = args.root.clone().or(file.root);
-        let read_only = !bundles.is_empty() && given_root.is_none();
+        let read_only = !bundles.is_empty() && given_root.is_none() && s3.is_none();
         let root = given_root.unwrap_or_else(default_root);
         let auth = auth_settings(args, file.auth.unwrap_or_default())?;
         let gc = args.gc.policy(&file.gc);
@@ -387,6 +405,7 @@ impl Settings {
         Ok(Settings {
             addr,
             root,
+            s3,
             bundles,
             read_only,
             log_format: args.log_format.or(file.log.format).unwrap_or_default(),
@@ -411,6 +430,64 @@ impl Settings {
             gc,
             metrics: !args.no_metrics && file.metrics.unwrap_or(true),
         })
+    }
+}
+
+/// The bucket `--storage` (else `[storage] url`) names, if any. A `--root` flag chooses
+/// the filesystem over a bucket named only in the file.
+fn object_store_settings(
+    flag: Option<&str>,
+    root_flag: bool,
+    file: &FileConfig,
+) -> anyhow::Result<Option<S3Settings>> {
+    let url = match (flag, &file.storage.url) {
+        (Some(url), _) => url,
+        (None, Some(url)) if !root_flag => url,
+        _ => return Ok(None),
+    };
+    if flag.is_none() && file.root.is_some() {
+        bail!("the configuration file gives both root and [storage] url: choose one");
+    }
+    S3Settings::resolve(url, &file.storage).map(Some)
+}
+
+/// Which store `gc`, `check` and `index rebuild` work on.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// The store's folder. [default: as for serve]
+    #[arg(long, env = "SEALER_REGISTRY_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The store's bucket, s3://BUCKET/PREFIX (as for serve).
+    #[arg(
+        long,
+        env = "SEALER_REGISTRY_STORAGE",
+        value_name = "URL",
+        conflicts_with = "root"
+    )]
+    pub storage: Option<String>,
+    /// Configuration file whose `root` or `[storage]` table names the store.
+    #[arg(long, short = 'c', env = "SEALER_REGISTRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Where a store is.
+pub enum StoreLocation {
+    Folder(PathBuf),
+    Bucket(S3Settings),
+}
+
+impl StoreArgs {
+    pub fn location(&self) -> anyhow::Result<StoreLocation> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        if let Some(s3) = object_store_settings(self.storage.as_deref(), self.root.is_some(), &file)? {
+            return Ok(StoreLocation::Bucket(s3));
+        }
+        Ok(StoreLocation::Folder(
+            self.root.clone().or(file.root).unwrap_or_else(default_root),
+        ))
     }
 }
 

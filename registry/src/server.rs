@@ -13,38 +13,56 @@ use crate::observability::Metrics;
 use crate::routes::{App, router};
 use crate::services::Registry;
 use crate::services::mirror::Mirror;
-use crate::storage::Storage;
 use crate::storage::bundle::{BundleIndex, BundleStorage};
 use crate::storage::fs::FsStorage;
+use crate::storage::s3::S3Storage;
+use crate::storage::{Maintenance, Storage};
 
-/// Opens (creating if needed) the store `settings` name.
-pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<FsStorage>> {
+/// The store `settings` name, opened (a folder is created if needed), with its bucket
+/// when it is on object storage.
+pub async fn open_store(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn Maintenance>, Option<Arc<S3Storage>>)> {
+    if let Some(s3) = &settings.s3 {
+        let bucket = Arc::new(S3Storage::open(s3.clone()).await?);
+        let mode = if bucket.honours_conditions() {
+            "honoured: one replica at a time collects garbage, under a lease"
+        } else {
+            "ignored: garbage is collected by the replicas given --gc-interval (give it to one)"
+        };
+        tracing::info!(store = bucket.describe(), conditional_writes = mode, "object storage");
+        return Ok((bucket.clone(), Some(bucket)));
+    }
     let storage = FsStorage::open(&settings.root)
         .with_context(|| format!("cannot open the store at {}", settings.root.display()))?;
-    Ok(Arc::new(storage))
+    Ok((Arc::new(storage), None))
 }
 
 /// What `serve` reads and writes.
 pub struct OpenedStorage {
     /// What requests are served from.
     pub storage: Arc<dyn Storage>,
-    /// The writable store, if any (the mirror fills it).
-    pub store: Option<Arc<FsStorage>>,
+    /// The writable store, if any (the mirror fills it; garbage collection sweeps it).
+    pub store: Option<Arc<dyn Maintenance>>,
+    /// The store's bucket, when it is on object storage.
+    pub bucket: Option<Arc<S3Storage>>,
 }
 
 /// The storage `settings` name: the store, the bundles over the store, or the bundles
 /// alone (read-only).
-pub fn open_storage(settings: &Settings) -> anyhow::Result<OpenedStorage> {
-    let store = if settings.read_only {
-        None
+pub async fn open_storage(settings: &Settings) -> anyhow::Result<OpenedStorage> {
+    let (store, bucket) = if settings.read_only {
+        (None, None)
     } else {
-        Some(open_store(settings)?)
+        let (store, bucket) = open_store(settings).await?;
+        (Some(store), bucket)
     };
     if settings.bundles.is_empty() {
         let store = store.expect("a store when no bundle is served");
         return Ok(OpenedStorage {
             storage: store.clone(),
             store: Some(store),
+            bucket,
         });
     }
     let begun = std::time::Instant::now();
@@ -60,11 +78,15 @@ pub fn open_storage(settings: &Settings) -> anyhow::Result<OpenedStorage> {
     Ok(OpenedStorage {
         storage: Arc::new(BundleStorage::new(index, store.clone())),
         store,
+        bucket,
     })
 }
 
 fn describe(settings: &Settings) -> String {
-    let store = format!("store {}", settings.root.display());
+    let store = match &settings.s3 {
+        Some(s3) => format!("store s3://{}/{}", s3.bucket, s3.prefix),
+        None => format!("store {}", settings.root.display()),
+    };
     if settings.bundles.is_empty() {
         return store;
     }
@@ -89,7 +111,11 @@ pub async fn serve(
     opened: OpenedStorage,
     mirror: Option<Arc<dyn Mirror>>,
 ) -> anyhow::Result<()> {
-    let OpenedStorage { storage, store } = opened;
+    let OpenedStorage {
+        storage,
+        store,
+        bucket,
+    } = opened;
     let (app, resumable) = app(&settings, storage, mirror).await?;
     // Certificates are checked before the port is taken, so a bad file fails the start.
     let tls = match &settings.tls {
@@ -110,7 +136,7 @@ pub async fn serve(
     let collector = match (settings.gc_interval, &store) {
         (Some(every), Some(store)) => {
             let gc = Collector::new(store.clone(), app.registry.gate.clone(), settings.gc);
-            Some(tokio::spawn(collect_garbage(gc, every)))
+            Some(tokio::spawn(collect_garbage(gc, every, bucket)))
         }
         _ => None,
     };
@@ -142,7 +168,7 @@ pub async fn serve(
 /// tools that drive it in process (tower's `oneshot`). Upload expiry and periodic garbage
 /// collection do not run.
 pub async fn router_in_process(settings: &Settings) -> anyhow::Result<axum::Router> {
-    let opened = open_storage(settings)?;
+    let opened = open_storage(settings).await?;
     let (app, _) = app(settings, opened.storage, None).await?;
     Ok(crate::routes::router(app))
 }
@@ -200,12 +226,28 @@ async fn expire_uploads(app: Arc<App>, max_age: Duration) {
     }
 }
 
-async fn collect_garbage(gc: Collector, every: Duration) {
+/// Collects every `every`; on a bucket shared by replicas, only while this replica holds
+/// the collector's lease (taken for two intervals, renewed at each run).
+async fn collect_garbage(gc: Collector, every: Duration, bucket: Option<Arc<S3Storage>>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // not at start: let clients resume their pushes first
+    let holder = uuid::Uuid::new_v4();
     loop {
         tick.tick().await;
+        if let Some(bucket) = &bucket {
+            match bucket.take_gc_lease(holder, every * 2).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!("garbage collection: another replica holds the lease");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "garbage collection: cannot take the lease");
+                    continue;
+                }
+            }
+        }
         match gc.run(false).await {
             Ok(r) if r.manifests + r.layer_links + r.blobs == 0 => {
                 tracing::debug!(seconds = r.seconds, "garbage collection: nothing to remove")

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::tools::{output, require};
 
-fn wait_for(what: &str, log: &Path, mut ready: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, log: &Path, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ready() {
         if Instant::now() > deadline {
@@ -20,7 +20,7 @@ fn wait_for(what: &str, log: &Path, mut ready: impl FnMut() -> bool) {
     }
 }
 
-fn terminate(child: &mut Child) {
+pub(crate) fn terminate(child: &mut Child) {
     // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -97,6 +97,8 @@ pub struct Registry {
     envs: Vec<(String, String)>,
     /// Started without `--root`: bundles only, read-only.
     without_store: bool,
+    /// `--storage s3://…` instead of `--root`.
+    storage: Option<String>,
     /// The open-file limit (soft and hard) to start it with.
     nofile: Option<u64>,
     /// Driven in this process, without a socket ([`Registry::in_process`]).
@@ -114,6 +116,46 @@ impl Registry {
         let tmp = tempfile::tempdir().expect("temp dir");
         let root = tmp.path().join("store");
         let mut r = Registry::spawn(&root, tmp.path().join("registry.log"), args, &[]);
+        r._tmp = Some(tmp);
+        r
+    }
+
+    /// A registry whose store is `prefix` in `bucket` (several may share one), with
+    /// extra flags.
+    pub fn on_bucket(bucket: &crate::objectstore::Bucket, prefix: &str, args: &[&str]) -> Registry {
+        let mut r = Registry::unlaunched_on_bucket(bucket, prefix, args);
+        r.launch("127.0.0.1:0");
+        r
+    }
+
+    /// As [`Registry::on_bucket`], listening on `addr` (a fixed port, for a load
+    /// balancer's list of replicas).
+    pub fn on_bucket_at(
+        bucket: &crate::objectstore::Bucket,
+        prefix: &str,
+        args: &[&str],
+        addr: &str,
+    ) -> Registry {
+        let mut r = Registry::unlaunched_on_bucket(bucket, prefix, args);
+        r.launch(addr);
+        r
+    }
+
+    fn unlaunched_on_bucket(
+        bucket: &crate::objectstore::Bucket,
+        prefix: &str,
+        args: &[&str],
+    ) -> Registry {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let env = bucket.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut r = Registry::unlaunched(
+            &tmp.path().join("no-folder"),
+            tmp.path().join("registry.log"),
+            args,
+            &env,
+        );
+        r.storage = Some(bucket.url(prefix));
         r._tmp = Some(tmp);
         r
     }
@@ -177,6 +219,7 @@ impl Registry {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             without_store: false,
+            storage: None,
             nofile: None,
             router: None,
             _tmp: None,
@@ -253,7 +296,9 @@ impl Registry {
             .expect("log file");
         let mut cmd = Command::new(binary("sealer-registry"));
         cmd.arg("serve").arg("--addr").arg(addr);
-        if !self.without_store {
+        if let Some(url) = &self.storage {
+            cmd.arg("--storage").arg(url);
+        } else if !self.without_store {
             cmd.arg("--root").arg(&self.root);
         }
         cmd.args(&self.args).stdout(Stdio::piped()).stderr(log);

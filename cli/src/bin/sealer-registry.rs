@@ -8,11 +8,13 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use sealer_pull_proxy::runtime_files::{self, Runtime};
 use sealer_pull_proxy::{MirrorArgs, MirrorConfig, PullThrough};
-use sealer_registry::config::{GcArgs, ServeArgs, Settings};
+use sealer_registry::config::{GcArgs, ServeArgs, Settings, StoreArgs, StoreLocation};
 use sealer_registry::maintenance::check;
 use sealer_registry::maintenance::gc::Collector;
 use sealer_registry::services::mirror::Mirror;
+use sealer_registry::storage::Maintenance;
 use sealer_registry::storage::fs::FsStorage;
+use sealer_registry::storage::s3::S3Storage;
 use sealer_registry::{observability, server};
 
 /// sealer's built-in OCI registry: an OCI distribution v1.1 server over one content store,
@@ -37,9 +39,8 @@ enum Command {
     /// and blobs nothing uses. Run it with the registry stopped, or use --dry-run (or
     /// `serve --gc-interval`, which collects while serving).
     Gc {
-        /// The store. [default: as for serve]
-        #[arg(long, env = "SEALER_REGISTRY_ROOT", value_name = "DIR")]
-        root: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Report what would be removed and how many bytes; remove nothing.
         #[arg(long)]
         dry_run: bool,
@@ -53,11 +54,10 @@ enum Command {
     /// their digest (exit status 1), and links to missing blobs. Safe while the registry
     /// serves.
     Check {
-        /// The store. [default: as for serve]
-        #[arg(long, env = "SEALER_REGISTRY_ROOT", value_name = "DIR")]
-        root: Option<PathBuf>,
-        /// Move corrupt blobs to <root>/quarantine/ so they are never served (clients can
-        /// push them again).
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Move corrupt blobs to quarantine/ in the store so they are never served
+        /// (clients can push them again).
         #[arg(long)]
         quarantine: bool,
         /// Print the report as JSON.
@@ -66,6 +66,12 @@ enum Command {
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Write the catalog index of a store on object storage again from its repositories
+    /// (after it was lost or damaged); the registries sharing the bucket may keep serving.
+    IndexRebuild {
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Print (or write) the files that point a host's container runtime at this registry
     /// as a mirror.
@@ -176,17 +182,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             days,
         } => cert(&out, &domains, &ips, days),
         Command::Gc {
-            root,
+            store,
             dry_run,
             gc,
             json,
-        } => collect_garbage(root, dry_run, gc, json),
+        } => collect_garbage(&store, dry_run, gc, json),
         Command::Check {
-            root,
+            store,
             quarantine,
             json,
             quiet,
-        } => check_store(root, quarantine, json, quiet),
+        } => check_store(&store, quarantine, json, quiet),
+        Command::IndexRebuild { store } => rebuild_index(&store),
         Command::Completions { shell } => {
             let mut out = std::io::stdout();
             clap_complete::generate(shell, &mut Cli::command(), "sealer-registry", &mut out);
@@ -207,7 +214,7 @@ fn serve(registry: &ServeArgs, mirror: &MirrorArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(async {
-            let opened = server::open_storage(&settings)?;
+            let opened = server::open_storage(&settings).await?;
             let mirror: Option<Arc<dyn Mirror>> = if mirror_config.is_empty() {
                 None
             } else {
@@ -260,26 +267,42 @@ fn cert(
     Ok(())
 }
 
-/// The store at `root`, opened shared: `gc --dry-run` and `check` may look at a store
+/// The store `args` name, opened shared: `gc --dry-run` and `check` may look at a store
 /// the registry is serving.
-fn open_shared(root: Option<PathBuf>) -> anyhow::Result<Arc<FsStorage>> {
-    let root = root.unwrap_or_else(sealer_registry::config::default_root);
-    let store = FsStorage::open_shared(&root)
-        .with_context(|| format!("cannot open the store at {}", root.display()))?;
-    Ok(Arc::new(store))
+async fn open_shared(args: &StoreArgs) -> anyhow::Result<Arc<dyn Maintenance>> {
+    match args.location()? {
+        StoreLocation::Folder(root) => {
+            let store = FsStorage::open_shared(&root)
+                .with_context(|| format!("cannot open the store at {}", root.display()))?;
+            Ok(Arc::new(store))
+        }
+        StoreLocation::Bucket(s3) => Ok(Arc::new(S3Storage::open(s3).await?)),
+    }
+}
+
+fn rebuild_index(args: &StoreArgs) -> anyhow::Result<()> {
+    let StoreLocation::Bucket(s3) = args.location()? else {
+        anyhow::bail!("a store in a folder has no index to rebuild: give --storage s3://…");
+    };
+    let count = tokio::runtime::Runtime::new()?.block_on(async {
+        let bucket = S3Storage::open(s3).await?;
+        anyhow::Ok(bucket.rebuild_index().await?)
+    })?;
+    println!("the catalog index lists {count} repositories");
+    Ok(())
 }
 
 fn collect_garbage(
-    root: Option<PathBuf>,
+    store: &StoreArgs,
     dry_run: bool,
     gc: GcArgs,
     json: bool,
 ) -> anyhow::Result<()> {
     let policy = gc.policy(&Default::default());
-    let store = open_shared(root)?;
     let report = tokio::runtime::Runtime::new()?.block_on(async {
+        let store = open_shared(store).await?;
         let collector = Collector::new(store, Default::default(), policy);
-        collector.run(dry_run).await
+        anyhow::Ok(collector.run(dry_run).await?)
     })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -299,7 +322,7 @@ fn collect_garbage(
 }
 
 fn check_store(
-    root: Option<PathBuf>,
+    store: &StoreArgs,
     quarantine: bool,
     json: bool,
     quiet: bool,
@@ -318,17 +341,15 @@ fn check_store(
         .progress_chars("=> "),
     );
     let shown = bar.clone();
-    let store = open_shared(root)?;
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let report = tokio::runtime::Runtime::new()?.block_on(check::check(
-        store,
-        quarantine,
-        parallel,
-        move |done, total| {
+    let report = tokio::runtime::Runtime::new()?.block_on(async {
+        let store = open_shared(store).await?;
+        let progress = move |done, total| {
             shown.set_length(total);
             shown.set_position(done);
-        },
-    ))?;
+        };
+        anyhow::Ok(check::check(store, quarantine, parallel, progress).await?)
+    })?;
     bar.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

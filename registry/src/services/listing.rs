@@ -57,17 +57,31 @@ impl ListingService {
         Err(ServiceError::name_unknown(lookup.name()))
     }
 
-    /// The repositories `visible` lets through, sorted: the `n` after `last`.
+    /// The repositories `visible` lets through, sorted: the `n` after `last`. Reads the
+    /// store's sorted list a page at a time, so a catalog of thousands of repositories
+    /// is not listed whole for one page.
     pub async fn catalog(
         &self,
         n: Option<usize>,
         last: Option<&str>,
         visible: impl Fn(&str) -> bool,
     ) -> Result<Page<String>> {
-        let mut repos = self.storage.list_repositories().await?;
-        repos.retain(|r| visible(r));
-        repos.sort_unstable();
-        Ok(paginate(repos, |r| r.as_str(), last, self.page_size(n)))
+        let n = self.page_size(n);
+        let mut entries = Vec::new();
+        let mut after = last.map(str::to_string);
+        loop {
+            let want = (n + 1).max(100);
+            let (repos, more) = self
+                .storage
+                .list_repositories_after(after.as_deref(), want)
+                .await?;
+            after = repos.last().cloned().or(after);
+            entries.extend(repos.into_iter().filter(|r| visible(r)));
+            if entries.len() > n || !more {
+                break;
+            }
+        }
+        Ok(paginate(entries, |r| r.as_str(), None, n))
     }
 
     fn page_size(&self, n: Option<usize>) -> usize {

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures::{Stream, StreamExt};
@@ -140,11 +142,7 @@ impl UploadService {
         user: Option<&str>,
     ) -> Result<Uuid> {
         let id = Uuid::new_v4();
-        let state = UploadState {
-            repo: repo.to_string(),
-            algorithm,
-            offset: 0,
-        };
+        let state = UploadState::new(repo, algorithm);
         self.quotas.open(id, repo, user)?;
         if let Err(e) = self.storage.create_upload(id, &state).await {
             self.quotas.closed(id);
@@ -278,7 +276,20 @@ impl UploadService {
 
     async fn lock(&self, repo: &RepoName, id: Uuid) -> Result<OwnedMutexGuard<Option<Session>>> {
         let mut guard = self.slot(id).lock_owned().await;
-        if guard.is_none() {
+        if self.storage.shared_sessions() {
+            // The previous chunk may have gone to another replica: storage knows.
+            let Some(state) = self.storage.load_upload(id).await? else {
+                self.sessions.remove(&id);
+                return Err(ServiceError::upload_unknown());
+            };
+            let Some(hasher) = resume_hasher(&state) else {
+                tracing::warn!(upload = %id, "dropping an upload session without its hash state");
+                self.storage.delete_upload(id).await?;
+                self.sessions.remove(&id);
+                return Err(ServiceError::upload_unknown());
+            };
+            *guard = Some(Session { state, hasher });
+        } else if guard.is_none() {
             let Some(state) = self.storage.load_upload(id).await? else {
                 self.sessions.remove(&id);
                 return Err(ServiceError::upload_unknown());
@@ -372,6 +383,7 @@ impl UploadService {
             return Err(e.into());
         }
         s.state.offset += received;
+        s.state.hash_state = hasher.export().map(|h| BASE64.encode(h));
         s.hasher = hasher;
         self.storage.save_upload(id, &s.state).await?;
         self.quotas.grew(id, s.state.offset);
@@ -459,6 +471,15 @@ impl UploadService {
             h.update(&chunk.map_err(ServiceError::internal)?);
         }
         Ok(h)
+    }
+}
+
+/// The hasher of a shared session, as the state saved it (a fresh one before any byte).
+fn resume_hasher(state: &UploadState) -> Option<Hasher> {
+    match &state.hash_state {
+        None if state.offset == 0 => Some(state.algorithm.resumable_hasher()),
+        None => None,
+        Some(saved) => state.algorithm.resume(&BASE64.decode(saved).ok()?),
     }
 }
 

@@ -15,6 +15,7 @@
 
 pub mod bundle;
 pub mod fs;
+pub mod s3;
 
 use std::time::SystemTime;
 
@@ -170,6 +171,22 @@ pub struct UploadState {
     pub algorithm: Algorithm,
     /// Bytes accepted so far; data past it is an unacknowledged, partial chunk.
     pub offset: u64,
+    /// The hash of those bytes (a resumable hasher's state, base64), kept on stores
+    /// whose sessions any replica may continue ([`Storage::shared_sessions`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_state: Option<String>,
+}
+
+impl UploadState {
+    /// A new, empty session of `repo`.
+    pub fn new(repo: &RepoName, algorithm: Algorithm) -> UploadState {
+        UploadState {
+            repo: repo.to_string(),
+            algorithm,
+            offset: 0,
+            hash_state: None,
+        }
+    }
 }
 
 /// How an upload's bytes are pushed to the disk while it is written.
@@ -278,6 +295,13 @@ pub trait LocalFiles: Send + Sync {
 
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
+    /// Whether other processes share this store's upload sessions (replicas over one
+    /// bucket): then a session is taken up from storage on every request, with the hash
+    /// state saved in it, since the previous chunk may have reached another replica.
+    fn shared_sessions(&self) -> bool {
+        false
+    }
+
     // --- blobs (global, content-addressed) ---
 
     /// Size of a blob if `repo` links it.
@@ -367,6 +391,20 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Option<(Vec<String>, bool)>>;
     /// All repositories that hold at least one manifest, in no particular order.
     async fn list_repositories(&self) -> Result<Vec<String>>;
+    /// Repositories in byte order: at most `limit` after `after`, and whether more
+    /// follow. Stores that keep them sorted answer without listing them all.
+    async fn list_repositories_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool)> {
+        let mut repos = self.list_repositories().await?;
+        repos.retain(|r| after.is_none_or(|a| r.as_str() > a));
+        repos.sort_unstable();
+        let more = repos.len() > limit;
+        repos.truncate(limit);
+        Ok((repos, more))
+    }
 
     // --- referrers ---
 

@@ -22,10 +22,9 @@ use uuid::Uuid;
 
 pub use self::index::BundleIndex;
 use self::index::Location;
-use super::fs::FsStorage;
 use super::fs::streams::stream_range;
 use super::{
-    ByteRange, ByteStream, Pace, PartReader, ReferrerRecord, Result, Storage, StorageError,
+    ByteRange, ByteStream, Maintenance, Pace, PartReader, ReferrerRecord, Result, Storage, StorageError,
     StoredManifest, UploadState, UploadWriter,
 };
 use crate::oci::{Digest, RepoName, Tag};
@@ -35,7 +34,7 @@ pub struct BundleStorage {
     damaged: Arc<dashmap::DashSet<Digest>>,
     /// Blob reads from the bundles in flight; verification waits while there are any.
     reading: Arc<AtomicUsize>,
-    store: Option<Arc<FsStorage>>,
+    store: Option<Arc<dyn Maintenance>>,
 }
 
 /// Counts one blob read in flight while it lives.
@@ -59,7 +58,7 @@ impl BundleStorage {
     /// the bundles' blobs in the background, while no blob is being read from them (so
     /// pulls run at full speed): a blob found damaged is no longer served from the
     /// bundle.
-    pub fn new(index: BundleIndex, store: Option<Arc<FsStorage>>) -> BundleStorage {
+    pub fn new(index: BundleIndex, store: Option<Arc<dyn Maintenance>>) -> BundleStorage {
         let index = Arc::new(index);
         let damaged = Arc::new(dashmap::DashSet::new());
         let reading = Arc::new(AtomicUsize::new(0));
@@ -72,7 +71,7 @@ impl BundleStorage {
         }
     }
 
-    fn store(&self) -> Result<&FsStorage> {
+    fn store(&self) -> Result<&dyn Maintenance> {
         self.store.as_deref().ok_or(StorageError::ReadOnly)
     }
 
@@ -129,16 +128,12 @@ impl BundleStorage {
 
     /// Copies a bundle blob into the store (a mount from a bundle repository into a
     /// store repository), verifying it on the way.
-    async fn import(&self, store: &FsStorage, repo: &RepoName, digest: &Digest) -> Result<()> {
+    async fn import(&self, store: &dyn Maintenance, repo: &RepoName, digest: &Digest) -> Result<()> {
         let Some(at) = self.blob(digest) else {
             return Ok(());
         };
         let id = Uuid::new_v4();
-        let state = UploadState {
-            repo: repo.to_string(),
-            algorithm: digest.algorithm(),
-            offset: 0,
-        };
+        let state = UploadState::new(repo, digest.algorithm());
         store.create_upload(id, &state).await?;
         let copied = async {
             let mut writer = store.upload_writer(id, 0, Pace::Disk).await?;
@@ -185,15 +180,17 @@ impl Storage for BundleStorage {
     ) -> Result<Option<ByteStream>> {
         // The store's copy first: it was verified before it became visible, while a
         // bundle's is verified in the background (and a damaged one may not be known yet).
-        if let Some(s) = self.store.as_ref().filter(|s| s.holds_blob(digest)) {
-            return s.read_blob(digest, range).await;
+        if let Some(s) = &self.store {
+            if let Some(stream) = s.read_blob(digest, range).await? {
+                return Ok(Some(stream));
+            }
         }
         Ok(self.blob(digest).map(|at| self.stream(at, range)))
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let store = self.store()?;
-        if !store.holds_blob(digest) {
+        if !store.has_blob(digest).await? {
             self.import(store, repo, digest).await?;
         }
         store.link_blob(repo, digest).await
@@ -449,6 +446,7 @@ impl Storage for BundleStorage {
 mod tests {
     use super::*;
     use crate::storage::LocalFiles;
+    use crate::storage::fs::FsStorage;
     use serde_json::json;
 
     fn descriptor(media_type: &str, body: &[u8]) -> serde_json::Value {
@@ -544,11 +542,7 @@ mod tests {
             storage.delete_manifest(&a, &top).await,
             Err(StorageError::ReadOnly)
         ));
-        let state = UploadState {
-            repo: "x".into(),
-            algorithm: crate::oci::Algorithm::Sha256,
-            offset: 0,
-        };
+        let state = UploadState::new(&RepoName::parse("x").unwrap(), crate::oci::Algorithm::Sha256);
         assert!(matches!(
             storage.create_upload(Uuid::new_v4(), &state).await,
             Err(StorageError::ReadOnly)
@@ -624,11 +618,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, layer_a, _) = bundle(dir.path());
         let store = Arc::new(FsStorage::open(dir.path().join("store")).unwrap());
-        let storage = BundleStorage::new(BundleIndex::open(&[path]).unwrap(), Some(store.clone()));
+        let storage = BundleStorage::new(BundleIndex::open(&[path]).unwrap(), Some(store.clone() as Arc<dyn Maintenance>));
         let other = RepoName::parse("mine/c").unwrap();
         let da = Digest::sha256_of(&layer_a);
         storage.link_blob(&other, &da).await.unwrap();
-        assert!(store.holds_blob(&da));
+        assert!(store.has_blob(&da).await.unwrap());
         assert_eq!(
             store.repo_blob_size(&other, &da).await.unwrap(),
             Some(layer_a.len() as u64)

@@ -79,12 +79,6 @@ impl FsStorage {
         })
     }
 
-    /// Whether the store holds the blob, without leaving the thread: for the bundle
-    /// backend's reads, which ask it before every blob it serves.
-    pub(crate) fn holds_blob(&self, digest: &Digest) -> bool {
-        self.layout.blob(digest).is_file()
-    }
-
     fn layout(&self) -> Layout {
         self.layout.clone()
     }

@@ -1,6 +1,9 @@
 //! TLS: serving over rustls from PEM files that are re-read when they change (renewing
 //! a certificate needs no restart), and the CA and server certificate `sealer-registry
-//! cert` makes for sites with no public CA.
+//! cert` makes for sites with no public CA; and TLS toward upstreams and object stores
+//! ([`client`]).
+
+pub mod client;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! TLS toward an upstream: the system's trusted roots plus an optional CA file, or no
+//! TLS toward an upstream registry or object store: the system's trusted roots plus an optional CA file, or no
 //! verification at all when the upstream is marked `insecure`.
 
 use std::path::Path;
