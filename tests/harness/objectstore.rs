@@ -9,6 +9,39 @@ use crate::daemons::{terminate, wait_for};
 use crate::tools::{output, require, run};
 use crate::upstream::free_port;
 
+/// Kills the child when the thread that started it ends (a test that panics or a
+/// process that exits leaves no object store behind).
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only prctl, which is async-signal-safe, runs in the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The bucket of one Garage node shared by every test of this process that asks for
+/// it (each test uses a prefix of its own). Started on a thread that lives as long as
+/// the process, so the node goes when the process does.
+pub fn shared_garage() -> &'static Bucket {
+    static BUCKET: std::sync::OnceLock<Bucket> = std::sync::OnceLock::new();
+    BUCKET.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let garage = Garage::start(1);
+            tx.send(garage.bucket.clone()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("a shared Garage")
+    })
+}
+
 /// A bucket and how to reach it.
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -141,14 +174,13 @@ impl Garage {
             .append(true)
             .open(&self.nodes[i].log)
             .unwrap();
-        let child = self
-            .cli(i)
-            .arg("server")
+        let mut cmd = self.cli(i);
+        cmd.arg("server")
             .env("RUST_LOG", "garage=warn")
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting garage");
+            .stderr(log);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("starting garage");
         self.nodes[i].child = Some(child);
         let addr = format!("127.0.0.1:{}", self.nodes[i].s3_port);
         wait_for("garage", &self.nodes[i].log.clone(), || {
@@ -246,12 +278,12 @@ impl Moto {
         let port = free_port();
         let log = dir.path().join("moto.log");
         let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new(require("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = Command::new(require("moto_server"));
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::from(f.try_clone().unwrap()))
-            .stderr(f)
-            .spawn()
-            .expect("starting moto_server");
+            .stderr(f);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("starting moto_server");
         let addr = format!("127.0.0.1:{port}");
         wait_for("moto", &log, || std::net::TcpStream::connect(&addr).is_ok());
         let bucket = Bucket {

@@ -99,11 +99,19 @@ pub struct Registry {
     without_store: bool,
     /// `--storage s3://…` instead of `--root`.
     storage: Option<String>,
+    /// The bucket and prefix of the store, when it is on object storage.
+    pub bucket: Option<(crate::objectstore::Bucket, String)>,
     /// The open-file limit (soft and hard) to start it with.
     nofile: Option<u64>,
     /// Driven in this process, without a socket ([`Registry::in_process`]).
     router: Option<axum::Router>,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// Whether in-process registries keep their store on object storage (a shared Garage
+/// node), as `scripts/test` runs the spec suite a second time: `SEALER_TEST_STORAGE=s3`.
+pub fn on_object_storage() -> bool {
+    std::env::var("SEALER_TEST_STORAGE").is_ok_and(|v| v == "s3")
 }
 
 impl Registry {
@@ -112,7 +120,13 @@ impl Registry {
         Self::start_with(&[])
     }
 
+    /// With `SEALER_TEST_STORAGE=s3`, the store is a fresh prefix of a shared Garage
+    /// bucket ([`on_object_storage`]).
     pub fn start_with(args: &[&str]) -> Registry {
+        if on_object_storage() {
+            let prefix = format!("run-{}", hex::encode(crate::random_bytes(8)));
+            return Registry::on_bucket(crate::objectstore::shared_garage(), &prefix, args);
+        }
         let tmp = tempfile::tempdir().expect("temp dir");
         let root = tmp.path().join("store");
         let mut r = Registry::spawn(&root, tmp.path().join("registry.log"), args, &[]);
@@ -156,8 +170,40 @@ impl Registry {
             &env,
         );
         r.storage = Some(bucket.url(prefix));
+        r.bucket = Some((bucket.clone(), prefix.to_string()));
         r._tmp = Some(tmp);
         r
+    }
+
+    /// The objects of the store under `under` (e.g. `blobs`), with their content: files
+    /// under the root, or objects under the bucket's prefix.
+    pub async fn stored(&self, under: &str) -> Vec<(String, Vec<u8>)> {
+        use futures::TryStreamExt;
+        use object_store::{ObjectStore, ObjectStoreExt};
+        let Some((bucket, prefix)) = &self.bucket else {
+            let mut out = Vec::new();
+            let mut dirs = vec![self.root.join(under)];
+            while let Some(d) = dirs.pop() {
+                let Ok(entries) = std::fs::read_dir(&d) else { continue };
+                for e in entries.flatten() {
+                    if e.file_type().unwrap().is_dir() {
+                        dirs.push(e.path());
+                    } else {
+                        out.push((e.path().display().to_string(), std::fs::read(e.path()).unwrap()));
+                    }
+                }
+            }
+            return out;
+        };
+        let client = bucket.client();
+        let at = object_store::path::Path::from(format!("{prefix}/{under}"));
+        let metas: Vec<_> = client.list(Some(&at)).try_collect().await.unwrap();
+        let mut out = Vec::new();
+        for m in metas {
+            let data = client.get(&m.location).await.unwrap().bytes().await.unwrap();
+            out.push((m.location.to_string(), data.to_vec()));
+        }
+        out
     }
 
     /// A registry serving `bundles` only (no `--root`): read-only.
@@ -220,6 +266,7 @@ impl Registry {
                 .collect(),
             without_store: false,
             storage: None,
+            bucket: None,
             nofile: None,
             router: None,
             _tmp: None,
@@ -242,11 +289,22 @@ impl Registry {
         }
         let tmp = tempfile::tempdir().expect("temp dir");
         let root = tmp.path().join("store");
-        let mut argv = vec![
-            "serve".to_string(),
-            "--root".into(),
-            root.display().to_string(),
-        ];
+        let bucket = on_object_storage().then(|| {
+            let prefix = format!("spec-{}", hex::encode(crate::random_bytes(8)));
+            (crate::objectstore::shared_garage().clone(), prefix)
+        });
+        let mut argv = vec!["serve".to_string()];
+        match &bucket {
+            Some((b, prefix)) => {
+                argv.extend(["--storage".into(), b.url(prefix)]);
+                for (k, v) in b.env() {
+                    // SAFETY: set before the store is opened, to the same values by
+                    // every test of this process.
+                    unsafe { std::env::set_var(k, v) };
+                }
+            }
+            None => argv.extend(["--root".into(), root.display().to_string()]),
+        }
         argv.extend(args.iter().map(|a| a.to_string()));
         let serve: Serve = clap::Parser::parse_from(argv);
         let settings = sealer_registry::config::Settings::resolve(&serve.args).expect("settings");
@@ -256,6 +314,7 @@ impl Registry {
         let mut r = Registry::unlaunched(&root, tmp.path().join("registry.log"), args, &[]);
         r.host = IN_PROCESS_HOST.to_string();
         r.router = Some(router);
+        r.bucket = bucket;
         r._tmp = Some(tmp);
         r
     }

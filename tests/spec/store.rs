@@ -30,9 +30,9 @@ async fn a_blob_pushed_to_many_repositories_is_stored_once() {
     for repo in ["s/one", "s/two", "s/three"] {
         push_blob(&reg, repo, &data).await;
     }
-    let blobs = files_under(&reg.root.join("blobs"));
-    assert_eq!(blobs.len(), 1, "{blobs:?}");
-    assert_eq!(std::fs::read(&blobs[0]).unwrap(), data);
+    let blobs = reg.stored("blobs").await;
+    assert_eq!(blobs.len(), 1, "{:?}", blobs.iter().map(|b| &b.0).collect::<Vec<_>>());
+    assert_eq!(blobs[0].1, data);
 }
 
 #[tokio::test]
