@@ -2,3 +2,4 @@
 //! conditional-write paths on moto, and replicas sharing one bucket.
 
 mod basics;
+mod uploads;

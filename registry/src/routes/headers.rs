@@ -8,6 +8,8 @@ use crate::storage::ByteRange;
 
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 pub const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+/// The chunk size a store keeps uploads in best (the spec's chunked upload).
+pub const OCI_CHUNK_MIN_LENGTH: HeaderName = HeaderName::from_static("oci-chunk-min-length");
 pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 pub const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");

@@ -7,7 +7,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::error::{ErrorCode, RegistryError, Result};
-use super::headers::{self, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
+use super::headers::{self, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_CHUNK_MIN_LENGTH};
 use super::{Ctx, empty};
 use crate::auth::Action;
 use crate::oci::{Algorithm, Digest, RepoName};
@@ -108,7 +108,12 @@ pub async fn start(ctx: Ctx, name: &str) -> Result<Response> {
         None => Algorithm::Sha256,
     };
     let id = registry.uploads.start(&name, algorithm, who.user()).await?;
-    Ok(session_response(StatusCode::ACCEPTED, &name, id, 0))
+    let mut r = session_response(StatusCode::ACCEPTED, &name, id, 0);
+    if let Some(min) = registry.uploads.chunk_min_length() {
+        r.headers_mut()
+            .insert(OCI_CHUNK_MIN_LENGTH, headers::value(min.to_string()));
+    }
+    Ok(r)
 }
 
 pub async fn status(ctx: Ctx, name: &str, id: &str) -> Result<Response> {

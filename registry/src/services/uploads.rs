@@ -128,6 +128,11 @@ impl UploadService {
         Ok(ids.len())
     }
 
+    /// The chunk size the store keeps uploads in best, to advertise to clients.
+    pub fn chunk_min_length(&self) -> Option<u64> {
+        self.storage.chunk_min_length()
+    }
+
     /// Upload sessions started and not yet finished, cancelled or expired.
     pub fn open_sessions(&self) -> i64 {
         self.open.load(Ordering::Relaxed).max(0)

@@ -302,6 +302,12 @@ pub trait Storage: Send + Sync + 'static {
         false
     }
 
+    /// The chunk size uploads are stored in best (an object store's part size), which
+    /// the registry advertises as `OCI-Chunk-Min-Length`; smaller chunks still work.
+    fn chunk_min_length(&self) -> Option<u64> {
+        None
+    }
+
     // --- blobs (global, content-addressed) ---
 
     /// Size of a blob if `repo` links it.

@@ -163,6 +163,14 @@ impl BundleStorage {
 
 #[async_trait]
 impl Storage for BundleStorage {
+    fn shared_sessions(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.shared_sessions())
+    }
+
+    fn chunk_min_length(&self) -> Option<u64> {
+        self.store.as_ref()?.chunk_min_length()
+    }
+
     async fn repo_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         // A repository of the store reads the store's copy (see `read_blob`).
         if let Some(s) = &self.store

@@ -243,6 +243,10 @@ impl Storage for S3Storage {
         true
     }
 
+    fn chunk_min_length(&self) -> Option<u64> {
+        Some(self.settings.part_size)
+    }
+
     async fn repo_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         let (link, blob) = (self.keys.layer_link(repo, digest), self.keys.blob(digest));
         let (link, blob) = futures::join!(self.head(&link), self.head(&blob));
