@@ -76,6 +76,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALER_REGISTRY_POLICY", value_name = "FILE")]
     pub policy: Option<PathBuf>,
 
+    /// Sign tokens with the key in this file (at least 32 bytes) rather than one made at
+    /// start: replicas behind one load balancer share it, so a token from one is good at
+    /// all. [default: a new key at every start]
+    #[arg(long, env = "SEALER_REGISTRY_TOKEN_KEY", value_name = "FILE")]
+    pub token_key: Option<PathBuf>,
+
     /// Let callers without credentials pull every repository (with --htpasswd).
     #[arg(long, env = "SEALER_REGISTRY_ANONYMOUS_PULL")]
     pub anonymous_pull: bool,
@@ -264,6 +270,8 @@ pub struct AuthSection {
     pub realm: Option<String>,
     #[serde(default, with = "humantime_serde_opt")]
     pub token_ttl: Option<Duration>,
+    /// The tokens' signing key (at least 32 bytes), shared by replicas.
+    pub token_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -584,8 +592,10 @@ fn auth_settings(args: &ServeArgs, file: AuthSection) -> anyhow::Result<Option<A
     let anonymous_pull = args.anonymous_pull || file.anonymous_pull.unwrap_or(false);
     let metrics_auth = args.metrics_auth || file.metrics.unwrap_or(false);
     let Some(htpasswd) = args.htpasswd.clone().or(file.htpasswd) else {
-        if policy.is_some() || anonymous_pull || metrics_auth {
-            bail!("--policy, --anonymous-pull and --metrics-auth need users: give --htpasswd FILE");
+        if policy.is_some() || anonymous_pull || metrics_auth || args.token_key.is_some() {
+            bail!(
+                "--policy, --anonymous-pull, --metrics-auth and --token-key need users: give --htpasswd FILE"
+            );
         }
         return Ok(None);
     };
@@ -594,6 +604,7 @@ fn auth_settings(args: &ServeArgs, file: AuthSection) -> anyhow::Result<Option<A
     settings.anonymous_pull = anonymous_pull;
     settings.metrics_auth = metrics_auth;
     settings.token = file.token.unwrap_or(true);
+    settings.token_key = args.token_key.clone().or(file.token_key_file);
     if let Some(service) = file.service {
         if service.is_empty() || service.contains('"') {
             bail!("auth.service must be non-empty and have no quote");

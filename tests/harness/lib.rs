@@ -1,6 +1,7 @@
 //! Shared pieces of the end-to-end tests: starting `sealer-registry`, talking to it,
 //! making test content and running real clients.
 
+pub mod balancer;
 pub mod content;
 pub mod daemons;
 pub mod examples;
@@ -12,6 +13,7 @@ pub mod server;
 pub mod tools;
 pub mod upstream;
 
+pub use balancer::*;
 pub use content::*;
 pub use daemons::*;
 pub use examples::*;

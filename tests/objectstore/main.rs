@@ -4,3 +4,5 @@
 mod basics;
 mod uploads;
 mod store;
+mod mirror;
+mod replicas;

@@ -35,6 +35,8 @@ pub struct AuthSettings {
     /// Where clients fetch tokens; by default `/token` on the host they called.
     pub realm: Option<String>,
     pub token_ttl: Duration,
+    /// The tokens' signing key, shared by replicas; made at start when `None`.
+    pub token_key: Option<PathBuf>,
 }
 
 impl AuthSettings {
@@ -48,6 +50,7 @@ impl AuthSettings {
             service: "sealer-registry".into(),
             realm: None,
             token_ttl: Duration::from_secs(300),
+            token_key: None,
         }
     }
 }
@@ -122,7 +125,10 @@ impl Auth {
         }
         let anonymous_rules = policy.grants_anonymous();
         let signer = if settings.token {
-            Some(Signer::new(&settings.service, settings.token_ttl).context("token key")?)
+            Some(
+                Signer::new(&settings.service, settings.token_ttl, settings.token_key.as_deref())
+                    .context("token key")?,
+            )
         } else {
             None
         };

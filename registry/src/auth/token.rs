@@ -2,7 +2,10 @@
 //! on every request, with the repository scopes granted (distribution's "token
 //! authentication specification").
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -81,8 +84,10 @@ pub struct Claims {
     pub access: Vec<Grant>,
 }
 
-/// Signs and checks tokens with a key made at start (HS256): tokens live minutes and
-/// clients fetch new ones after a restart, so the key is never stored.
+/// Signs and checks tokens (HS256) with a key made at start, or read from a file that
+/// several replicas share (`auth.token_key_file`), so a token from one is good at all.
+/// Tokens live minutes and clients fetch new ones after a restart, so a key made at start
+/// is never stored.
 pub struct Signer {
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -91,11 +96,32 @@ pub struct Signer {
     pub ttl: Duration,
 }
 
+/// A shared token key: the file's content (surrounding whitespace trimmed), at least 32
+/// bytes, e.g. `head -c 32 /dev/urandom | base64 > token.key`.
+fn read_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("cannot read the token key {}", path.display()))?;
+    let key = text.trim_ascii().to_vec();
+    anyhow::ensure!(
+        key.len() >= 32,
+        "the token key {} is {} bytes; it needs at least 32 (e.g. head -c 32 /dev/urandom | base64)",
+        path.display(),
+        key.len()
+    );
+    Ok(key)
+}
+
 impl Signer {
-    pub fn new(service: &str, ttl: Duration) -> anyhow::Result<Signer> {
-        let mut key = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
-            .map_err(|_| anyhow::anyhow!("no randomness for the token key"))?;
+    pub fn new(service: &str, ttl: Duration, key_file: Option<&Path>) -> anyhow::Result<Signer> {
+        let key = match key_file {
+            Some(path) => read_key(path)?,
+            None => {
+                let mut key = vec![0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                    .map_err(|_| anyhow::anyhow!("no randomness for the token key"))?;
+                key
+            }
+        };
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[service]);
         validation.set_issuer(&[ISSUER]);
@@ -163,7 +189,7 @@ mod tests {
 
     #[test]
     fn tokens_verify_only_with_the_key_and_audience_that_made_them() {
-        let signer = Signer::new("svc", Duration::from_secs(60)).unwrap();
+        let signer = Signer::new("svc", Duration::from_secs(60), None).unwrap();
         let grant = Grant {
             kind: "repository".into(),
             name: "a/b".into(),
@@ -174,7 +200,7 @@ mod tests {
         assert_eq!(claims.sub, "alice");
         assert_eq!(claims.access, [grant]);
 
-        let other = Signer::new("svc", Duration::from_secs(60)).unwrap();
+        let other = Signer::new("svc", Duration::from_secs(60), None).unwrap();
         assert!(other.verify(&token).is_none(), "another key");
         let mut tampered = token.clone();
         tampered.insert(tampered.find('.').unwrap() + 2, 'x');
@@ -183,11 +209,25 @@ mod tests {
         elsewhere.validation.set_audience(&["other"]);
         assert!(elsewhere.verify(&token).is_none(), "another audience");
 
-        let expired = Signer::new("svc", Duration::ZERO).unwrap();
+        let expired = Signer::new("svc", Duration::ZERO, None).unwrap();
         let (old, _) = expired.issue(None, vec![]).unwrap();
         let mut late = expired;
         late.validation.leeway = 0;
         std::thread::sleep(Duration::from_millis(1100));
         assert!(late.verify(&old).is_none(), "expired");
+    }
+
+    #[test]
+    fn replicas_with_one_key_file_accept_each_others_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token.key");
+        std::fs::write(&file, "c2VhbGVyIHJlcGxpY2FzIHNoYXJlIHRoaXMga2V5IQ==\n").unwrap();
+        let a = Signer::new("svc", Duration::from_secs(60), Some(&file)).unwrap();
+        let b = Signer::new("svc", Duration::from_secs(60), Some(&file)).unwrap();
+        let (token, _) = a.issue(Some("alice"), vec![]).unwrap();
+        assert_eq!(b.verify(&token).unwrap().sub, "alice");
+        std::fs::write(&file, "short").unwrap();
+        let err = Signer::new("svc", Duration::from_secs(60), Some(&file)).err().unwrap();
+        assert!(err.to_string().contains("at least 32"), "{err}");
     }
 }
