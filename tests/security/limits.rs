@@ -227,17 +227,16 @@ async fn a_repository_over_its_quota_is_denied_and_others_go_on() {
 }
 
 /// Bytes of blobs and manifests a repository holds in the store.
-fn repo_bytes(reg: &Registry, repo: &str) -> u64 {
-    let dir = reg.root.join("repositories").join(repo);
+async fn repo_bytes(reg: &Registry, repo: &str) -> u64 {
+    let blobs = reg.stored("blobs").await;
+    let size_of = |hex: &str| {
+        let (_, data) = blobs.iter().find(|(name, _)| name.ends_with(hex)).unwrap();
+        data.len() as u64
+    };
     let mut total = 0;
     for sub in ["_layers/sha256", "_manifests/revisions/sha256"] {
-        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
-            continue;
-        };
-        for e in entries {
-            let hex = e.unwrap().file_name().into_string().unwrap();
-            let blob = reg.root.join("blobs/sha256").join(&hex[..2]).join(&hex);
-            total += std::fs::metadata(blob).unwrap().len();
+        for (name, _) in reg.stored(&format!("repositories/{repo}/{sub}")).await {
+            total += size_of(name.rsplit('/').next().unwrap());
         }
     }
     total
@@ -280,14 +279,14 @@ async fn concurrent_pushes_cannot_take_a_repository_past_its_quota() {
         (1..=5).contains(&created),
         "{created} pushes of 2 MB fit a 10 MB quota"
     );
-    assert!(repo_bytes(&reg, "team/q") <= 10_000_000);
+    assert!(repo_bytes(&reg, "team/q").await <= 10_000_000);
 }
 
 #[tokio::test]
 async fn manifests_and_open_uploads_count_against_the_quota() {
     let reg = Registry::start_with(&["--repo-quota", "20000"]);
     let img = push_image(&reg, "team/m", "1", 1, 15000).await;
-    let used = repo_bytes(&reg, "team/m");
+    let used = repo_bytes(&reg, "team/m").await;
     assert!(
         used > 15000 + img.config.len() as u64,
         "the manifest is counted: {used}"
@@ -308,7 +307,7 @@ async fn manifests_and_open_uploads_count_against_the_quota() {
         }
     }
     assert!(refused.is_some(), "manifests were not counted");
-    assert!(repo_bytes(&reg, "team/m") <= 20000);
+    assert!(repo_bytes(&reg, "team/m").await <= 20000);
 
     // Bytes parked in an open upload session count too.
     let other = Registry::start_with(&["--repo-quota", "100000"]);

@@ -291,7 +291,9 @@ impl Storage for S3Storage {
     }
 
     async fn repo_usage(&self, repo: &RepoName) -> Result<u64> {
-        let links = self.list(&self.keys.layers(repo)).await?;
+        // Linked blobs and manifests alike: both are content the repository holds.
+        let mut links = self.list(&self.keys.layers(repo)).await?;
+        links.extend(self.list(&self.keys.revisions(repo)).await?);
         let blobs: Vec<Path> = links
             .iter()
             .filter_map(|m| digest_at_end(m.location.as_ref()))
