@@ -6,6 +6,7 @@ mod build;
 mod bundle;
 mod mirror;
 mod run;
+mod s3;
 mod servers;
 mod workloads;
 
@@ -57,6 +58,9 @@ enum Mode {
     Bundle(bundle::BundleArgs),
     /// `sealer run` onto test hosts against `scp` to one host after another.
     Run(run::RunArgs),
+    /// The registry on a Garage bucket against docker-registry's s3 driver on the same
+    /// Garage; then 1 and 3 replicas behind HAProxy.
+    S3(s3::S3Args),
 }
 
 /// One figure of one run.
@@ -238,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::Build(b)) => return build::run(&args, b, &base_buf).await,
         Some(Mode::Bundle(b)) => return bundle::run(&args, b, &base_buf).await,
         Some(Mode::Run(r)) => return run::run(&args, r, &base_buf).await,
+        Some(Mode::S3(o)) => return s3::run(&args, o, &base_buf).await,
         _ => {}
     }
     let mut results: BTreeMap<&'static str, Vec<Figures>> = BTreeMap::new();

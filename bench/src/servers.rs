@@ -92,6 +92,78 @@ impl Server {
         Ok(server)
     }
 
+    /// A registry whose store is `prefix` in `bucket`: sealer-registry with `--storage`,
+    /// docker-registry with its `s3` driver (streaming blobs itself, as sealer-registry
+    /// does by default, rather than redirecting clients to the object store). Returns it
+    /// with the time from spawning it to its first answer.
+    pub fn start_on_bucket(
+        kind: Kind,
+        sealer_bin: &Path,
+        work: &Path,
+        bucket: &sealer_e2e::Bucket,
+        prefix: &str,
+        addr: Option<&str>,
+    ) -> anyhow::Result<(Server, Duration)> {
+        let addr = addr.map_or_else(|| format!("127.0.0.1:{}", free_port()), str::to_string);
+        let log = std::fs::File::create(work.join(format!("{}-{prefix}.log", kind.label())))?;
+        let begun = Instant::now();
+        let child = match kind {
+            Kind::Sealer => Command::new(sealer_bin)
+                .args(["serve", "--addr", &addr, "--storage", &bucket.url(prefix)])
+                .envs(bucket.env())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("starting sealer-registry")?,
+            Kind::Reference => {
+                let config = work.join(format!("reference-{prefix}.yml"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "version: 0.1
+log: {{level: warn, formatter: text, accesslog: {{disabled: true}}}}
+                         storage:
+  s3: {{accesskey: {}, secretkey: {}, region: {}, regionendpoint: \"{}\",                          bucket: {}, secure: false, v4auth: true, rootdirectory: /{prefix}, chunksize: 16777216}}
+                           delete: {{enabled: true}}
+  redirect: {{disable: true}}
+                           cache: {{blobdescriptor: inmemory}}
+  maintenance: {{uploadpurging: {{enabled: false}}}}
+                         http: {{addr: {addr}}}
+",
+                        bucket.key_id, bucket.secret, bucket.region, bucket.endpoint, bucket.name
+                    ),
+                )?;
+                Command::new("docker-registry")
+                    .arg("serve")
+                    .arg(&config)
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .context("starting docker-registry (apt install docker-registry)")?
+            }
+        };
+        let server = Server {
+            child,
+            base: format!("http://{addr}"),
+            root: work.join(format!("unused-{prefix}")),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answered = std::net::TcpStream::connect(&addr).is_ok_and(|mut s| {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut buf = [0u8; 12];
+                s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
+            });
+            if answered {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "{} did not start", kind.label());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok((server, begun.elapsed()))
+    }
+
     /// `sealer-registry serve --bundle FILE` alone (read-only); returns it with the time
     /// from spawning it to its first answer.
     pub fn serve_bundle(

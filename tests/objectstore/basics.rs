@@ -22,4 +22,50 @@ async fn push_pull_tag_list_and_delete_on_garage() {
     assert_eq!(tags, json!({"name": "team/app", "tags": ["v1"]}));
     let catalog: serde_json::Value = get(&reg, "/v2/_catalog").await.json().await.unwrap();
     assert_eq!(catalog, json!({"repositories": ["team/app"]}));
+
+    // Mount into another repository, then delete: the blob's link goes, the manifest and
+    // its tag go, other repositories keep the content.
+    let mount = format!("/v2/other/blobs/uploads/?mount={layer_digest}&from=team/app");
+    assert_eq!(post(&reg, &mount).await.status(), 201);
+    assert_eq!(delete(&reg, format!("/v2/team/app/blobs/{layer_digest}")).await.status(), 202);
+    assert_eq!(head(&reg, format!("/v2/team/app/blobs/{layer_digest}")).await.status(), 404);
+    assert_eq!(head(&reg, format!("/v2/other/blobs/{layer_digest}")).await.status(), 200);
+    let manifest = format!("/v2/team/app/manifests/{}", image.digest);
+    assert_eq!(delete(&reg, &manifest).await.status(), 202);
+    assert_eq!(get(&reg, &manifest).await.status(), 404);
+    assert_eq!(get(&reg, "/v2/team/app/manifests/v1").await.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blob_reads_redirect_to_presigned_urls_when_asked_to() {
+    let garage = Garage::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("registry.toml");
+    std::fs::write(&cfg, "[storage]\nredirect = true\n").unwrap();
+    let reg = Registry::on_bucket(&garage.bucket, "r", &["--config", cfg.to_str().unwrap()]);
+    let data = random_bytes(2 * 1024 * 1024);
+    let digest = push_blob(&reg, "team/app", &data).await;
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_follow
+        .get(reg.url(&format!("/v2/team/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 307);
+    let location = header(&resp, "location");
+    assert!(location.starts_with(&garage.bucket.endpoint), "{location}");
+    assert!(location.contains("X-Amz-Signature"), "{location}");
+    let fetched = no_follow.get(&location).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(sha256(&fetched.bytes().await.unwrap()), digest);
+    // Only repositories that link the blob are sent there.
+    let other = no_follow
+        .get(reg.url(&format!("/v2/other/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
 }

@@ -10,6 +10,16 @@ use super::{Ctx, empty};
 use crate::oci::Digest;
 use crate::services::blobs::Found;
 
+/// 307 to where the object store serves the blob (presigned), so its bytes bypass the
+/// registry; Range requests go there too.
+fn redirect_to(url: &str, digest: &Digest) -> Response {
+    let mut r = empty(StatusCode::TEMPORARY_REDIRECT);
+    let h = r.headers_mut();
+    h.insert(header::LOCATION, headers::value(url.to_string()));
+    h.insert(DOCKER_CONTENT_DIGEST, headers::value(digest.to_string()));
+    r
+}
+
 pub async fn get(ctx: Ctx, name: &str, digest: &str, head: bool) -> Result<Response> {
     let name = Ctx::name(name)?;
     let digest: Digest = digest.parse()?;
@@ -23,6 +33,9 @@ pub async fn get(ctx: Ctx, name: &str, digest: &str, head: bool) -> Result<Respo
         match blobs.find(&lookup, &digest).await? {
             // A blob arriving from upstream is sent whole; Range applies once it is cached.
             Found::Upstream(blob) => (StatusCode::OK, blob.size, None, Some(blob.body)),
+            Found::Local(_) if let Some(url) = blobs.redirect(&digest).await? => {
+                return Ok(redirect_to(&url, &digest));
+            }
             Found::Local(size) => match headers::range(&ctx.parts.headers, size) {
                 RangeRequest::Whole => (StatusCode::OK, size, None, None),
                 RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, size, Some(r), None),

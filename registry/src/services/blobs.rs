@@ -94,6 +94,11 @@ impl BlobService {
         Err(ServiceError::blob_unknown(digest))
     }
 
+    /// Where the client may fetch a stored blob directly, when the store redirects reads.
+    pub async fn redirect(&self, digest: &Digest) -> Result<Option<String>> {
+        Ok(self.storage.blob_url(digest).await?)
+    }
+
     /// Streams part of a stored blob whose size the caller got from [`BlobService::find`].
     pub async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream> {
         self.storage

@@ -318,6 +318,11 @@ pub trait Storage: Send + Sync + 'static {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<Option<ByteStream>>;
+    /// Where a client may fetch a stored blob directly (a presigned object-store URL),
+    /// when the store is set to redirect blob reads; `None` streams it through.
+    async fn blob_url(&self, _digest: &Digest) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// Makes a stored blob visible in `repo`. The blob must exist.
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
     /// Marks a repository's link to a blob as just used (a client checked it before

@@ -171,6 +171,14 @@ impl Storage for BundleStorage {
         self.store.as_ref()?.chunk_min_length()
     }
 
+    async fn blob_url(&self, digest: &Digest) -> Result<Option<String>> {
+        match &self.store {
+            // Bundle blobs are served from the file; only the store's may be redirected.
+            Some(s) if self.blob(digest).is_none() => s.blob_url(digest).await,
+            _ => Ok(None),
+        }
+    }
+
     async fn repo_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         // A repository of the store reads the store's copy (see `read_blob`).
         if let Some(s) = &self.store

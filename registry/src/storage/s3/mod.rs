@@ -39,6 +39,9 @@ use super::{
 };
 use crate::oci::{Digest, RepoName, Tag};
 
+/// How long a presigned blob URL is good for: long enough for a slow pull to start.
+const PRESIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Records fetched at once when listing referrers.
 const PARALLEL_READS: usize = 16;
 
@@ -279,6 +282,20 @@ impl Storage for S3Storage {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(os_err(format!("reading {key}"), e)),
         }
+    }
+
+    async fn blob_url(&self, digest: &Digest) -> Result<Option<String>> {
+        if !self.settings.redirect {
+            return Ok(None);
+        }
+        use object_store::signer::Signer;
+        let key = self.keys.blob(digest);
+        let url = self
+            .store
+            .signed_url(reqwest::Method::GET, &key, PRESIGNED_FOR)
+            .await
+            .map_err(|e| os_err(format!("presigning {key}"), e))?;
+        Ok(Some(url.to_string()))
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
