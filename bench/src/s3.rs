@@ -50,7 +50,12 @@ pub async fn run(args: &Args, s: &S3Args, base_buf: &Bytes) -> anyhow::Result<()
             [Kind::Reference, Kind::Sealer]
         };
         for kind in order {
-            eprintln!("round {}/{}: {} on Garage", round + 1, args.rounds, kind.label());
+            eprintln!(
+                "round {}/{}: {} on Garage",
+                round + 1,
+                args.rounds,
+                kind.label()
+            );
             let prefix = format!("{}-{round}", kind.label());
             let f = once(kind, args, s, &garage.bucket, &prefix, base_buf)
                 .await
@@ -64,12 +69,18 @@ pub async fn run(args: &Args, s: &S3Args, base_buf: &Bytes) -> anyhow::Result<()
             }
         }
     }
-    println!("| metric | sealer-registry | docker-registry 2.8 (s3) | ratio sealer/reference | target |");
+    println!(
+        "| metric | sealer-registry | docker-registry 2.8 (s3) | ratio sealer/reference | target |"
+    );
     println!("|---|---:|---:|---:|---|");
     for metric in ours[0].keys() {
         let a = median(ours.iter().map(|f| f[metric]).collect());
         let b = median(reference.iter().map(|f| f[metric]).collect());
-        println!("| {metric} | {a:.2} | {b:.2} | {:.2} | {} |", a / b, target(metric));
+        println!(
+            "| {metric} | {a:.2} | {b:.2} | {:.2} | {} |",
+            a / b,
+            target(metric)
+        );
     }
     let replicas = replicas(args, s, &garage.bucket, base_buf).await?;
     println!("\n| sealer-registry through HAProxy | 1 replica | 3 replicas | ratio 3/1 |");
@@ -97,7 +108,8 @@ async fn once(
     prefix: &str,
     base_buf: &Bytes,
 ) -> anyhow::Result<Figures> {
-    let (server, started) = Server::start_on_bucket(kind, &args.sealer, &args.work, bucket, prefix, None)?;
+    let (server, started) =
+        Server::start_on_bucket(kind, &args.sealer, &args.work, bucket, prefix, None)?;
     let base = server.base.clone();
     let c = client();
     let mut f = Figures::new();
@@ -106,23 +118,34 @@ async fn once(
     let mbps = |d: Duration| size as f64 / 1e6 / d.as_secs_f64();
 
     let blob = BigBlob::new(base_buf, size);
-    let d = push_monolithic(&c, &base, "bench/mono", &blob).await.context("monolithic push")?;
+    let d = push_monolithic(&c, &base, "bench/mono", &blob)
+        .await
+        .context("monolithic push")?;
     f.insert("push_monolithic_MBps", mbps(d));
     let blob = BigBlob::new(base_buf, size);
     let d = push_chunked(&c, &base, "bench/chunked", &blob, 16 * MIB)
         .await
         .context("chunked push")?;
     f.insert("push_chunked_MBps", mbps(d));
-    let (d, n) = pull(&c, &base, "bench/chunked", &blob.digest).await.context("pull")?;
+    let (d, n) = pull(&c, &base, "bench/chunked", &blob.digest)
+        .await
+        .context("pull")?;
     ensure!(n == size, "pulled {n} bytes");
     f.insert("pull_MBps", mbps(d));
 
     let manifest = small_image(&c, &base, "bench/manifest", "latest").await?;
     let accept = ("accept", "application/vnd.oci.image.manifest.v1+json");
     let dur = Duration::from_secs(args.rate_seconds);
-    let r = rate(&base, "GET", "/v2/bench/manifest/manifests/latest", &[accept], 64, dur)
-        .await
-        .context("manifest GET rate")?;
+    let r = rate(
+        &base,
+        "GET",
+        "/v2/bench/manifest/manifests/latest",
+        &[accept],
+        64,
+        dur,
+    )
+    .await
+    .context("manifest GET rate")?;
     f.insert("manifest_get_c64_rps", r.per_sec);
     f.insert("manifest_get_c64_p99_ms", r.p99.as_secs_f64() * 1e3);
 
@@ -131,8 +154,13 @@ async fn once(
         .context("200-layer push")?;
     f.insert("push_200_layers_s", d.as_secs_f64());
 
-    fill_catalog(&c, &base, &manifest, s.repos).await.context("creating repositories")?;
-    f.insert("catalog_n100_p50_ms", catalog_p50(&c, &base, s.repos).await? * 1e3);
+    fill_catalog(&c, &base, &manifest, s.repos)
+        .await
+        .context("creating repositories")?;
+    f.insert(
+        "catalog_n100_p50_ms",
+        catalog_p50(&c, &base, s.repos).await? * 1e3,
+    );
     Ok(f)
 }
 
@@ -140,8 +168,14 @@ async fn once(
 async fn fill_catalog(c: &Client, base: &str, manifest: &[u8], repos: usize) -> anyhow::Result<()> {
     let m: serde_json::Value = serde_json::from_slice(manifest)?;
     let blobs = [
-        m["config"]["digest"].as_str().context("config")?.to_string(),
-        m["layers"][0]["digest"].as_str().context("layer")?.to_string(),
+        m["config"]["digest"]
+            .as_str()
+            .context("config")?
+            .to_string(),
+        m["layers"][0]["digest"]
+            .as_str()
+            .context("layer")?
+            .to_string(),
     ];
     futures::future::try_join_all((0..16).map(|w| {
         let (c, blobs) = (c.clone(), blobs.clone());
@@ -149,9 +183,14 @@ async fn fill_catalog(c: &Client, base: &str, manifest: &[u8], repos: usize) -> 
             for i in (w..repos).step_by(16) {
                 let repo = format!("bench/cat/r{i:05}");
                 for d in &blobs {
-                    let url = format!("{base}/v2/{repo}/blobs/uploads/?mount={d}&from=bench/manifest");
+                    let url =
+                        format!("{base}/v2/{repo}/blobs/uploads/?mount={d}&from=bench/manifest");
                     let resp = c.post(url).send().await?;
-                    ensure!(resp.status() == StatusCode::CREATED, "mount: {}", resp.status());
+                    ensure!(
+                        resp.status() == StatusCode::CREATED,
+                        "mount: {}",
+                        resp.status()
+                    );
                 }
                 tag_manifest(&c, base, &repo, "1", manifest).await?;
             }
@@ -166,10 +205,17 @@ async fn fill_catalog(c: &Client, base: &str, manifest: &[u8], repos: usize) -> 
 async fn catalog_p50(c: &Client, base: &str, repos: usize) -> anyhow::Result<f64> {
     let mut times = Vec::new();
     for k in 0..20 {
-        let last = format!("bench/cat/r{:05}", k * repos / 20);
+        let last = format!("bench/cat/r{:05}", k * repos.saturating_sub(150) / 20);
         let t = Instant::now();
-        let resp = c.get(format!("{base}/v2/_catalog?n=100&last={last}")).send().await?;
-        ensure!(resp.status() == StatusCode::OK, "catalog: {}", resp.status());
+        let resp = c
+            .get(format!("{base}/v2/_catalog?n=100&last={last}"))
+            .send()
+            .await?;
+        ensure!(
+            resp.status() == StatusCode::OK,
+            "catalog: {}",
+            resp.status()
+        );
         let body: serde_json::Value = resp.json().await?;
         times.push(t.elapsed().as_secs_f64());
         let listed = body["repositories"].as_array().map_or(0, Vec::len);
@@ -179,7 +225,12 @@ async fn catalog_p50(c: &Client, base: &str, repos: usize) -> anyhow::Result<f64
 }
 
 /// sealer-registry as 1 and as 3 replicas over one prefix, behind HAProxy.
-async fn replicas(args: &Args, s: &S3Args, bucket: &Bucket, base_buf: &Bytes) -> anyhow::Result<Vec<Figures>> {
+async fn replicas(
+    args: &Args,
+    s: &S3Args,
+    bucket: &Bucket,
+    base_buf: &Bytes,
+) -> anyhow::Result<Vec<Figures>> {
     let mut out = Vec::new();
     for n in [1, 3] {
         let prefix = format!("replicas-{n}");
@@ -191,7 +242,17 @@ async fn replicas(args: &Args, s: &S3Args, bucket: &Bucket, base_buf: &Bytes) ->
             .collect();
         let mut servers = Vec::new();
         for a in &addrs {
-            servers.push(Server::start_on_bucket(Kind::Sealer, &args.sealer, &args.work, bucket, &prefix, Some(a))?.0);
+            servers.push(
+                Server::start_on_bucket(
+                    Kind::Sealer,
+                    &args.sealer,
+                    &args.work,
+                    bucket,
+                    &prefix,
+                    Some(a),
+                )?
+                .0,
+            );
         }
         let lb = tokio::task::block_in_place(|| Haproxy::start(&addrs));
         let base = format!("http://{}", lb.host);
@@ -199,13 +260,22 @@ async fn replicas(args: &Args, s: &S3Args, bucket: &Bucket, base_buf: &Bytes) ->
         let mut f = Figures::new();
         let size = s.blob_mib * MIB;
         let blob = BigBlob::new(base_buf, size);
-        let d = push_chunked(&c, &base, "bench/lb", &blob, 16 * MIB).await.context("chunked push via LB")?;
+        let d = push_chunked(&c, &base, "bench/lb", &blob, 16 * MIB)
+            .await
+            .context("chunked push via LB")?;
         f.insert("push_chunked_MBps", size as f64 / 1e6 / d.as_secs_f64());
         small_image(&c, &base, "bench/lbm", "latest").await?;
         let accept = ("accept", "application/vnd.oci.image.manifest.v1+json");
-        let r = rate(&base, "GET", "/v2/bench/lbm/manifests/latest", &[accept], 64, Duration::from_secs(args.rate_seconds))
-            .await
-            .context("manifest GET rate via LB")?;
+        let r = rate(
+            &base,
+            "GET",
+            "/v2/bench/lbm/manifests/latest",
+            &[accept],
+            64,
+            Duration::from_secs(args.rate_seconds),
+        )
+        .await
+        .context("manifest GET rate via LB")?;
         f.insert("manifest_get_c64_rps", r.per_sec);
         f.insert("manifest_get_c64_p99_ms", r.p99.as_secs_f64() * 1e3);
         eprintln!("{n} replica(s): {f:?}");

@@ -117,25 +117,29 @@ impl Server {
                 .context("starting sealer-registry")?,
             Kind::Reference => {
                 let config = work.join(format!("reference-{prefix}.yml"));
-                std::fs::write(
-                    &config,
-                    format!(
-                        "version: 0.1
-log: {{level: warn, formatter: text, accesslog: {{disabled: true}}}}
-                         storage:
-  s3: {{accesskey: {}, secretkey: {}, region: {}, regionendpoint: \"{}\",                          bucket: {}, secure: false, v4auth: true, rootdirectory: /{prefix}, chunksize: 16777216}}
-                           delete: {{enabled: true}}
-  redirect: {{disable: true}}
-                           cache: {{blobdescriptor: inmemory}}
-  maintenance: {{uploadpurging: {{enabled: false}}}}
-                         http: {{addr: {addr}}}
-",
-                        bucket.key_id, bucket.secret, bucket.region, bucket.endpoint, bucket.name
-                    ),
-                )?;
+                let s3 = format!(
+                    "{{accesskey: {}, secretkey: {}, region: {}, regionendpoint: \"{}\", bucket: {}, \
+                     secure: false, v4auth: true, rootdirectory: /{prefix}, chunksize: 16777216}}",
+                    bucket.key_id, bucket.secret, bucket.region, bucket.endpoint, bucket.name
+                );
+                let yaml = [
+                    "version: 0.1".to_string(),
+                    "log: {level: warn, formatter: text, accesslog: {disabled: true}}".into(),
+                    "storage:".into(),
+                    format!("  s3: {s3}"),
+                    "  delete: {enabled: true}".into(),
+                    "  redirect: {disable: true}".into(),
+                    "  cache: {blobdescriptor: inmemory}".into(),
+                    "  maintenance: {uploadpurging: {enabled: false}}".into(),
+                    format!("http: {{addr: {addr}}}"),
+                ];
+                std::fs::write(&config, yaml.join("\n") + "\n")?;
                 Command::new("docker-registry")
                     .arg("serve")
                     .arg(&config)
+                    // Its AWS SDK cannot take a CA bundle with its HTTP transport (and the
+                    // endpoint is plain HTTP).
+                    .env_remove("AWS_CA_BUNDLE")
                     .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()

@@ -11,7 +11,6 @@ pub mod endpoint;
 pub mod observer;
 pub mod redirects;
 
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

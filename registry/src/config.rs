@@ -490,7 +490,9 @@ impl StoreArgs {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        if let Some(s3) = object_store_settings(self.storage.as_deref(), self.root.is_some(), &file)? {
+        if let Some(s3) =
+            object_store_settings(self.storage.as_deref(), self.root.is_some(), &file)?
+        {
             return Ok(StoreLocation::Bucket(s3));
         }
         Ok(StoreLocation::Folder(

@@ -30,7 +30,11 @@ pub async fn open_store(
         } else {
             "ignored: garbage is collected by the replicas given --gc-interval (give it to one)"
         };
-        tracing::info!(store = bucket.describe(), conditional_writes = mode, "object storage");
+        tracing::info!(
+            store = bucket.describe(),
+            conditional_writes = mode,
+            "object storage"
+        );
         return Ok((bucket.clone(), Some(bucket)));
     }
     let storage = FsStorage::open(&settings.root)

@@ -44,7 +44,9 @@ impl Haproxy {
             .spawn()
             .expect("starting haproxy");
         let host = format!("127.0.0.1:{port}");
-        wait_for("haproxy", &log, || std::net::TcpStream::connect(&host).is_ok());
+        wait_for("haproxy", &log, || {
+            std::net::TcpStream::connect(&host).is_ok()
+        });
         Haproxy {
             child,
             host,

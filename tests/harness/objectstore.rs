@@ -231,7 +231,9 @@ impl Garage {
         run(self
             .cli(0)
             .args(["key", "import", "--yes", "-n", "test", KEY_ID, SECRET]));
-        run(self.cli(0).args(["key", "allow", "--create-bucket", "test"]));
+        run(self
+            .cli(0)
+            .args(["key", "allow", "--create-bucket", "test"]));
         run(self.cli(0).args(["bucket", "create", &self.bucket.name]));
         run(self.cli(0).args([
             "bucket",

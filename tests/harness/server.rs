@@ -184,12 +184,17 @@ impl Registry {
             let mut out = Vec::new();
             let mut dirs = vec![self.root.join(under)];
             while let Some(d) = dirs.pop() {
-                let Ok(entries) = std::fs::read_dir(&d) else { continue };
+                let Ok(entries) = std::fs::read_dir(&d) else {
+                    continue;
+                };
                 for e in entries.flatten() {
                     if e.file_type().unwrap().is_dir() {
                         dirs.push(e.path());
                     } else {
-                        out.push((e.path().display().to_string(), std::fs::read(e.path()).unwrap()));
+                        out.push((
+                            e.path().display().to_string(),
+                            std::fs::read(e.path()).unwrap(),
+                        ));
                     }
                 }
             }
@@ -200,7 +205,13 @@ impl Registry {
         let metas: Vec<_> = client.list(Some(&at)).try_collect().await.unwrap();
         let mut out = Vec::new();
         for m in metas {
-            let data = client.get(&m.location).await.unwrap().bytes().await.unwrap();
+            let data = client
+                .get(&m.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
             out.push((m.location.to_string(), data.to_vec()));
         }
         out

@@ -18,7 +18,11 @@ async fn push_pull_tag_list_and_delete_on_garage() {
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "docker-content-digest"), image.digest);
     assert_eq!(&resp.bytes().await.unwrap()[..], &image.manifest[..]);
-    let tags: serde_json::Value = get(&reg, "/v2/team/app/tags/list").await.json().await.unwrap();
+    let tags: serde_json::Value = get(&reg, "/v2/team/app/tags/list")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(tags, json!({"name": "team/app", "tags": ["v1"]}));
     let catalog: serde_json::Value = get(&reg, "/v2/_catalog").await.json().await.unwrap();
     assert_eq!(catalog, json!({"repositories": ["team/app"]}));
@@ -27,9 +31,24 @@ async fn push_pull_tag_list_and_delete_on_garage() {
     // its tag go, other repositories keep the content.
     let mount = format!("/v2/other/blobs/uploads/?mount={layer_digest}&from=team/app");
     assert_eq!(post(&reg, &mount).await.status(), 201);
-    assert_eq!(delete(&reg, format!("/v2/team/app/blobs/{layer_digest}")).await.status(), 202);
-    assert_eq!(head(&reg, format!("/v2/team/app/blobs/{layer_digest}")).await.status(), 404);
-    assert_eq!(head(&reg, format!("/v2/other/blobs/{layer_digest}")).await.status(), 200);
+    assert_eq!(
+        delete(&reg, format!("/v2/team/app/blobs/{layer_digest}"))
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        head(&reg, format!("/v2/team/app/blobs/{layer_digest}"))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        head(&reg, format!("/v2/other/blobs/{layer_digest}"))
+            .await
+            .status(),
+        200
+    );
     let manifest = format!("/v2/team/app/manifests/{}", image.digest);
     assert_eq!(delete(&reg, &manifest).await.status(), 202);
     assert_eq!(get(&reg, &manifest).await.status(), 404);

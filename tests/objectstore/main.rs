@@ -2,7 +2,7 @@
 //! conditional-write paths on moto, and replicas sharing one bucket.
 
 mod basics;
-mod uploads;
-mod store;
 mod mirror;
 mod replicas;
+mod store;
+mod uploads;

@@ -39,7 +39,11 @@ async fn a_fill_on_one_replica_is_served_by_every_replica_without_the_upstream()
 
     up.kill9();
     let manifest = get(&b, "/v2/library/app/manifests/1.0?ns=docker.io").await;
-    assert_eq!(manifest.status(), StatusCode::OK, "the other replica serves the cache");
+    assert_eq!(
+        manifest.status(),
+        StatusCode::OK,
+        "the other replica serves the cache"
+    );
     assert_eq!(&manifest.bytes().await.unwrap()[..], &image.manifest[..]);
     for layer in &image.layers {
         let d = sha256(layer);

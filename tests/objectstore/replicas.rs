@@ -5,7 +5,6 @@
 //! catalog index is rebuilt from the bucket.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
@@ -72,7 +71,9 @@ struct Pushed {
 
 async fn push_one(c: Client, lb: Arc<Haproxy>, i: usize) -> Pushed {
     let repo = format!("fleet/app{i:02}");
-    let config = serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux", "n": i})).unwrap();
+    let config =
+        serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux", "n": i}))
+            .unwrap();
     let config_digest = push_chunked(&c, &lb, &repo, &config).await;
     let mut layers = Vec::new();
     let mut descs = Vec::new();
@@ -81,7 +82,12 @@ async fn push_one(c: Client, lb: Arc<Haproxy>, i: usize) -> Pushed {
         layers.push(push_chunked(&c, &lb, &repo, &data).await);
         descs.push(descriptor(OCI_LAYER, &data));
     }
-    let manifest = image_manifest(OCI_MANIFEST, descriptor(OCI_CONFIG, &config), descs, serde_json::json!({}));
+    let manifest = image_manifest(
+        OCI_MANIFEST,
+        descriptor(OCI_CONFIG, &config),
+        descs,
+        serde_json::json!({}),
+    );
     assert_eq!(sha256(&config), config_digest);
     let r = send(|| {
         c.put(lb.url(&format!("/v2/{repo}/manifests/v1")))
@@ -89,7 +95,13 @@ async fn push_one(c: Client, lb: Arc<Haproxy>, i: usize) -> Pushed {
             .body(manifest.clone())
     })
     .await;
-    assert_eq!(r.status(), StatusCode::CREATED, "manifest of {repo}");
+    let status = r.status();
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "manifest of {repo}: {}",
+        r.text().await.unwrap()
+    );
     Pushed {
         repo,
         manifest_digest: sha256(&manifest),
@@ -110,8 +122,17 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_dow
             l.local_addr().unwrap().to_string()
         })
         .collect();
-    // One collector (Garage ignores conditional writes, so only it has --gc-interval).
-    let collector_args = ["--config", cfg.as_str(), "--gc-interval", "1s", "--gc-grace", "20s"];
+    // One collector (Garage ignores conditional writes, so only it has --gc-interval). The
+    // grace period must exceed the longest push: with a replica killed and a Garage node
+    // down, a push here can take 30 s between its first blob and its manifest.
+    let collector_args = [
+        "--config",
+        cfg.as_str(),
+        "--gc-interval",
+        "1s",
+        "--gc-grace",
+        "60s",
+    ];
     let args = ["--config", cfg.as_str()];
     let mut replicas = vec![
         Registry::on_bucket_at(&garage.bucket, "lb", &collector_args, &addrs[0]),
@@ -124,28 +145,24 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_dow
     // Garbage from an abandoned push, for the collector to find.
     let orphan = push_chunked(&c, &lb, "fleet/abandoned", &random_bytes(CHUNK + 1)).await;
 
-    let done = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..PUSHES)
-        .map(|i| {
-            let (c, lb, done) = (c.clone(), lb.clone(), done.clone());
-            tokio::spawn(async move {
-                let p = push_one(c, lb, i).await;
-                done.fetch_add(1, Ordering::SeqCst);
-                p
-            })
-        })
+        .map(|i| tokio::spawn(push_one(c.clone(), lb.clone(), i)))
         .collect();
-    let wait_for_done = |n: usize| {
-        let done = done.clone();
+    // Faults strike once this many pushes are over (finished, or failed: a failure shows
+    // when the tasks are awaited below).
+    let over = |n: usize| {
+        let tasks = &tasks;
         async move {
-            while done.load(Ordering::SeqCst) < n {
+            let deadline = std::time::Instant::now() + Duration::from_secs(300);
+            while tasks.iter().filter(|t| t.is_finished()).count() < n {
+                assert!(std::time::Instant::now() < deadline, "pushes stalled");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     };
-    wait_for_done(10).await;
+    over(10).await;
     replicas[1].kill9();
-    wait_for_done(25).await;
+    over(25).await;
     garage.stop_node(2);
     let mut pushed = Vec::new();
     for t in tasks {
@@ -154,7 +171,11 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_dow
 
     // Every image reads back whole through the balancer, a Garage node still down.
     for p in &pushed {
-        let m = send(|| c.get(lb.url(&format!("/v2/{}/manifests/v1", p.repo))).header("accept", OCI_MANIFEST)).await;
+        let m = send(|| {
+            c.get(lb.url(&format!("/v2/{}/manifests/v1", p.repo)))
+                .header("accept", OCI_MANIFEST)
+        })
+        .await;
         assert_eq!(m.status(), StatusCode::OK, "{}", p.repo);
         assert_eq!(header(&m, "docker-content-digest"), p.manifest_digest);
         for d in &p.layers {
@@ -166,19 +187,29 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_dow
     garage.start_node(2);
 
     // The collector removed the abandoned blob once past the grace period, and nothing else.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let r = send(|| c.head(lb.url(&format!("/v2/fleet/abandoned/blobs/{orphan}")))).await;
+        // A GET, not a HEAD: a HEAD restarts the blob's grace period (a pusher's check).
+        let url = lb.url(&format!("/v2/fleet/abandoned/blobs/{orphan}"));
+        let r = send(|| c.get(&url).header("range", "bytes=0-0")).await;
         if r.status() == StatusCode::NOT_FOUND {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the collector did not run");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the collector did not run"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for p in &pushed {
         for d in &p.layers {
             let b = send(|| c.head(lb.url(&format!("/v2/{}/blobs/{d}", p.repo)))).await;
-            assert_eq!(b.status(), StatusCode::OK, "collected a used blob {}@{d}", p.repo);
+            assert_eq!(
+                b.status(),
+                StatusCode::OK,
+                "collected a used blob {}@{d}",
+                p.repo
+            );
         }
     }
 
@@ -186,9 +217,14 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_dow
     skopeo_push(&lb.host, "docker.io/library/app:1", None);
     let ctrd = Containerd::start();
     let image = format!("{}/docker.io/library/app:1", lb.host);
-    run(ctrd
-        .ctr()
-        .args(["images", "pull", "--plain-http", "--snapshotter", "native", &image]));
+    run(ctrd.ctr().args([
+        "images",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "native",
+        &image,
+    ]));
 
     // The catalog index is lost and rebuilt from the bucket, every tag intact.
     let index = replicas[0].stored("index").await;
@@ -197,13 +233,18 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_dow
         use object_store::ObjectStoreExt;
         let s3 = garage.bucket.client();
         for (key, _) in &index {
-            s3.delete(&object_store::path::Path::from(key.as_str())).await.unwrap();
+            s3.delete(&object_store::path::Path::from(key.as_str()))
+                .await
+                .unwrap();
         }
     }
     let out = run(std::process::Command::new(binary("sealer-registry"))
         .envs(garage.bucket.env())
         .args(["index-rebuild", "--storage", &garage.bucket.url("lb")]));
-    assert!(out.contains(&format!("lists {} repositories", PUSHES + 1)), "{out}");
+    assert!(
+        out.contains(&format!("lists {} repositories", PUSHES + 1)),
+        "{out}"
+    );
     let catalog: serde_json::Value = send(|| c.get(lb.url("/v2/_catalog?n=1000")))
         .await
         .json()
@@ -211,7 +252,11 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_dow
         .unwrap();
     let repos = catalog["repositories"].as_array().unwrap();
     for p in &pushed {
-        assert!(repos.iter().any(|r| r == p.repo.as_str()), "{} listed", p.repo);
+        assert!(
+            repos.iter().any(|r| r == p.repo.as_str()),
+            "{} listed",
+            p.repo
+        );
         let tags: serde_json::Value = send(|| c.get(lb.url(&format!("/v2/{}/tags/list", p.repo))))
             .await
             .json()

@@ -24,13 +24,22 @@ async fn open(bucket: &Bucket, prefix: &str) -> S3Storage {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_collector_at_a_time_where_conditions_hold_and_the_probe_says_which() {
     let moto = Moto::start();
-    let (a, b) = (open(&moto.bucket, "lease").await, open(&moto.bucket, "lease").await);
+    let (a, b) = (
+        open(&moto.bucket, "lease").await,
+        open(&moto.bucket, "lease").await,
+    );
     assert!(a.honours_conditions(), "moto honours If-None-Match");
     let (ha, hb) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let ttl = Duration::from_secs(60);
     assert!(a.take_gc_lease(ha, ttl).await.unwrap());
-    assert!(!b.take_gc_lease(hb, ttl).await.unwrap(), "held by the other replica");
-    assert!(a.take_gc_lease(ha, ttl).await.unwrap(), "the holder renews it");
+    assert!(
+        !b.take_gc_lease(hb, ttl).await.unwrap(),
+        "held by the other replica"
+    );
+    assert!(
+        a.take_gc_lease(ha, ttl).await.unwrap(),
+        "the holder renews it"
+    );
     // An expired lease is taken over.
     assert!(a.take_gc_lease(ha, Duration::ZERO).await.unwrap());
     assert!(b.take_gc_lease(hb, ttl).await.unwrap());
@@ -45,7 +54,10 @@ async fn one_collector_at_a_time_where_conditions_hold_and_the_probe_says_which(
     assert!(g.take_gc_lease(hb, ttl).await.unwrap());
     let reg = Registry::on_bucket(&garage.bucket, "log", &[]);
     let log = std::fs::read_to_string(&reg.log).unwrap();
-    assert!(log.contains("conditional_writes") && log.contains("ignored"), "{log}");
+    assert!(
+        log.contains("conditional_writes") && log.contains("ignored"),
+        "{log}"
+    );
     let on_moto = Registry::on_bucket(&moto.bucket, "log", &[]);
     let log = std::fs::read_to_string(&on_moto.log).unwrap();
     assert!(log.contains("honoured"), "{log}");
@@ -67,8 +79,15 @@ async fn the_catalog_index_is_rebuilt_from_the_bucket_and_gc_and_check_read_it()
     }
     push_image(&reg, "a", "2", 1, 1024).await;
     let before: serde_json::Value = get(&reg, "/v2/_catalog").await.json().await.unwrap();
-    assert_eq!(before, json!({"repositories": ["a", "a-b", "a/b", "z/last"]}));
-    let page: serde_json::Value = get(&reg, "/v2/_catalog?n=2&last=a-b").await.json().await.unwrap();
+    assert_eq!(
+        before,
+        json!({"repositories": ["a", "a-b", "a/b", "z/last"]})
+    );
+    let page: serde_json::Value = get(&reg, "/v2/_catalog?n=2&last=a-b")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page, json!({"repositories": ["a/b", "z/last"]}));
 
     // The index is lost: the catalog is empty, but tags and pulls do not depend on it.
@@ -77,15 +96,21 @@ async fn the_catalog_index_is_rebuilt_from_the_bucket_and_gc_and_check_read_it()
     let client = garage.bucket.client();
     for (key, _) in &index {
         use object_store::ObjectStoreExt;
-        client.delete(&object_store::path::Path::from(key.as_str())).await.unwrap();
+        client
+            .delete(&object_store::path::Path::from(key.as_str()))
+            .await
+            .unwrap();
     }
     let empty: serde_json::Value = get(&reg, "/v2/_catalog").await.json().await.unwrap();
     assert_eq!(empty, json!({"repositories": []}));
     let tags: serde_json::Value = get(&reg, "/v2/a/tags/list").await.json().await.unwrap();
     assert_eq!(tags, json!({"name": "a", "tags": ["1", "2"]}));
 
-    let out = run(registry_cli(&garage.bucket)
-        .args(["index-rebuild", "--storage", &garage.bucket.url("idx")]));
+    let out = run(registry_cli(&garage.bucket).args([
+        "index-rebuild",
+        "--storage",
+        &garage.bucket.url("idx"),
+    ]));
     assert!(out.contains("lists 4 repositories"), "{out}");
     let after: serde_json::Value = get(&reg, "/v2/_catalog").await.json().await.unwrap();
     assert_eq!(after, before);
@@ -113,7 +138,12 @@ async fn the_catalog_index_is_rebuilt_from_the_bucket_and_gc_and_check_read_it()
     assert!(report["blobs"].as_u64().unwrap() >= 15, "{out}");
 
     // A blob damaged in the bucket is found, and quarantined on request.
-    let (key, data) = reg.stored("blobs").await.into_iter().max_by_key(|b| b.1.len()).unwrap();
+    let (key, data) = reg
+        .stored("blobs")
+        .await
+        .into_iter()
+        .max_by_key(|b| b.1.len())
+        .unwrap();
     let mut damaged = data.clone();
     damaged[0] ^= 0xff;
     {

@@ -170,6 +170,13 @@ async fn abandoned_uploads_expire_with_their_multipart_uploads() {
         assert!(Instant::now() < deadline, "the upload did not expire");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert_eq!(open_multipart_uploads(&garage.bucket), 0, "its multipart upload was aborted");
-    assert!(reg.stored("uploads").await.is_empty(), "nothing of it is left");
+    assert_eq!(
+        open_multipart_uploads(&garage.bucket),
+        0,
+        "its multipart upload was aborted"
+    );
+    assert!(
+        reg.stored("uploads").await.is_empty(),
+        "nothing of it is left"
+    );
 }

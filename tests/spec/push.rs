@@ -412,7 +412,10 @@ async fn digests_are_validated_before_they_name_anything() {
     // Nothing escaped the store.
     assert!(!reg.root.join("x").exists() && !reg.root.parent().unwrap().join("x").exists());
     assert!(
-        reg.stored("").await.iter().all(|(name, _)| !name.ends_with("/x")),
+        reg.stored("")
+            .await
+            .iter()
+            .all(|(name, _)| !name.ends_with("/x")),
         "no object is named by the request"
     );
 }

@@ -31,7 +31,12 @@ async fn a_blob_pushed_to_many_repositories_is_stored_once() {
         push_blob(&reg, repo, &data).await;
     }
     let blobs = reg.stored("blobs").await;
-    assert_eq!(blobs.len(), 1, "{:?}", blobs.iter().map(|b| &b.0).collect::<Vec<_>>());
+    assert_eq!(
+        blobs.len(),
+        1,
+        "{:?}",
+        blobs.iter().map(|b| &b.0).collect::<Vec<_>>()
+    );
     assert_eq!(blobs[0].1, data);
 }
 

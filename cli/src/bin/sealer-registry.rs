@@ -292,12 +292,7 @@ fn rebuild_index(args: &StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn collect_garbage(
-    store: &StoreArgs,
-    dry_run: bool,
-    gc: GcArgs,
-    json: bool,
-) -> anyhow::Result<()> {
+fn collect_garbage(store: &StoreArgs, dry_run: bool, gc: GcArgs, json: bool) -> anyhow::Result<()> {
     let policy = gc.policy(&Default::default());
     let report = tokio::runtime::Runtime::new()?.block_on(async {
         let store = open_shared(store).await?;
@@ -321,12 +316,7 @@ fn collect_garbage(
     Ok(())
 }
 
-fn check_store(
-    store: &StoreArgs,
-    quarantine: bool,
-    json: bool,
-    quiet: bool,
-) -> anyhow::Result<()> {
+fn check_store(store: &StoreArgs, quarantine: bool, json: bool, quiet: bool) -> anyhow::Result<()> {
     let bar = match quiet {
         true => indicatif::ProgressBar::hidden(),
         false => {

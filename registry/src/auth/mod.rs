@@ -126,8 +126,12 @@ impl Auth {
         let anonymous_rules = policy.grants_anonymous();
         let signer = if settings.token {
             Some(
-                Signer::new(&settings.service, settings.token_ttl, settings.token_key.as_deref())
-                    .context("token key")?,
+                Signer::new(
+                    &settings.service,
+                    settings.token_ttl,
+                    settings.token_key.as_deref(),
+                )
+                .context("token key")?,
             )
         } else {
             None

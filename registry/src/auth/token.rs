@@ -227,7 +227,9 @@ mod tests {
         let (token, _) = a.issue(Some("alice"), vec![]).unwrap();
         assert_eq!(b.verify(&token).unwrap().sub, "alice");
         std::fs::write(&file, "short").unwrap();
-        let err = Signer::new("svc", Duration::from_secs(60), Some(&file)).err().unwrap();
+        let err = Signer::new("svc", Duration::from_secs(60), Some(&file))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("at least 32"), "{err}");
     }
 }

@@ -48,8 +48,8 @@ impl Algorithm {
         Hasher {
             algorithm: self,
             context: match self {
-                Algorithm::Sha256 => Context::Sha256(Box::default()),
-                Algorithm::Sha512 => Context::Sha512(Box::default()),
+                Algorithm::Sha256 => Context::Sha256(sha2::Sha256::default()),
+                Algorithm::Sha512 => Context::Sha512(sha2::Sha512::default()),
             },
         }
     }
@@ -58,12 +58,12 @@ impl Algorithm {
     pub fn resume(self, state: &[u8]) -> Option<Hasher> {
         use sha2::digest::common::hazmat::SerializableState;
         let context = match self {
-            Algorithm::Sha256 => Context::Sha256(Box::new(
-                sha2::Sha256::deserialize(state.try_into().ok()?).ok()?,
-            )),
-            Algorithm::Sha512 => Context::Sha512(Box::new(
-                sha2::Sha512::deserialize(state.try_into().ok()?).ok()?,
-            )),
+            Algorithm::Sha256 => {
+                Context::Sha256(sha2::Sha256::deserialize(state.try_into().ok()?).ok()?)
+            }
+            Algorithm::Sha512 => {
+                Context::Sha512(sha2::Sha512::deserialize(state.try_into().ok()?).ok()?)
+            }
         };
         Some(Hasher {
             algorithm: self,
@@ -215,8 +215,8 @@ pub struct Hasher {
 #[derive(Clone)]
 enum Context {
     Ring(ring_digest::Context),
-    Sha256(Box<sha2::Sha256>),
-    Sha512(Box<sha2::Sha512>),
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
 }
 
 impl Hasher {
@@ -300,7 +300,10 @@ mod tests {
             let mut resumed = algorithm.resume(&saved).unwrap();
             resumed.update(&data[3333..]);
             assert_eq!(resumed.finish(), Digest::of(algorithm, &data));
-            assert!(algorithm.resume(&saved[1..]).is_none(), "a cut state is refused");
+            assert!(
+                algorithm.resume(&saved[1..]).is_none(),
+                "a cut state is refused"
+            );
         }
         assert!(Algorithm::Sha256.hasher().export().is_none());
     }

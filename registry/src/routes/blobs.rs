@@ -15,7 +15,7 @@ use crate::services::blobs::Found;
 fn redirect_to(url: &str, digest: &Digest) -> Response {
     let mut r = empty(StatusCode::TEMPORARY_REDIRECT);
     let h = r.headers_mut();
-    h.insert(header::LOCATION, headers::value(url.to_string()));
+    h.insert(header::LOCATION, headers::value(url));
     h.insert(DOCKER_CONTENT_DIGEST, headers::value(digest.to_string()));
     r
 }

@@ -24,8 +24,8 @@ pub use self::index::BundleIndex;
 use self::index::Location;
 use super::fs::streams::stream_range;
 use super::{
-    ByteRange, ByteStream, Maintenance, Pace, PartReader, ReferrerRecord, Result, Storage, StorageError,
-    StoredManifest, UploadState, UploadWriter,
+    ByteRange, ByteStream, Maintenance, Pace, PartReader, ReferrerRecord, Result, Storage,
+    StorageError, StoredManifest, UploadState, UploadWriter,
 };
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -128,7 +128,12 @@ impl BundleStorage {
 
     /// Copies a bundle blob into the store (a mount from a bundle repository into a
     /// store repository), verifying it on the way.
-    async fn import(&self, store: &dyn Maintenance, repo: &RepoName, digest: &Digest) -> Result<()> {
+    async fn import(
+        &self,
+        store: &dyn Maintenance,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<()> {
         let Some(at) = self.blob(digest) else {
             return Ok(());
         };
@@ -558,7 +563,10 @@ mod tests {
             storage.delete_manifest(&a, &top).await,
             Err(StorageError::ReadOnly)
         ));
-        let state = UploadState::new(&RepoName::parse("x").unwrap(), crate::oci::Algorithm::Sha256);
+        let state = UploadState::new(
+            &RepoName::parse("x").unwrap(),
+            crate::oci::Algorithm::Sha256,
+        );
         assert!(matches!(
             storage.create_upload(Uuid::new_v4(), &state).await,
             Err(StorageError::ReadOnly)
@@ -634,7 +642,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, layer_a, _) = bundle(dir.path());
         let store = Arc::new(FsStorage::open(dir.path().join("store")).unwrap());
-        let storage = BundleStorage::new(BundleIndex::open(&[path]).unwrap(), Some(store.clone() as Arc<dyn Maintenance>));
+        let storage = BundleStorage::new(
+            BundleIndex::open(&[path]).unwrap(),
+            Some(store.clone() as Arc<dyn Maintenance>),
+        );
         let other = RepoName::parse("mine/c").unwrap();
         let da = Digest::sha256_of(&layer_a);
         storage.link_blob(&other, &da).await.unwrap();

@@ -67,7 +67,8 @@ impl S3Storage {
         }
         let listed: BTreeSet<String> = self.list_repositories().await?.into_iter().collect();
         for repo in holding.difference(&listed) {
-            self.put(&self.keys.catalog_entry(repo), Bytes::new()).await?;
+            self.put(&self.keys.catalog_entry(repo), Bytes::new())
+                .await?;
         }
         let stale: Vec<ObjectMeta> = self
             .list(&self.keys.catalog())

@@ -25,14 +25,12 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3;
 use object_store::path::Path;
-use object_store::{
-    GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload,
-};
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use uuid::Uuid;
 
 use self::keys::Keys;
 pub use self::settings::{S3Settings, StorageSection};
-use self::uploads::Spools;
+use self::uploads::{Recent, Spools};
 use super::{
     ByteRange, ByteStream, Pace, PartReader, ReferrerRecord, Result, Storage, StorageError,
     StoredManifest, UploadState, UploadWriter,
@@ -53,6 +51,8 @@ pub struct S3Storage {
     conditional: bool,
     /// Local copies of mirror fills in progress, for readers on this replica.
     spools: Spools,
+    /// The upload records this replica wrote last.
+    recent: Arc<Recent>,
     /// Repositories whose catalog entry this process has written.
     cataloged: dashmap::DashSet<String>,
 }
@@ -86,6 +86,7 @@ impl S3Storage {
             settings,
             conditional,
             spools: Spools::default(),
+            recent: Arc::default(),
             cataloged: dashmap::DashSet::new(),
         })
     }
@@ -112,7 +113,9 @@ impl S3Storage {
     async fn get(&self, key: &Path) -> Result<Option<Bytes>> {
         match self.store.get(key).await {
             Ok(r) => Ok(Some(
-                r.bytes().await.map_err(|e| os_err(format!("reading {key}"), e))?,
+                r.bytes()
+                    .await
+                    .map_err(|e| os_err(format!("reading {key}"), e))?,
             )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(os_err(format!("reading {key}"), e)),
@@ -228,10 +231,9 @@ fn encode_revision(media_type: &str, body: &Bytes) -> Bytes {
 }
 
 fn decode_revision(digest: &Digest, data: Bytes) -> Result<StoredManifest> {
-    let at = data
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or_else(|| StorageError::Corrupt(format!("manifest revision {digest} has no media type")))?;
+    let at = data.iter().position(|b| *b == b'\n').ok_or_else(|| {
+        StorageError::Corrupt(format!("manifest revision {digest} has no media type"))
+    })?;
     let media_type = String::from_utf8_lossy(&data[..at]).into_owned();
     Ok(StoredManifest {
         digest: digest.clone(),
@@ -427,7 +429,10 @@ impl Storage for S3Storage {
     }
 
     async fn has_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        Ok(self.head(&self.keys.revision(repo, digest)).await?.is_some())
+        Ok(self
+            .head(&self.keys.revision(repo, digest))
+            .await?
+            .is_some())
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
@@ -537,7 +542,7 @@ impl Storage for S3Storage {
             .flatten()
             .filter_map(|data| serde_json::from_slice(&data).ok())
             .collect();
-        records.sort_by(|a, b| a.digest.to_string().cmp(&b.digest.to_string()));
+        records.sort_by_key(|r| r.digest.to_string());
         Ok(records)
     }
 }
@@ -551,9 +556,15 @@ mod tests {
         let hex = "ab".repeat(32);
         let d: Digest = format!("sha256:{hex}").parse().unwrap();
         assert_eq!(digest_at_end(&format!("p/blobs/sha256/ab/{hex}")), None);
-        assert_eq!(digest_at_end(&format!("p/_layers/sha256/{hex}")), Some(d.clone()));
+        assert_eq!(
+            digest_at_end(&format!("p/_layers/sha256/{hex}")),
+            Some(d.clone())
+        );
         assert_eq!(digest_at_end(&format!("x/sha256-{hex}")), Some(d.clone()));
-        let rev = encode_revision("application/vnd.oci.image.manifest.v1+json", &Bytes::from_static(b"{}\n"));
+        let rev = encode_revision(
+            "application/vnd.oci.image.manifest.v1+json",
+            &Bytes::from_static(b"{}\n"),
+        );
         let m = decode_revision(&d, rev).unwrap();
         assert_eq!(m.media_type, "application/vnd.oci.image.manifest.v1+json");
         assert_eq!(&m.body[..], b"{}\n");

@@ -243,8 +243,8 @@ impl HttpConnector for Connector {
             store: "S3",
             source: e.into(),
         };
-        let tls = crate::tls::client::client_config(self.ca_file.as_deref(), false)
-            .map_err(generic)?;
+        let tls =
+            crate::tls::client::client_config(self.ca_file.as_deref(), false).map_err(generic)?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(10))
@@ -266,8 +266,17 @@ mod tests {
             parse_url("s3://images/site/a/").unwrap(),
             ("images".into(), "site/a".into())
         );
-        assert_eq!(parse_url("s3://images").unwrap(), ("images".into(), "".into()));
-        for bad in ["images", "s3://", "s3://Im", "s3://a_b/x", "s3://bucket/../x"] {
+        assert_eq!(
+            parse_url("s3://images").unwrap(),
+            ("images".into(), "".into())
+        );
+        for bad in [
+            "images",
+            "s3://",
+            "s3://Im",
+            "s3://a_b/x",
+            "s3://bucket/../x",
+        ] {
             assert!(parse_url(bad).is_err(), "{bad} must be refused");
         }
     }

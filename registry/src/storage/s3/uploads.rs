@@ -37,14 +37,46 @@ use crate::storage::{ByteStream, PartReader, Result, Storage, StorageError, Uplo
 /// Parts sent at once by one writer.
 const PARTS_IN_FLIGHT: usize = 4;
 
+/// Records up to this size are kept in memory by the replica that wrote them.
+const REMEMBERED: usize = 1024 * 1024;
+
+/// The last data record each upload's writer on this replica wrote, by its ETag: reading
+/// it back costs a HEAD rather than a GET when the next request of the upload reaches
+/// the same replica (which it usually does), and a record another replica wrote since
+/// has another ETag, so it is never taken from here.
+#[derive(Default)]
+pub(super) struct Recent(dashmap::DashMap<Uuid, (u64, String, Arc<Data>)>);
+
+impl Recent {
+    fn remember(&self, id: Uuid, offset: u64, e_tag: Option<String>, data: Arc<Data>) {
+        match e_tag {
+            Some(tag) if data.tail.len() <= REMEMBERED => {
+                self.0.insert(id, (offset, tag, data));
+            }
+            _ => {
+                self.0.remove(&id);
+            }
+        }
+    }
+
+    fn get(&self, id: Uuid, offset: u64) -> Option<(String, Arc<Data>)> {
+        let entry = self.0.get(&id)?;
+        (entry.0 == offset).then(|| (entry.1.clone(), entry.2.clone()))
+    }
+
+    pub(super) fn forget(&self, id: Uuid) {
+        self.0.remove(&id);
+    }
+}
+
 /// What an upload's data is at one offset.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Recorded {
     /// Each part's id as the store returned it, and its length.
     parts: Vec<(String, u64)>,
 }
 
-struct Data {
+pub(super) struct Data {
     recorded: Recorded,
     tail: Bytes,
 }
@@ -82,7 +114,17 @@ impl S3Storage {
                 tail: Bytes::new(),
             });
         }
-        let Some(raw) = self.get(&self.keys.upload_at(id, offset)).await? else {
+        let key = self.keys.upload_at(id, offset);
+        if let Some((tag, data)) = self.recent.get(id, offset) {
+            let now = self.head(&key).await?;
+            if now.is_some_and(|m| m.e_tag.as_deref() == Some(tag.as_str())) {
+                return Ok(Data {
+                    recorded: data.recorded.clone(),
+                    tail: data.tail.clone(),
+                });
+            }
+        }
+        let Some(raw) = self.get(&key).await? else {
             return Err(StorageError::Corrupt(format!(
                 "upload {id} has no record of its data at {offset} bytes"
             )));
@@ -112,12 +154,21 @@ impl S3Storage {
     pub(super) async fn writer(&self, id: Uuid, offset: u64) -> Result<S3Writer> {
         let data = self.data_at(id, offset).await?;
         let (progress, _) = tokio::sync::watch::channel(offset);
+        // Which multipart upload the parts go to is looked up when the first part is
+        // sent: most chunks of small blobs never fill one.
+        let multipart = match data.recorded.parts.is_empty() {
+            true => None,
+            false => Some(self.multipart_of(id).await?.ok_or_else(|| {
+                StorageError::Corrupt(format!("upload {id} lost its multipart upload"))
+            })?),
+        };
         Ok(S3Writer {
             store: self.store.clone(),
             keys: self.keys.clone(),
+            recent: self.recent.clone(),
             id,
             part_size: self.settings.part_size as usize,
-            multipart: self.multipart_of(id).await?,
+            multipart,
             parts: data.recorded.parts,
             buffer: BytesMut::from(&data.tail[..]),
             in_flight: FuturesOrdered::new(),
@@ -206,16 +257,12 @@ impl S3Storage {
         Ok(existed)
     }
 
-    /// Deletes everything under `uploads/<id>/`, the state last.
+    /// Deletes everything under `uploads/<id>/` in one request. Should it stop half-way,
+    /// what is left is listed by [`S3Storage::uploads_with_times`] and expires.
     async fn remove_session_objects(&self, id: Uuid) -> Result<()> {
-        let state = self.keys.upload_state(id);
-        let mut objects = self.list(&self.keys.upload(id)).await?;
-        objects.retain(|m| m.location != state);
-        self.delete_all(objects).await?;
-        match self.store.delete(&state).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(os_err(format!("deleting {state}"), e)),
-        }
+        self.recent.forget(id);
+        let objects = self.list(&self.keys.upload(id)).await?;
+        self.delete_all(objects).await
     }
 
     /// Every upload with the time any of its objects last changed; uploads whose state
@@ -243,6 +290,7 @@ impl S3Storage {
 pub(super) struct S3Writer {
     store: Arc<AmazonS3>,
     keys: Keys,
+    recent: Arc<Recent>,
     id: Uuid,
     part_size: usize,
     multipart: Option<String>,
@@ -259,6 +307,21 @@ impl S3Writer {
         if let Some(m) = &self.multipart {
             return Ok(m.clone());
         }
+        // A chunk that failed after starting one left it recorded: the parts go there.
+        let key = self.keys.upload_multipart(self.id);
+        match self.store.get(&key).await {
+            Ok(found) => {
+                let bytes = found
+                    .bytes()
+                    .await
+                    .map_err(|e| os_err(format!("reading {key}"), e))?;
+                let id = String::from_utf8_lossy(&bytes).into_owned();
+                self.multipart = Some(id.clone());
+                return Ok(id);
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(os_err(format!("reading {key}"), e)),
+        }
         let target = self.keys.upload_data(self.id);
         let id = self
             .store
@@ -266,7 +329,6 @@ impl S3Writer {
             .await
             .map_err(|e| os_err(format!("starting a multipart upload for {}", self.id), e))?;
         // Recorded before any part is sent, so removing the session always aborts it.
-        let key = self.keys.upload_multipart(self.id);
         self.store
             .put(&key, PutPayload::from(id.clone().into_bytes()))
             .await
@@ -278,11 +340,7 @@ impl S3Writer {
     async fn send_part(&mut self, bytes: Bytes) -> Result<()> {
         let multipart = self.multipart().await?;
         let index = self.parts.len() + self.in_flight.len();
-        let (store, target, id) = (
-            self.store.clone(),
-            self.keys.upload_data(self.id),
-            self.id,
-        );
+        let (store, target, id) = (self.store.clone(), self.keys.upload_data(self.id), self.id);
         let len = bytes.len() as u64;
         self.in_flight.push_back(tokio::spawn(async move {
             let part = store
@@ -340,10 +398,13 @@ impl UploadWriter for S3Writer {
             tail: std::mem::take(&mut self.buffer).freeze(),
         };
         let key = self.keys.upload_at(self.id, self.length);
-        self.store
+        let put = self
+            .store
             .put(&key, data.encode().into())
             .await
             .map_err(|e| os_err(format!("writing {key}"), e))?;
+        self.recent
+            .remember(self.id, self.length, put.e_tag, Arc::new(data));
         Ok(self.length)
     }
 }
