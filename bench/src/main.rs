@@ -112,17 +112,9 @@ async fn run_once(kind: Kind, args: &Args, base_buf: &Bytes, s: &Sizes) -> anyho
     f.insert("pull_4MiB_c32_MBps", mbps(s.many_pulls * s.many_blob, d));
 
     let manifest = small_image(&c, &base, "bench/manifest", "latest").await?;
-    let accept = ("accept", "application/vnd.oci.image.manifest.v1+json");
-    let r = rate(
-        &base,
-        "GET",
-        "/v2/bench/manifest/manifests/latest",
-        &[accept],
-        64,
-        Duration::from_secs(args.rate_seconds),
-    )
-    .await
-    .context("manifest GET rate")?;
+    let r = manifest_get_rate(&base, "bench/manifest", args.rate_seconds)
+        .await
+        .context("manifest GET rate")?;
     f.insert("manifest_get_c64_rps", r.per_sec);
     f.insert("manifest_get_c64_p50_ms", r.p50.as_secs_f64() * 1e3);
     f.insert("manifest_get_c64_p99_ms", r.p99.as_secs_f64() * 1e3);

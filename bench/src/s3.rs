@@ -134,18 +134,9 @@ async fn once(
     f.insert("pull_MBps", mbps(d));
 
     let manifest = small_image(&c, &base, "bench/manifest", "latest").await?;
-    let accept = ("accept", "application/vnd.oci.image.manifest.v1+json");
-    let dur = Duration::from_secs(args.rate_seconds);
-    let r = rate(
-        &base,
-        "GET",
-        "/v2/bench/manifest/manifests/latest",
-        &[accept],
-        64,
-        dur,
-    )
-    .await
-    .context("manifest GET rate")?;
+    let r = manifest_get_rate(&base, "bench/manifest", args.rate_seconds)
+        .await
+        .context("manifest GET rate")?;
     f.insert("manifest_get_c64_rps", r.per_sec);
     f.insert("manifest_get_c64_p99_ms", r.p99.as_secs_f64() * 1e3);
 
@@ -265,17 +256,9 @@ async fn replicas(
             .context("chunked push via LB")?;
         f.insert("push_chunked_MBps", size as f64 / 1e6 / d.as_secs_f64());
         small_image(&c, &base, "bench/lbm", "latest").await?;
-        let accept = ("accept", "application/vnd.oci.image.manifest.v1+json");
-        let r = rate(
-            &base,
-            "GET",
-            "/v2/bench/lbm/manifests/latest",
-            &[accept],
-            64,
-            Duration::from_secs(args.rate_seconds),
-        )
-        .await
-        .context("manifest GET rate via LB")?;
+        let r = manifest_get_rate(&base, "bench/lbm", args.rate_seconds)
+            .await
+            .context("manifest GET rate via LB")?;
         f.insert("manifest_get_c64_rps", r.per_sec);
         f.insert("manifest_get_c64_p99_ms", r.p99.as_secs_f64() * 1e3);
         eprintln!("{n} replica(s): {f:?}");

@@ -356,6 +356,21 @@ pub async fn rate(
     })
 }
 
+/// GETs of `repo`'s manifest tagged `latest` by 64 clients for `seconds`.
+pub async fn manifest_get_rate(base: &str, repo: &str, seconds: u64) -> anyhow::Result<Rate> {
+    let accept = ("accept", "application/vnd.oci.image.manifest.v1+json");
+    let path = format!("/v2/{repo}/manifests/latest");
+    rate(
+        base,
+        "GET",
+        &path,
+        &[accept],
+        64,
+        Duration::from_secs(seconds),
+    )
+    .await
+}
+
 /// An image with `layers` small layers pushed the way clients do (HEAD, POST, PUT per
 /// layer, `concurrency` layers at a time), then its config and manifest.
 pub async fn push_many_layers(

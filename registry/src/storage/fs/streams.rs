@@ -112,9 +112,12 @@ impl FilePartReader {
             .truncate(false)
             .open(path)
             .map_err(|e| StorageError::io(format!("opening {}", path.display()), e))?;
-        Ok(FilePartReader {
-            file: Arc::new(file),
-        })
+        Ok(FilePartReader::of(Arc::new(file)))
+    }
+
+    /// A reader of a file already open (an object store's local spool).
+    pub fn of(file: Arc<File>) -> FilePartReader {
+        FilePartReader { file }
     }
 }
 

@@ -466,7 +466,8 @@ impl Storage for S3Storage {
         limit: usize,
     ) -> Result<Option<(Vec<String>, bool)>> {
         let prefix = self.keys.tags(repo);
-        let after = after.and_then(|a| Tag::parse(a).ok().map(|t| self.keys.tag(repo, &t)));
+        // Only where the listing starts: any text will do, valid tag or not.
+        let after = after.map(|a| Path::from(format!("{prefix}/{a}")));
         let (found, more) = self.list_after(&prefix, after.as_ref(), limit).await?;
         if found.is_empty() {
             let (any, _) = self.list_after(&self.keys.manifests(repo), None, 1).await?;

@@ -32,6 +32,7 @@ use uuid::Uuid;
 use super::keys::Keys;
 use super::{S3Storage, os_err};
 use crate::oci::Digest;
+use crate::storage::fs::streams::FilePartReader;
 use crate::storage::{ByteStream, PartReader, Result, Storage, StorageError, UploadWriter};
 
 /// Parts sent at once by one writer.
@@ -421,7 +422,7 @@ pub(super) struct Spool {
 impl Spools {
     pub(super) fn reader(&self, id: Uuid) -> Result<Arc<dyn PartReader>> {
         if let Some(s) = self.0.get(&id) {
-            return Ok(s.clone());
+            return Ok(Arc::new(FilePartReader::of(s.file.clone())));
         }
         let file = tempfile::tempfile()
             .map_err(|e| StorageError::io("creating a local spool for a fill", e))?;
@@ -429,7 +430,7 @@ impl Spools {
             file: Arc::new(file),
         });
         self.0.insert(id, spool.clone());
-        Ok(spool)
+        Ok(Arc::new(FilePartReader::of(spool.file.clone())))
     }
 
     fn get(&self, id: Uuid) -> Option<Arc<Spool>> {
@@ -448,28 +449,5 @@ impl Spool {
             .await
             .map_err(|e| StorageError::io("writing a spool", std::io::Error::other(e)))?
             .map_err(|e| StorageError::io("writing a spool", e))
-    }
-}
-
-#[async_trait]
-impl PartReader for Spool {
-    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; len];
-            let mut filled = 0;
-            while filled < len {
-                let n = file.read_at(&mut buf[filled..], offset + filled as u64)?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            buf.truncate(filled);
-            Ok::<_, std::io::Error>(Bytes::from(buf))
-        })
-        .await
-        .map_err(|e| StorageError::io("reading a spool", std::io::Error::other(e)))?
-        .map_err(|e| StorageError::io("reading a spool", e))
     }
 }
