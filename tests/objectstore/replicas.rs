@@ -109,13 +109,9 @@ async fn push_one(c: Client, lb: Arc<Haproxy>, i: usize) -> Pushed {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_down() {
-    let mut garage = Garage::start(3);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("registry.toml");
-    std::fs::write(&cfg, "[storage]\npart_size = 5242880\n").unwrap();
-    let cfg = cfg.display().to_string();
+/// Three replicas on fixed ports over `bucket` (the first one collects garbage), and
+/// HAProxy in front of them.
+fn replicas_behind_haproxy(bucket: &Bucket, cfg: &str) -> (Vec<Registry>, Arc<Haproxy>) {
     let addrs: Vec<String> = (0..3)
         .map(|_| {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -125,52 +121,29 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_dow
     // One collector (Garage ignores conditional writes, so only it has --gc-interval). The
     // grace period must exceed the longest push: with a replica killed and a Garage node
     // down, a push here can take 30 s between its first blob and its manifest.
-    let collector_args = [
-        "--config",
-        cfg.as_str(),
-        "--gc-interval",
-        "1s",
-        "--gc-grace",
-        "60s",
+    let collector_args = ["--config", cfg, "--gc-interval", "1s", "--gc-grace", "60s"];
+    let args = ["--config", cfg];
+    let replicas = vec![
+        Registry::on_bucket_at(bucket, "lb", &collector_args, &addrs[0]),
+        Registry::on_bucket_at(bucket, "lb", &args, &addrs[1]),
+        Registry::on_bucket_at(bucket, "lb", &args, &addrs[2]),
     ];
-    let args = ["--config", cfg.as_str()];
-    let mut replicas = vec![
-        Registry::on_bucket_at(&garage.bucket, "lb", &collector_args, &addrs[0]),
-        Registry::on_bucket_at(&garage.bucket, "lb", &args, &addrs[1]),
-        Registry::on_bucket_at(&garage.bucket, "lb", &args, &addrs[2]),
-    ];
-    let lb = Arc::new(Haproxy::start(&addrs));
-    let c = client();
+    (replicas, Arc::new(Haproxy::start(&addrs)))
+}
 
-    // Garbage from an abandoned push, for the collector to find.
-    let orphan = push_chunked(&c, &lb, "fleet/abandoned", &random_bytes(CHUNK + 1)).await;
-
-    let tasks: Vec<_> = (0..PUSHES)
-        .map(|i| tokio::spawn(push_one(c.clone(), lb.clone(), i)))
-        .collect();
-    // Faults strike once this many pushes are over (finished, or failed: a failure shows
-    // when the tasks are awaited below).
-    let over = |n: usize| {
-        let tasks = &tasks;
-        async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(300);
-            while tasks.iter().filter(|t| t.is_finished()).count() < n {
-                assert!(std::time::Instant::now() < deadline, "pushes stalled");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    over(10).await;
-    replicas[1].kill9();
-    over(25).await;
-    garage.stop_node(2);
-    let mut pushed = Vec::new();
-    for t in tasks {
-        pushed.push(t.await.unwrap());
+/// Waits until `n` of `tasks` are over (finished, or failed: a failure shows when the
+/// tasks are awaited).
+async fn over<T>(tasks: &[tokio::task::JoinHandle<T>], n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while tasks.iter().filter(|t| t.is_finished()).count() < n {
+        assert!(std::time::Instant::now() < deadline, "pushes stalled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
 
-    // Every image reads back whole through the balancer, a Garage node still down.
-    for p in &pushed {
+/// Every image reads back whole through the balancer.
+async fn read_back(c: &Client, lb: &Haproxy, pushed: &[Pushed]) {
+    for p in pushed {
         let m = send(|| {
             c.get(lb.url(&format!("/v2/{}/manifests/v1", p.repo)))
                 .header("accept", OCI_MANIFEST)
@@ -184,9 +157,15 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_dow
             assert_eq!(&sha256(&b.bytes().await.unwrap()), d, "{}@{d}", p.repo);
         }
     }
-    garage.start_node(2);
+}
 
-    // The collector removed the abandoned blob once past the grace period, and nothing else.
+/// The collector removes the abandoned blob once past the grace period, and nothing else.
+async fn only_the_abandoned_blob_is_collected(
+    c: &Client,
+    lb: &Haproxy,
+    orphan: &str,
+    pushed: &[Pushed],
+) {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         // A GET, not a HEAD: a HEAD restarts the blob's grace period (a pusher's check).
@@ -201,7 +180,7 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_dow
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for p in &pushed {
+    for p in pushed {
         for d in &p.layers {
             let b = send(|| c.head(lb.url(&format!("/v2/{}/blobs/{d}", p.repo)))).await;
             assert_eq!(
@@ -212,6 +191,77 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_dow
             );
         }
     }
+}
+
+/// The catalog index is lost and rebuilt from the bucket, every tag intact.
+async fn index_rebuilt(
+    c: &Client,
+    lb: &Haproxy,
+    replica: &Registry,
+    bucket: &Bucket,
+    pushed: &[Pushed],
+) {
+    let index = replica.stored("index").await;
+    assert!(index.len() > PUSHES, "{}", index.len());
+    {
+        use object_store::ObjectStoreExt;
+        let s3 = bucket.client();
+        for (key, _) in &index {
+            s3.delete(&object_store::path::Path::from(key.as_str()))
+                .await
+                .unwrap();
+        }
+    }
+    let out = run(std::process::Command::new(binary("sealer-registry"))
+        .envs(bucket.env())
+        .args(["index-rebuild", "--storage", &bucket.url("lb")]));
+    assert!(
+        out.contains(&format!("lists {} repositories", PUSHES + 1)),
+        "{out}"
+    );
+    let catalog: serde_json::Value = send(|| c.get(lb.url("/v2/_catalog?n=1000")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let repos = catalog["repositories"].as_array().unwrap();
+    for p in pushed {
+        assert!(
+            repos.iter().any(|r| r == p.repo.as_str()),
+            "{} listed",
+            p.repo
+        );
+        let url = lb.url(&format!("/v2/{}/tags/list", p.repo));
+        let tags: serde_json::Value = send(|| c.get(&url)).await.json().await.unwrap();
+        assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_down() {
+    let mut garage = Garage::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("registry.toml");
+    std::fs::write(&cfg, "[storage]\npart_size = 5242880\n").unwrap();
+    let (mut replicas, lb) = replicas_behind_haproxy(&garage.bucket, cfg.to_str().unwrap());
+    let c = client();
+
+    // Garbage from an abandoned push, for the collector to find.
+    let orphan = push_chunked(&c, &lb, "fleet/abandoned", &random_bytes(CHUNK + 1)).await;
+    let tasks: Vec<_> = (0..PUSHES)
+        .map(|i| tokio::spawn(push_one(c.clone(), lb.clone(), i)))
+        .collect();
+    over(&tasks, 10).await;
+    replicas[1].kill9();
+    over(&tasks, 25).await;
+    garage.stop_node(2);
+    let mut pushed = Vec::new();
+    for t in tasks {
+        pushed.push(t.await.unwrap());
+    }
+    read_back(&c, &lb, &pushed).await;
+    garage.start_node(2);
+    only_the_abandoned_blob_is_collected(&c, &lb, &orphan, &pushed).await;
 
     // containerd pulls a real image through the balancer.
     skopeo_push(&lb.host, "docker.io/library/app:1", None);
@@ -226,43 +276,6 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kills_and_a_node_dow
         &image,
     ]));
 
-    // The catalog index is lost and rebuilt from the bucket, every tag intact.
-    let index = replicas[0].stored("index").await;
-    assert!(index.len() > PUSHES, "{}", index.len());
-    {
-        use object_store::ObjectStoreExt;
-        let s3 = garage.bucket.client();
-        for (key, _) in &index {
-            s3.delete(&object_store::path::Path::from(key.as_str()))
-                .await
-                .unwrap();
-        }
-    }
-    let out = run(std::process::Command::new(binary("sealer-registry"))
-        .envs(garage.bucket.env())
-        .args(["index-rebuild", "--storage", &garage.bucket.url("lb")]));
-    assert!(
-        out.contains(&format!("lists {} repositories", PUSHES + 1)),
-        "{out}"
-    );
-    let catalog: serde_json::Value = send(|| c.get(lb.url("/v2/_catalog?n=1000")))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let repos = catalog["repositories"].as_array().unwrap();
-    for p in &pushed {
-        assert!(
-            repos.iter().any(|r| r == p.repo.as_str()),
-            "{} listed",
-            p.repo
-        );
-        let tags: serde_json::Value = send(|| c.get(lb.url(&format!("/v2/{}/tags/list", p.repo))))
-            .await
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(tags["tags"], serde_json::json!(["v1"]));
-    }
+    index_rebuilt(&c, &lb, &replicas[0], &garage.bucket, &pushed).await;
     replicas.clear();
 }

@@ -137,7 +137,12 @@ async fn the_catalog_index_is_rebuilt_from_the_bucket_and_gc_and_check_read_it()
     assert!(report["corrupt"].as_array().unwrap().is_empty(), "{out}");
     assert!(report["blobs"].as_u64().unwrap() >= 15, "{out}");
 
-    // A blob damaged in the bucket is found, and quarantined on request.
+    a_damaged_blob_is_found_and_quarantined(&garage, &reg).await;
+}
+
+/// A blob damaged in the bucket is found by `check`, and quarantined on request.
+async fn a_damaged_blob_is_found_and_quarantined(garage: &Garage, reg: &Registry) {
+    let client = garage.bucket.client();
     let (key, data) = reg
         .stored("blobs")
         .await
