@@ -88,3 +88,48 @@ async fn blob_reads_redirect_to_presigned_urls_when_asked_to() {
         .unwrap();
     assert_eq!(other.status(), 404);
 }
+
+/// A token from `reg`'s `/token` for `alice`, allowed to pull and push `team/app`.
+async fn token_from(reg: &Registry) -> String {
+    let resp = client()
+        .get(reg.url("/token?service=sealer-registry&scope=repository:team/app:pull,push"))
+        .basic_auth("alice", Some("a-pass"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    body["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_sharing_a_token_key_accept_each_others_tokens() {
+    let garage = Garage::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("htpasswd");
+    run(std::process::Command::new(require("htpasswd")).args([
+        "-Bbc",
+        users.to_str().unwrap(),
+        "alice",
+        "a-pass",
+    ]));
+    let key = dir.path().join("token.key");
+    std::fs::write(&key, "c2hhcmVkIGJ5IGV2ZXJ5IHJlcGxpY2Egb2YgdGhpcyBzaXRl\n").unwrap();
+    let (users, key) = (users.to_str().unwrap(), key.to_str().unwrap());
+    let shared = ["--htpasswd", users, "--token-key", key];
+    let a = Registry::on_bucket(&garage.bucket, "auth", &shared);
+    let b = Registry::on_bucket(&garage.bucket, "auth", &shared);
+    let alone = Registry::on_bucket(&garage.bucket, "auth", &["--htpasswd", users]);
+
+    let token = token_from(&a).await;
+    let tags = |reg: &Registry| {
+        client()
+            .get(reg.url("/v2/team/app/tags/list"))
+            .bearer_auth(&token)
+    };
+    // Signed in at one replica, the client goes on at the other (a 404: nothing pushed yet).
+    assert_eq!(tags(&b).send().await.unwrap().status(), 404);
+    assert_eq!(tags(&a).send().await.unwrap().status(), 404);
+    // A replica with a key of its own does not know the token.
+    assert_eq!(tags(&alone).send().await.unwrap().status(), 401);
+}
