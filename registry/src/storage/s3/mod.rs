@@ -40,6 +40,9 @@ use crate::oci::{Digest, RepoName, Tag};
 /// How long a presigned blob URL is good for: long enough for a slow pull to start.
 const PRESIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// Revisions kept for the tag that follows their push (a bound, not a cache size).
+const REMEMBERED_REVISIONS: usize = 1024;
+
 /// Records fetched at once when listing referrers.
 const PARALLEL_READS: usize = 16;
 
@@ -53,6 +56,9 @@ pub struct S3Storage {
     spools: Spools,
     /// The upload records this replica wrote last.
     recent: Arc<Recent>,
+    /// Revisions this replica just wrote, for the tag that usually follows to copy
+    /// without reading them back.
+    revisions: dashmap::DashMap<(RepoName, Digest), Bytes>,
     /// Repositories whose catalog entry this process has written.
     cataloged: dashmap::DashSet<String>,
 }
@@ -87,6 +93,7 @@ impl S3Storage {
             conditional,
             spools: Spools::default(),
             recent: Arc::default(),
+            revisions: dashmap::DashMap::new(),
             cataloged: dashmap::DashSet::new(),
         })
     }
@@ -240,6 +247,24 @@ fn decode_revision(digest: &Digest, data: Bytes) -> Result<StoredManifest> {
         media_type,
         body: data.slice(at + 1..),
     })
+}
+
+/// A tag object: the digest, a newline, then the revision it names (media type and
+/// bytes), when it was there to copy.
+fn decode_tag(repo: &RepoName, tag: &Tag, data: Bytes) -> Result<(Digest, Option<StoredManifest>)> {
+    let corrupt = || StorageError::Corrupt(format!("tag {repo}:{tag} holds no digest"));
+    let end = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());
+    let digest: Digest = std::str::from_utf8(&data[..end])
+        .map_err(|_| corrupt())?
+        .trim()
+        .parse()
+        .map_err(|_| corrupt())?;
+    let carried = data.slice((end + 1).min(data.len())..);
+    if carried.is_empty() {
+        return Ok((digest, None));
+    }
+    let stored = decode_revision(&digest, carried)?;
+    Ok((digest, Some(stored)))
 }
 
 #[async_trait]
@@ -398,11 +423,14 @@ impl Storage for S3Storage {
         if self.head(&blob).await?.is_none() {
             self.put(&blob, body.clone()).await?;
         }
-        self.put(
-            &self.keys.revision(repo, digest),
-            encode_revision(media_type, &body),
-        )
-        .await?;
+        let revision = encode_revision(media_type, &body);
+        self.put(&self.keys.revision(repo, digest), revision.clone())
+            .await?;
+        if self.revisions.len() >= REMEMBERED_REVISIONS {
+            self.revisions.clear();
+        }
+        self.revisions
+            .insert((repo.clone(), digest.clone()), revision);
         self.write_catalog_entry(repo).await
     }
 
@@ -422,9 +450,12 @@ impl Storage for S3Storage {
         repo: &RepoName,
         tag: &Tag,
     ) -> Result<Option<StoredManifest>> {
-        match self.resolve_tag(repo, tag).await? {
-            Some(digest) => self.get_manifest(repo, &digest).await,
-            None => Ok(None),
+        let Some(data) = self.get(&self.keys.tag(repo, tag)).await? else {
+            return Ok(None);
+        };
+        match decode_tag(repo, tag, data)? {
+            (_, Some(stored)) => Ok(Some(stored)),
+            (digest, None) => self.get_manifest(repo, &digest).await,
         }
     }
 
@@ -440,19 +471,26 @@ impl Storage for S3Storage {
     }
 
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
-        let Some(data) = self.get(&self.keys.tag(repo, tag)).await? else {
-            return Ok(None);
-        };
-        let text = String::from_utf8_lossy(&data);
-        text.trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| StorageError::Corrupt(format!("tag {repo}:{tag} holds no digest")))
+        match self.get(&self.keys.tag(repo, tag)).await? {
+            Some(data) => Ok(Some(decode_tag(repo, tag, data)?.0)),
+            None => Ok(None),
+        }
     }
 
     async fn set_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
-        self.put(&self.keys.tag(repo, tag), digest.to_string().into_bytes())
-            .await
+        // The tag carries a copy of its revision, so a pull by tag is one read. Services
+        // delete every tag of a manifest before the manifest, so the copy never outlives
+        // its original.
+        let mut body = format!("{digest}\n").into_bytes();
+        let just_written = self.revisions.remove(&(repo.clone(), digest.clone()));
+        let revision = match just_written {
+            Some((_, r)) => Some(r),
+            None => self.get(&self.keys.revision(repo, digest)).await?,
+        };
+        if let Some(revision) = revision {
+            body.extend_from_slice(&revision);
+        }
+        self.put(&self.keys.tag(repo, tag), body).await
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
