@@ -173,6 +173,57 @@ async fn run_once(kind: Kind, args: &Args, base_buf: &Bytes, s: &Sizes) -> anyho
     Ok(f)
 }
 
+/// Runs `once` for sealer-registry and the reference `rounds` times, alternating which
+/// goes first; returns each one's figures (printed as they come, `what` after the name).
+pub async fn alternate(
+    rounds: usize,
+    what: &str,
+    mut once: impl AsyncFnMut(Kind, usize) -> anyhow::Result<Figures>,
+) -> anyhow::Result<(Vec<Figures>, Vec<Figures>)> {
+    let (mut ours, mut reference) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [Kind::Sealer, Kind::Reference]
+        } else {
+            [Kind::Reference, Kind::Sealer]
+        };
+        for kind in order {
+            eprintln!("round {}/{rounds}: {}{what}", round + 1, kind.label());
+            let f = once(kind, round)
+                .await
+                .with_context(|| format!("{} round {}", kind.label(), round + 1))?;
+            for (k, v) in &f {
+                eprintln!("  {k:32} {v:12.2}");
+            }
+            match kind {
+                Kind::Sealer => ours.push(f),
+                Kind::Reference => reference.push(f),
+            }
+        }
+    }
+    Ok((ours, reference))
+}
+
+/// The markdown table of medians and ratios sealer / reference.
+pub fn print_ratios(
+    reference_name: &str,
+    ours: &[Figures],
+    reference: &[Figures],
+    target: fn(&str) -> &'static str,
+) {
+    println!("| metric | sealer-registry | {reference_name} | ratio sealer/reference | target |");
+    println!("|---|---:|---:|---:|---|");
+    for metric in ours[0].keys() {
+        let a = median(ours.iter().map(|f| f[metric]).collect());
+        let b = median(reference.iter().map(|f| f[metric]).collect());
+        println!(
+            "| {metric} | {a:.2} | {b:.2} | {:.2} | {} |",
+            a / b,
+            target(metric)
+        );
+    }
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
@@ -237,40 +288,11 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::S3(o)) => return s3::run(&args, o, &base_buf).await,
         _ => {}
     }
-    let mut results: BTreeMap<&'static str, Vec<Figures>> = BTreeMap::new();
-    for round in 0..args.rounds {
-        let order = if round % 2 == 0 {
-            [Kind::Sealer, Kind::Reference]
-        } else {
-            [Kind::Reference, Kind::Sealer]
-        };
-        for kind in order {
-            eprintln!("round {}/{}: {}", round + 1, args.rounds, kind.label());
-            let f = run_once(kind, &args, &base_buf, &s)
-                .await
-                .with_context(|| format!("{} round {}", kind.label(), round + 1))?;
-            for (k, v) in &f {
-                eprintln!("  {k:32} {v:12.2}");
-            }
-            results.entry(kind.label()).or_default().push(f);
-        }
-    }
-
-    let ours = &results[Kind::Sealer.label()];
-    let reference = &results[Kind::Reference.label()];
-    println!(
-        "| metric | sealer-registry | docker-registry 2.8 | ratio sealer/reference | target |"
-    );
-    println!("|---|---:|---:|---:|---|");
-    for metric in ours[0].keys() {
-        let a = median(ours.iter().map(|f| f[metric]).collect());
-        let b = median(reference.iter().map(|f| f[metric]).collect());
-        println!(
-            "| {metric} | {a:.2} | {b:.2} | {:.2} | {} |",
-            a / b,
-            target(metric)
-        );
-    }
+    let (ours, reference) = alternate(args.rounds, "", async |kind, _| {
+        run_once(kind, &args, &base_buf, &s).await
+    })
+    .await?;
+    print_ratios("docker-registry 2.8", &ours, &reference, target);
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "rounds": args.rounds,

@@ -11,7 +11,7 @@ use sealer_e2e::{Bucket, Garage, Haproxy};
 
 use crate::servers::{Kind, Server};
 use crate::workloads::*;
-use crate::{Args, Figures, median};
+use crate::{Args, Figures, alternate, median, print_ratios};
 
 #[derive(Debug, clap::Args)]
 pub struct S3Args {
@@ -41,47 +41,12 @@ fn target(metric: &str) -> &'static str {
 
 pub async fn run(args: &Args, s: &S3Args, base_buf: &Bytes) -> anyhow::Result<()> {
     let garage = tokio::task::block_in_place(|| Garage::start(s.nodes));
-    let mut ours = Vec::new();
-    let mut reference = Vec::new();
-    for round in 0..args.rounds {
-        let order = if round % 2 == 0 {
-            [Kind::Sealer, Kind::Reference]
-        } else {
-            [Kind::Reference, Kind::Sealer]
-        };
-        for kind in order {
-            eprintln!(
-                "round {}/{}: {} on Garage",
-                round + 1,
-                args.rounds,
-                kind.label()
-            );
-            let prefix = format!("{}-{round}", kind.label());
-            let f = once(kind, args, s, &garage.bucket, &prefix, base_buf)
-                .await
-                .with_context(|| format!("{} round {}", kind.label(), round + 1))?;
-            for (k, v) in &f {
-                eprintln!("  {k:32} {v:12.2}");
-            }
-            match kind {
-                Kind::Sealer => ours.push(f),
-                Kind::Reference => reference.push(f),
-            }
-        }
-    }
-    println!(
-        "| metric | sealer-registry | docker-registry 2.8 (s3) | ratio sealer/reference | target |"
-    );
-    println!("|---|---:|---:|---:|---|");
-    for metric in ours[0].keys() {
-        let a = median(ours.iter().map(|f| f[metric]).collect());
-        let b = median(reference.iter().map(|f| f[metric]).collect());
-        println!(
-            "| {metric} | {a:.2} | {b:.2} | {:.2} | {} |",
-            a / b,
-            target(metric)
-        );
-    }
+    let (ours, reference) = alternate(args.rounds, " on Garage", async |kind, round| {
+        let prefix = format!("{}-{round}", kind.label());
+        once(kind, args, s, &garage.bucket, &prefix, base_buf).await
+    })
+    .await?;
+    print_ratios("docker-registry 2.8 (s3)", &ours, &reference, target);
     let replicas = replicas(args, s, &garage.bucket, base_buf).await?;
     println!("\n| sealer-registry through HAProxy | 1 replica | 3 replicas | ratio 3/1 |");
     println!("|---|---:|---:|---:|");

@@ -281,41 +281,47 @@ impl UploadService {
 
     async fn lock(&self, repo: &RepoName, id: Uuid) -> Result<OwnedMutexGuard<Option<Session>>> {
         let mut guard = self.slot(id).lock_owned().await;
-        if self.storage.shared_sessions() {
-            // The previous chunk may have gone to another replica: storage knows.
-            let Some(state) = self.storage.load_upload(id).await? else {
+        // On a shared store the previous chunk may have gone to another replica: storage
+        // knows, so the session is taken up from it on every request.
+        if guard.is_none() || self.storage.shared_sessions() {
+            let Some(session) = self.take_up(id).await? else {
                 self.sessions.remove(&id);
                 return Err(ServiceError::upload_unknown());
             };
-            let Some(hasher) = resume_hasher(&state) else {
-                tracing::warn!(upload = %id, "dropping an upload session without its hash state");
-                self.storage.delete_upload(id).await?;
-                self.sessions.remove(&id);
-                return Err(ServiceError::upload_unknown());
-            };
-            *guard = Some(Session { state, hasher });
-        } else if guard.is_none() {
-            let Some(state) = self.storage.load_upload(id).await? else {
-                self.sessions.remove(&id);
-                return Err(ServiceError::upload_unknown());
-            };
-            // Picked up after a restart: drop any unacknowledged partial chunk, then hash
-            // what the session holds.
-            if let Err(e) = self.storage.truncate_upload(id, state.offset).await {
-                // Its data is shorter than what was acknowledged: it cannot be completed.
-                tracing::warn!(upload = %id, error = %e, "dropping a damaged upload session");
-                self.storage.delete_upload(id).await?;
-                self.sessions.remove(&id);
-                return Err(ServiceError::upload_unknown());
-            }
-            let hasher = self.hash_upload(id, state.algorithm).await?;
-            *guard = Some(Session { state, hasher });
+            *guard = Some(session);
         }
         // A session belongs to the repository it was started in.
         if session(&guard).state.repo != repo.as_str() {
             return Err(ServiceError::upload_unknown());
         }
         Ok(guard)
+    }
+
+    /// A session as storage holds it, with its hasher: resumed from the saved hash state
+    /// on a shared store; elsewhere (picked up after a restart) any unacknowledged partial
+    /// chunk is dropped and what the session holds is hashed once. `None` when the session
+    /// is gone, or damaged (then it is removed).
+    async fn take_up(&self, id: Uuid) -> Result<Option<Session>> {
+        let Some(state) = self.storage.load_upload(id).await? else {
+            return Ok(None);
+        };
+        let hasher = if self.storage.shared_sessions() {
+            resume_hasher(&state).ok_or("it has no hash state".to_string())
+        } else {
+            // Fails when its data is shorter than what was acknowledged.
+            match self.storage.truncate_upload(id, state.offset).await {
+                Ok(()) => Ok(self.hash_upload(id, state.algorithm).await?),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        match hasher {
+            Ok(hasher) => Ok(Some(Session { state, hasher })),
+            Err(why) => {
+                tracing::warn!(upload = %id, error = %why, "dropping a damaged upload session");
+                self.storage.delete_upload(id).await?;
+                Ok(None)
+            }
+        }
     }
 
     async fn write_chunk<S>(
