@@ -44,6 +44,11 @@ pub(crate) struct Global {
     /// Hosts worked on at once (run, apply, scale-up, delete).
     #[arg(long, default_value_t = 16, global = true, value_name = "N")]
     pub(crate) parallel_hosts: usize,
+    /// How blobs reach the hosts: `chain` (this machine feeds the first host, each host
+    /// the next, as it receives), `tree` or `tree:N` (each host feeds N), or `direct`
+    /// (this machine feeds every host).
+    #[arg(long, default_value = "chain", global = true, value_name = "RELAY")]
+    pub(crate) relay: sealer_installer::relay::Topology,
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,6 +198,14 @@ pub(crate) enum Command {
         configs: Option<PathBuf>,
         #[arg(required = true)]
         layers: Vec<String>,
+    },
+    /// Serve blobs to other hosts during a `sealer run` (the relay; configured on stdin).
+    #[command(hide = true)]
+    RelayServe {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        root: PathBuf,
     },
     /// Print a shell completion script.
     Completions {

@@ -50,7 +50,9 @@ impl Ctx {
     }
 
     fn environment(&self) -> anyhow::Result<Environment> {
-        Environment::here(self.store()?, self.g.parallel_hosts)
+        let mut env = Environment::here(self.store()?, self.g.parallel_hosts)?;
+        env.relay = self.g.relay;
+        Ok(env)
     }
 
     fn transfer<'a>(&'a self, store: &'a Store, registries: &'a Registries) -> Transfer<'a> {
@@ -166,6 +168,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let layers = layers.iter().map(|l| blob_and_type(l));
             let layers = layers.collect::<anyhow::Result<Vec<_>>>()?;
             sealer_installer::configs::unpack(&dir, &layers, configs.as_deref())
+        }
+        Command::RelayServe { listen, root } => {
+            sealer_installer::relay::serve::serve(listen, root).await
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sealer", &mut std::io::stdout());
@@ -492,7 +497,8 @@ async fn run_cluster(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
     for note in &notes {
         eprintln!("warning: {note}");
     }
-    let env = Environment::here(store, ctx.g.parallel_hosts)?;
+    let mut env = Environment::here(store, ctx.g.parallel_hosts)?;
+    env.relay = ctx.g.relay;
     let occasion = sealer_installer::run::Occasion::Install;
     let r = sealer_installer::run::run(&env, &cluster, occasion, progress).await?;
     print_report(&cluster, &r);

@@ -17,6 +17,8 @@ pub struct Environment {
     pub state_dir: PathBuf,
     pub ssh: SshOptions,
     pub jobs: usize,
+    /// How blobs reach the hosts (a chain from host to host by default).
+    pub relay: crate::relay::Topology,
 }
 
 impl Environment {
@@ -41,6 +43,29 @@ impl Environment {
             state_dir: home.join(".sealer"),
             ssh: crate::hosts::ssh::default_options(&home),
             jobs: jobs.max(1),
+            relay: crate::relay::Topology::default(),
         })
+    }
+}
+
+impl Environment {
+    /// A delivery of `blobs` to `hosts` under `root`, as this run relays (pipelined,
+    /// `sealer` installed on the hosts).
+    pub fn delivery<'a>(
+        &self,
+        hosts: &'a [std::sync::Arc<dyn crate::hosts::Host>],
+        root: &'a std::path::Path,
+        blobs: &'a [crate::distribute::Blob],
+    ) -> crate::relay::Delivery<'a> {
+        crate::relay::Delivery {
+            hosts,
+            root,
+            blobs,
+            topology: self.relay,
+            sealer: crate::steps::tools::HOST_SEALER.to_string(),
+            prelude: String::new(),
+            pipelined: true,
+            jobs: self.jobs,
+        }
     }
 }

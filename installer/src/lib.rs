@@ -17,6 +17,7 @@ pub mod distribute;
 pub mod environment;
 pub mod hosts;
 pub mod image;
+pub mod relay;
 pub mod request;
 pub mod run;
 pub mod state;

@@ -58,8 +58,8 @@ pub async fn run(
 
     hooks::run_phase(cluster, &hosts, pre, once, env.jobs).await?;
     hooks::run_phase(cluster, &hosts, Phase::PreInitHost, once, env.jobs).await?;
-    tools::install(env, &hosts, &mut report).await?;
-    files::lay_out(env, cluster, &hosts, &image, &mut report).await?;
+    tools::install(env, &hosts, &mut report, progress).await?;
+    files::lay_out(env, cluster, &hosts, &image, &mut report, progress).await?;
     registry::send_files(env, &registry, &hosts).await?;
     registry::provide(
         env,

@@ -1,16 +1,17 @@
-//! Test hosts for the installer: one `sshd` per loopback address (`127.0.0.2`,
-//! `127.0.0.3`, ...), each in a mount namespace of its own in which the folders sealer
-//! writes on a host (`/var/lib/sealer`, `/etc/containerd`, ...) are private tmpfs
-//! mounts and `/etc/hosts` is a private copy. A command run over SSH on one of them
-//! sees that host's files only, as on a separate machine.
+//! Test hosts for the installer: one `sshd` per host, each in a network namespace of its
+//! own on the test process's bridge (`network.rs`: its own address and a link that can be
+//! shaped) and in a mount namespace of its own in which the folders sealer writes on a
+//! host (`/var/lib/sealer`, `/etc/containerd`, ...) are private tmpfs mounts and
+//! `/etc/hosts` is a private copy. A command run over SSH on one of them sees that
+//! host's files and network only, as on a separate machine.
 
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::network::{Netns, Rate, network};
 use crate::tools::{require, run};
 
 /// The folders each test host has to itself.
@@ -81,6 +82,8 @@ pub struct TestHost {
     pub dir: tempfile::TempDir,
     /// Where `/var/lib/sealer` lives when not in memory.
     disk: Option<PathBuf>,
+    /// The host's network namespace (dropped last: it kills what still runs there).
+    pub net: Netns,
 }
 
 impl TestHost {
@@ -96,32 +99,23 @@ impl TestHost {
     }
 
     fn start_with(disk: Option<&Path>) -> TestHost {
-        static NEXT: AtomicU8 = AtomicU8::new(2);
-        let sshd = require("sshd");
-        require("unshare");
-        loop {
-            let n = NEXT.fetch_add(1, Ordering::SeqCst);
-            assert!(n < 250, "out of loopback addresses for test hosts");
-            let ip: IpAddr = format!("127.0.0.{n}").parse().unwrap();
-            // A free port on that address (another test process may hold some).
-            let Ok(listener) = TcpListener::bind((ip, 0)) else {
-                continue;
-            };
-            let port = listener.local_addr().unwrap().port();
-            drop(listener);
-            let disk = disk.map(|d| d.join(format!("host-{ip}")));
-            return TestHost::launch(&sshd, ip, port, None, disk);
-        }
+        let net = network().host();
+        let disk = disk.map(|d| d.join(format!("host-{}", net.ip)));
+        TestHost::launch(&require("sshd"), net, None, disk)
     }
 
-    /// sshd on `ip:port` in a new namespace, with `host_key` (a new one when `None`).
-    fn launch(
-        sshd: &Path,
-        ip: IpAddr,
-        port: u16,
-        host_key: Option<&Path>,
-        disk: Option<PathBuf>,
-    ) -> TestHost {
+    /// A new host whose link runs at `rate` both ways.
+    pub fn start_shaped(rate: Rate, disk: Option<&Path>) -> TestHost {
+        let host = TestHost::start_with(disk);
+        host.net.shape(Some(rate));
+        host
+    }
+
+    /// sshd on port 22 of `net`, in a new mount namespace, with `host_key` (a new one
+    /// when `None`).
+    fn launch(sshd: &Path, net: Netns, host_key: Option<&Path>, disk: Option<PathBuf>) -> TestHost {
+        require("unshare");
+        let (ip, port) = (net.ip, 22);
         let dir = tempfile::Builder::new()
             .prefix("sealer-test-host")
             .tempdir_in("/tmp")
@@ -175,8 +169,19 @@ impl TestHost {
             sshd = sshd.display()
         );
         let log = std::fs::File::create(d.join("sshd.log")).unwrap();
-        let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        // nsenter rather than `ip netns exec`, which mounts a /sys of its own without the
+        // cgroup folders (dockerd on a host needs them).
+        let child = Command::new(require("nsenter"))
+            .arg(format!("--net=/run/netns/{}", net.name))
+            .args([
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -187,6 +192,7 @@ impl TestHost {
             child: Some(child),
             dir,
             disk,
+            net,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect((ip, port)).is_err() {
@@ -204,13 +210,13 @@ impl TestHost {
     /// key, with its private folders empty (as a machine whose disk was lost).
     pub fn restart(&mut self) {
         self.stop();
-        let fresh = TestHost::launch(
-            &require("sshd"),
-            self.ip,
-            self.port,
-            Some(&self.dir.path().join("host_key")),
-            self.disk.clone(),
-        );
+        let key = self.dir.path().join("host_key");
+        let keep = tempfile::NamedTempFile::new().unwrap();
+        std::fs::copy(&key, keep.path()).unwrap();
+        // The namespace moves to the new host; this one is left with a placeholder
+        // that owns nothing.
+        let net = std::mem::replace(&mut self.net, Netns::none());
+        let fresh = TestHost::launch(&require("sshd"), net, Some(keep.path()), self.disk.take());
         *self = fresh;
     }
 
@@ -245,20 +251,9 @@ impl TestHost {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-        // Never the test process's own namespace (if sshd had not got its own yet).
-        let ours = ns(&child.id().to_string()).filter(|n| Some(n) != ns("self").as_ref());
         let _ = child.kill();
+        Netns::kill_all(&self.net.name);
         let _ = child.wait();
-        if let Some(ours) = ours {
-            for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.parse::<i32>().is_ok() && ns(&name).as_ref() == Some(&ours) {
-                    // SAFETY: sending a signal has no memory effects here.
-                    unsafe { libc::kill(name.parse().unwrap(), libc::SIGKILL) };
-                }
-            }
-        }
     }
 }
 

@@ -24,16 +24,14 @@ impl Via for reqwest::RequestBuilder {
 /// A CA and a certificate for `localhost` and `127.0.0.1` in `out` (`ca.crt`, `tls.crt`,
 /// `tls.key`), made by `sealer-registry cert`.
 pub fn localhost_pki(out: &Path) {
+    pki_for(out, "localhost", "127.0.0.1");
+}
+
+/// A CA, and a certificate for `domain` and `ip`, in `out`.
+pub fn pki_for(out: &Path, domain: &str, ip: &str) {
     crate::tools::run(
         Command::new(binary("sealer-registry"))
-            .args([
-                "cert",
-                "--domain",
-                "localhost",
-                "--ip",
-                "127.0.0.1",
-                "--out",
-            ])
+            .args(["cert", "--domain", domain, "--ip", ip, "--out"])
             .arg(out),
     );
 }

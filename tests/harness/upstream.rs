@@ -184,6 +184,9 @@ pub struct UpstreamOptions<'a> {
     pub root: Option<PathBuf>,
     /// Listen on this port (to restart on the same address).
     pub port: Option<u16>,
+    /// Listen on this address instead of 127.0.0.1 (the control machine's, for test hosts
+    /// to reach).
+    pub ip: Option<std::net::IpAddr>,
     /// Ask for a login from this htpasswd file (bcrypt), instead of a token.
     pub htpasswd: Option<PathBuf>,
 }
@@ -205,8 +208,15 @@ impl DockerRegistry {
             .root
             .clone()
             .unwrap_or_else(|| dir.path().join("storage"));
-        let port = opts.port.unwrap_or_else(free_port);
-        let host = format!("127.0.0.1:{port}");
+        let ip = opts.ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        let port = opts.port.unwrap_or_else(|| {
+            std::net::TcpListener::bind((ip, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
+        let host = format!("{ip}:{port}");
         let mut config = format!(
             "version: 0.1\nlog: {{level: info, formatter: text, accesslog: {{disabled: false}}}}\n\
              storage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\n  maintenance: {{uploadpurging: {{enabled: false}}}}\n\

@@ -655,8 +655,10 @@ fn an_external_registry_gets_the_images_and_the_hosts_pull_through_it() {
     build_example(&store);
 
     // The site's registry: TLS from its own CA, bcrypt logins.
+    // It listens on the control machine's address, which the hosts reach.
+    let site_ip = network().control_ip();
     let pki = work.path().join("site-pki");
-    localhost_pki(&pki);
+    pki_for(&pki, "site.test", &site_ip.to_string());
     let htpasswd = work.path().join("site-htpasswd");
     run(Command::new(require("htpasswd")).args([
         "-Bbc",
@@ -667,6 +669,7 @@ fn an_external_registry_gets_the_images_and_the_hosts_pull_through_it() {
     let site = DockerRegistry::start(UpstreamOptions {
         tls: Some((pki.join("tls.crt"), pki.join("tls.key"))),
         htpasswd: Some(htpasswd),
+        ip: Some(site_ip),
         ..UpstreamOptions::default()
     });
     let port = site.host.rsplit_once(':').unwrap().1;
@@ -677,7 +680,7 @@ fn an_external_registry_gets_the_images_and_the_hosts_pull_through_it() {
             work.path(),
             &[(&master, "master"), (&node, "node")],
             &format!(
-                "  registry:\n    externalRegistry: {{domain: localhost, port: {port}, \
+                "  registry:\n    externalRegistry: {{domain: {site_ip}, port: {port}, \
                  username: deployer, password: {password}, ca: {ca}}}\n",
                 ca = pki.join("ca.crt").display(),
             ),
@@ -689,7 +692,7 @@ fn an_external_registry_gets_the_images_and_the_hosts_pull_through_it() {
     let file = clusterfile.to_str().unwrap();
     let err = sealer_fails(&store, &["run", "-q", "-f", file]);
     assert!(
-        err.contains(&format!("external registry localhost:{port}")) && err.contains("401"),
+        err.contains(&format!("external registry {site_ip}:{port}")) && err.contains("401"),
         "{err}"
     );
     assert!(!node.ssh("ls /etc/containerd").contains("certs.d"));
@@ -710,7 +713,7 @@ fn an_external_registry_gets_the_images_and_the_hosts_pull_through_it() {
         assert!(!host.ssh("cat /etc/hosts").contains("sea.hub"));
         let toml = host.ssh("cat /etc/containerd/certs.d/docker.io/hosts.toml");
         assert!(
-            toml.contains(&format!("[host.\"https://localhost:{port}/v2/docker.io\"]"))
+            toml.contains(&format!("[host.\"https://{site_ip}:{port}/v2/docker.io\"]"))
                 && toml.contains("override_path = true")
                 && toml.contains("ca = \"/var/lib/sealer/cluster/pki/ca.crt\""),
             "{toml}"

@@ -6,7 +6,9 @@ use std::process::Stdio;
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
-use super::{BOOTSTRAP, Host, HostError, Output, exit_status, feed};
+use super::{
+    BOOTSTRAP, Channel, Host, HostError, Output, exit_status, feed, finish, script_header,
+};
 
 pub struct LocalHost {
     ip: IpAddr,
@@ -23,6 +25,40 @@ impl LocalHost {
 impl Host for LocalHost {
     fn ip(&self) -> IpAddr {
         self.ip
+    }
+
+    async fn open(&self, script: &str) -> Result<Channel, HostError> {
+        use tokio::io::AsyncWriteExt;
+        let io = |context: &str| HostError::io(self.ip, context);
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(BOOTSTRAP)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io("starting sh"))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin
+            .write_all(script_header(script).as_bytes())
+            .await
+            .map_err(io("writing stdin"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take();
+        let ip = self.ip;
+        Ok(Channel {
+            stdin: Box::new(stdin),
+            stdout: Box::new(stdout),
+            done: Box::pin(async move {
+                finish(
+                    ip,
+                    stderr,
+                    async move { child.wait().await.map(|s| s.code()) },
+                )
+                .await
+            }),
+        })
     }
 
     async fn run_streaming(

@@ -115,6 +115,44 @@ pub async fn feed(
     }
 }
 
+/// A command left running on a host: its stdin to write to, its stdout to read as it
+/// comes, and its end. Closing stdin (dropping it) is how the command is told to stop.
+pub struct Channel {
+    pub stdin: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    pub stdout: Box<dyn AsyncRead + Send + Unpin>,
+    pub done: futures::future::BoxFuture<'static, Result<Output, HostError>>,
+}
+
+/// What [`Host::open`] writes first: the script, for [`BOOTSTRAP`] to read.
+pub fn script_header(script: &str) -> String {
+    format!("{}\n{script}", script.len())
+}
+
+/// The end of a command whose stdout was taken: its exit status, and stderr read while
+/// it runs.
+pub async fn finish<S, W>(host: IpAddr, stderr: Option<S>, wait: W) -> Result<Output, HostError>
+where
+    S: AsyncRead + Unpin,
+    W: Future<Output = std::io::Result<Option<i32>>>,
+{
+    use tokio::io::AsyncReadExt;
+    let mut err = Vec::new();
+    if let Some(mut s) = stderr {
+        s.read_to_end(&mut err)
+            .await
+            .map_err(HostError::io(host, "reading stderr"))?;
+    }
+    let code = wait
+        .await
+        .map_err(HostError::io(host, "waiting for a command"))?;
+    let (code, stderr) = exit_status(code, &String::from_utf8_lossy(&err));
+    Ok(Output {
+        code,
+        stdout: String::new(),
+        stderr,
+    })
+}
+
 /// A host work runs on.
 #[async_trait]
 pub trait Host: Send + Sync {
@@ -127,6 +165,9 @@ pub trait Host: Send + Sync {
         script: &str,
         input: Option<&mut (dyn AsyncRead + Send + Unpin)>,
     ) -> Result<Output, HostError>;
+
+    /// Starts `script` and leaves it running, with its stdin open (see [`Channel`]).
+    async fn open(&self, script: &str) -> Result<Channel, HostError>;
 
     /// Runs `script` with `sh -c`.
     async fn run(&self, script: &str) -> Result<Output, HostError> {

@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use openssh::{KnownHosts, Session, SessionBuilder};
 use tokio::io::AsyncRead;
 
-use super::{BOOTSTRAP, Host, HostError, Output, exit_status, feed};
+use super::{
+    BOOTSTRAP, Channel, Host, HostError, Output, exit_status, feed, finish, script_header,
+};
 use crate::clusterfile::{Auth, Login};
 
 /// Where connections keep their sockets and host keys.
@@ -32,7 +34,7 @@ pub struct SshOptions {
 
 pub struct SshHost {
     ip: IpAddr,
-    session: Session,
+    session: std::sync::Arc<Session>,
     /// The master started here (password or passphrase): its folder, closed on drop.
     own_master: Option<tempfile::TempDir>,
 }
@@ -83,7 +85,7 @@ impl SshHost {
             .map_err(|e| classify(&host, &login.user, &error_chain(&e)))?;
         Ok(SshHost {
             ip,
-            session,
+            session: std::sync::Arc::new(session),
             own_master: None,
         })
     }
@@ -132,7 +134,7 @@ async fn start_master(
     let session = Session::resume(socket.into_boxed_path(), Some(log.into_boxed_path()));
     Ok(SshHost {
         ip,
-        session,
+        session: std::sync::Arc::new(session),
         own_master: Some(dir),
     })
 }
@@ -260,6 +262,45 @@ impl Drop for SshHost {
 impl Host for SshHost {
     fn ip(&self) -> IpAddr {
         self.ip
+    }
+
+    async fn open(&self, script: &str) -> Result<Channel, HostError> {
+        use tokio::io::AsyncWriteExt;
+        let host = self.ip.to_string();
+        let lost = |e: openssh::Error| HostError::Unreachable {
+            host: host.clone(),
+            detail: format!("the connection failed: {e}"),
+        };
+        let mut command = self.session.clone().arc_command("sh");
+        command
+            .arg("-c")
+            .arg(BOOTSTRAP)
+            .stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+        let mut child = command.spawn().await.map_err(lost)?;
+        let mut stdin = child.stdin().take().expect("piped");
+        stdin
+            .write_all(script_header(script).as_bytes())
+            .await
+            .map_err(HostError::io(self.ip, "sending input"))?;
+        let stdout = child.stdout().take().expect("piped");
+        let stderr = child.stderr().take();
+        let ip = self.ip;
+        Ok(Channel {
+            stdin: Box::new(stdin),
+            stdout: Box::new(stdout),
+            done: Box::pin(async move {
+                finish(ip, stderr, async move {
+                    child
+                        .wait()
+                        .await
+                        .map(|s| s.code())
+                        .map_err(std::io::Error::other)
+                })
+                .await
+            }),
+        })
     }
 
     async fn run_streaming(

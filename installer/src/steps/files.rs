@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use sealer_builder::progress::Progress;
+
 use super::Report;
 use super::{HOST_DIR, all_ok, claim_data_dir};
 use crate::clusterfile::Cluster;
@@ -21,11 +23,12 @@ pub async fn lay_out(
     hosts: &[Arc<dyn Host>],
     image: &Image,
     report: &mut Report,
+    progress: &dyn Progress,
 ) -> anyhow::Result<()> {
     let root = Path::new(HOST_DIR);
     let blobs: Vec<Blob> = image.layers.iter().map(|(b, _)| b.clone()).collect();
-    let sent = distribute::to_hosts(hosts, root, &blobs, env.jobs).await;
-    report.count("sending the image's files", sent)?;
+    let outcome = env.delivery(hosts, root, &blobs).run(progress).await;
+    report.delivered("sending the image's files", outcome)?;
 
     let rootfs = cluster.rootfs();
     let configs = serde_json::to_vec(&cluster.configs)?;

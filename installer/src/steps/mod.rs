@@ -42,16 +42,48 @@ pub const HOSTS_MARK: &str = " # sealer";
 pub const DATA_MARK: &str = ".sealer-cluster";
 
 /// What a run did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct Report {
     pub hosts: usize,
     pub blobs_sent: usize,
+    /// Bytes every host received, added up.
     pub bytes_sent: u64,
+    /// Bytes that left this machine (with relays, about one copy whatever the hosts).
+    pub bytes_from_control: u64,
     pub registry_blobs_loaded: usize,
     pub launched: bool,
+    /// Per host: seconds its deliveries took, and who fed it last (absent: this machine).
+    pub per_host: std::collections::BTreeMap<IpAddr, HostTime>,
+}
+
+/// How long a host's deliveries took.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct HostTime {
+    pub seconds: f64,
+    pub bytes: u64,
+    pub from: Option<IpAddr>,
 }
 
 impl Report {
+    /// Adds what a delivery did; fails naming each host it did not reach, after the
+    /// others got everything.
+    pub fn delivered(&mut self, step: &str, outcome: crate::relay::Outcome) -> anyhow::Result<()> {
+        self.bytes_from_control += outcome.from_control;
+        let mut results = Vec::new();
+        for (ip, r) in outcome.hosts {
+            if let Ok(got) = &r {
+                let t = self.per_host.entry(ip).or_default();
+                t.seconds += got.seconds;
+                t.bytes += got.sent.bytes;
+                if got.sent.blobs > 0 {
+                    t.from = got.from;
+                }
+            }
+            results.push((ip, r.map(|got| got.sent)));
+        }
+        self.count(step, results)
+    }
+
     /// Adds what each host was sent; fails naming each host a transfer failed on.
     pub fn count(
         &mut self,

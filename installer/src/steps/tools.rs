@@ -8,40 +8,56 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use sealer_builder::progress::Progress;
+
 use super::Report;
 use super::{HOST_DIR, check_on_all};
 use crate::distribute::{self, Blob, quote};
 use crate::environment::Environment;
 use crate::hosts::Host;
 
+/// `sealer` on the hosts.
+pub const HOST_SEALER: &str = "/var/lib/sealer/cluster/bin/sealer";
+
+/// Sends the binaries and installs them. `sealer` goes first and whole (it is what
+/// serves the relay, so a host passes it on only once it has it: the hosts that have it
+/// double each round); `sealer-registry` then travels host to host as it arrives.
 pub async fn install(
     env: &Environment,
     hosts: &[Arc<dyn Host>],
     report: &mut Report,
+    progress: &dyn Progress,
 ) -> anyhow::Result<()> {
-    let tools = vec![
-        binary_blob(&env.state_dir, &env.sealer_bin)?,
-        binary_blob(&env.state_dir, &env.registry_bin)?,
-    ];
+    let sealer = binary_blob(&env.state_dir, &env.sealer_bin)?;
+    let registry = binary_blob(&env.state_dir, &env.registry_bin)?;
     let root = Path::new(HOST_DIR);
-    let sent = distribute::to_hosts(hosts, root, &tools, env.jobs).await;
-    report.count("sending sealer's binaries", sent)?;
-    // Each installed binary is stamped with its digest, so an unchanged one costs a
-    // `cat` rather than a comparison of two large files.
-    let mut install = format!("set -e\nmkdir -p {HOST_DIR}/bin\n");
-    for (blob, name) in tools.iter().zip(["sealer", "sealer-registry"]) {
-        install.push_str(&format!(
-            "if [ \"$(cat {HOST_DIR}/bin/.{name}.digest 2>/dev/null)\" != {d} ]; then \
-             install -m 0755 {src} {HOST_DIR}/bin/{name}.new && mv {HOST_DIR}/bin/{name}.new {HOST_DIR}/bin/{name} && \
-             echo {d} > {HOST_DIR}/bin/.{name}.digest; fi\n",
-            d = blob.digest,
-            src = quote(&distribute::host_blob(root, &blob.digest)),
-        ));
-    }
+    let ready = format!("set -e\n{}", install_line(&sealer, "sealer"));
+    let mut first = env.delivery(hosts, root, std::slice::from_ref(&sealer));
+    first.pipelined = false;
+    first.prelude = ready.clone();
+    report.delivered("sending sealer", first.run(progress).await)?;
+    let mut second = env.delivery(hosts, root, std::slice::from_ref(&registry));
+    second.prelude = ready.clone();
+    report.delivered("sending sealer-registry", second.run(progress).await)?;
+    let install = format!("{ready}{}", install_line(&registry, "sealer-registry"));
     check_on_all("installing sealer's binaries", hosts, env.jobs, |_| {
         install.clone()
     })
     .await
+}
+
+/// The shell line that installs binary `name` from its blob, unless it is installed.
+/// Each installed binary is stamped with its digest, so an unchanged one costs a `cat`
+/// rather than a comparison of two large files.
+fn install_line(blob: &Blob, name: &str) -> String {
+    let src = distribute::host_blob(Path::new(HOST_DIR), &blob.digest);
+    format!(
+        "mkdir -p {HOST_DIR}/bin\nif [ \"$(cat {HOST_DIR}/bin/.{name}.digest 2>/dev/null)\" != {d} ]; then \
+         install -m 0755 {src} {HOST_DIR}/bin/{name}.new && mv {HOST_DIR}/bin/{name}.new {HOST_DIR}/bin/{name} && \
+         echo {d} > {HOST_DIR}/bin/.{name}.digest; fi\n",
+        d = blob.digest,
+        src = quote(&src),
+    )
 }
 
 /// A binary's digest as last hashed, valid while its size, inode and time are the same.
