@@ -153,6 +153,9 @@ pub(crate) enum Command {
         /// Show the plan only.
         #[arg(long)]
         dry_run: bool,
+        /// Progress and the summary as JSON lines on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Add hosts to a cluster run from this machine.
     ScaleUp {
@@ -359,6 +362,9 @@ pub(crate) struct RunArgs {
     /// first; its image is run when no image is named.
     #[arg(long = "bundle", value_name = "FILE")]
     pub(crate) bundle: Vec<PathBuf>,
+    /// Progress and the summary as JSON lines on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 pub(crate) fn image(s: &str) -> anyhow::Result<ImageName> {

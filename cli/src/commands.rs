@@ -49,6 +49,29 @@ impl Ctx {
         }))
     }
 
+    /// The progress display, or JSON lines for `--json`.
+    fn progress_for(&self, json: bool) -> &dyn Progress {
+        if json {
+            &progress::JsonLines
+        } else {
+            self.progress.as_ref()
+        }
+    }
+
+    /// A run's summary: for people, or the last JSON line.
+    fn report(
+        &self,
+        cluster: &sealer_installer::clusterfile::Cluster,
+        r: &sealer_installer::run::Report,
+        json: bool,
+    ) {
+        if json {
+            crate::print::print_report_json(cluster, r);
+        } else {
+            print_report(cluster, r, self.g.quiet);
+        }
+    }
+
     fn environment(&self) -> anyhow::Result<Environment> {
         let mut env = Environment::here(self.store()?, self.g.parallel_hosts)?;
         env.relay = self.g.relay;
@@ -137,7 +160,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply {
             clusterfile,
             dry_run,
-        } => apply(&ctx, &clusterfile, dry_run).await,
+            json,
+        } => apply(&ctx, &clusterfile, dry_run, json).await,
         Command::ScaleUp {
             cluster,
             masters,
@@ -206,15 +230,20 @@ async fn remove_images(ctx: &Ctx, images: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn apply(ctx: &Ctx, clusterfile: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
+async fn apply(
+    ctx: &Ctx,
+    clusterfile: &std::path::Path,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let env = ctx.environment()?;
     let change = Change::to(&env, clusterfile::read_file(clusterfile)?)?;
-    if !ctx.g.quiet || dry_run {
+    if (!ctx.g.quiet && !json) || dry_run {
         print!("{}", change.plan());
     }
     if !dry_run {
-        let r = change.apply(&env, ctx.progress.as_ref()).await?;
-        print_report(&change.wanted, &r);
+        let r = change.apply(&env, ctx.progress_for(json)).await?;
+        ctx.report(&change.wanted, &r, json);
     }
     Ok(())
 }
@@ -239,7 +268,7 @@ async fn scale_up(
         print!("{}", change.plan());
     }
     let r = change.apply(&env, ctx.progress.as_ref()).await?;
-    print_report(&change.wanted, &r);
+    ctx.report(&change.wanted, &r, false);
     Ok(())
 }
 
@@ -492,7 +521,7 @@ async fn run_cluster(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
     };
     let mut notes = Vec::new();
     let store = ctx.store()?;
-    let progress = ctx.progress.as_ref();
+    let progress = ctx.progress_for(a.json);
     let cluster = request.cluster(&store, progress, &mut notes).await?;
     for note in &notes {
         eprintln!("warning: {note}");
@@ -501,7 +530,7 @@ async fn run_cluster(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
     env.relay = ctx.g.relay;
     let occasion = sealer_installer::run::Occasion::Install;
     let r = sealer_installer::run::run(&env, &cluster, occasion, progress).await?;
-    print_report(&cluster, &r);
+    ctx.report(&cluster, &r, a.json);
     Ok(())
 }
 

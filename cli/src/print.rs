@@ -2,19 +2,46 @@
 
 use sealer_builder::{discover, inspect};
 
-pub(crate) fn print_report(
+/// The report as the last JSON line (`--json`).
+pub(crate) fn print_report_json(
     cluster: &sealer_installer::clusterfile::Cluster,
     r: &sealer_installer::run::Report,
 ) {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["event"] = "summary".into();
+    v["image"] = cluster.image.clone().into();
+    println!("{v}");
+}
+
+/// The report for people: one line, then (unless `quiet`) one per host that was sent
+/// something: how much, how long, and from whom.
+pub(crate) fn print_report(
+    cluster: &sealer_installer::clusterfile::Cluster,
+    r: &sealer_installer::run::Report,
+    quiet: bool,
+) {
     eprintln!(
-        "{} on {} host(s): {} blob(s) sent ({}), {} loaded into the registry{}",
+        "{} on {} host(s): {} blob(s) sent ({}), {} loaded into the registry{}; {} left this machine; {:.1}s",
         cluster.image,
         r.hosts,
         r.blobs_sent,
         human_size(r.bytes_sent),
         r.registry_blobs_loaded,
-        if r.launched { ", launched" } else { "" }
+        if r.launched { ", launched" } else { "" },
+        human_size(r.bytes_from_control),
+        r.seconds,
     );
+    if quiet {
+        return;
+    }
+    for (ip, t) in r.per_host.iter().filter(|(_, t)| t.bytes > 0) {
+        let from = t.from.map_or("this machine".to_string(), |f| f.to_string());
+        eprintln!(
+            "  {ip}: {} in {:.1}s, from {from}",
+            human_size(t.bytes),
+            t.seconds
+        );
+    }
 }
 
 pub(crate) fn print_images(rows: &[inspect::ImageSummary]) {

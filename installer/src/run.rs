@@ -40,6 +40,7 @@ pub async fn run(
     occasion: Occasion,
     progress: &dyn Progress,
 ) -> anyhow::Result<Report> {
+    let started = std::time::Instant::now();
     let registry = registry::ClusterRegistry::of(env, cluster)?;
     let image = Image::open(&env.store, &cluster.image).await?;
     let mut report = Report {
@@ -87,5 +88,6 @@ pub async fn run(
     hooks::run_phase(cluster, &hosts, post, once, env.jobs).await?;
 
     state::save(&env.state_dir, cluster)?;
+    report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -628,7 +628,8 @@ fn a_host_lost_mid_run_is_named_and_a_rerun_finishes_without_resending() {
     let again = sealer(&store, &["run", "-q", "-f", clusterfile.to_str().unwrap()]);
     let per_host = blobs_on(&master);
     assert_eq!(blobs_on(&node), per_host);
-    let expected = 2 * per_host - master_had;
+    // (Plus the registry's content: one delta bundle, to the master.)
+    let expected = 2 * per_host - master_had + 1;
     assert!(
         again.contains(&format!(" {expected} blob(s) sent")),
         "{per_host} per host, the master had {master_had}: {again}"
@@ -819,4 +820,89 @@ fn docker_on_a_host_pulls_through_the_cluster_registry() {
     assert!(out.contains("shop removed from 1 host(s)"), "{out}");
     assert_eq!(host.ssh("cat /etc/docker/daemon.json"), theirs);
     assert_eq!(host.ssh("ls -A /etc/docker").trim(), "daemon.json");
+}
+
+/// The JSON lines `sealer run --json` printed, and its summary (the last).
+fn json_run(store: &Path, file: &str) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let out = sealer(store, &["run", "--json", "-f", file]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let summary = lines.last().cloned().unwrap();
+    assert_eq!(summary["event"], "summary", "{out}");
+    (lines, summary)
+}
+
+/// `sealer run` on four hosts, two of them registry hosts: every blob (binaries, file
+/// layers, the registry's content) leaves this machine once, each host is fed by the one
+/// before it, the progress names who fed whom, the nodes spread across the registries,
+/// and nothing is left listening but sshd and the registries.
+#[test]
+fn a_run_relays_from_host_to_host_and_leaves_this_machine_once() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build_example(&store);
+    let hosts: Vec<TestHost> = (0..4).map(|_| TestHost::start()).collect();
+    let clusterfile = write_cluster(
+        work.path(),
+        &[
+            (&hosts[0], "master"),
+            (&hosts[1], "master"),
+            (&hosts[2], "node"),
+            (&hosts[3], "node"),
+        ],
+        "  registry:\n    localRegistry: {domain: sea.hub, port: 5000, ha: true}\n",
+    );
+    let file = clusterfile.to_str().unwrap();
+    let (lines, summary) = json_run(&store, file);
+
+    // Each blob left once: what this machine sent is what a registry host received.
+    let per_host = &summary["per_host"];
+    let received = |h: &TestHost| per_host[h.ip.to_string()]["bytes"].as_u64().unwrap();
+    let out = summary["bytes_from_control"].as_u64().unwrap();
+    assert_eq!(out, received(&hosts[0]), "{summary}");
+    assert_eq!(received(&hosts[0]), received(&hosts[1]), "{summary}");
+    assert!(
+        received(&hosts[2]) < out,
+        "nodes get no registry content: {summary}"
+    );
+    assert_eq!(
+        summary["bytes_sent"].as_u64().unwrap(),
+        (0..4).map(|i| received(&hosts[i])).sum::<u64>()
+    );
+    // A chain: each host fed by the one before it; the progress says so.
+    for i in 1..4 {
+        assert_eq!(
+            per_host[hosts[i].ip.to_string()]["from"],
+            hosts[i - 1].ip.to_string()
+        );
+        let label = format!("{} <- {}", hosts[i].ip, hosts[i - 1].ip);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["event"] == "done" && l["task"] == label.as_str()),
+            "no progress for {label}"
+        );
+    }
+    // The nodes take the registry hosts in turn.
+    for (node, near) in [(&hosts[2], &hosts[0]), (&hosts[3], &hosts[1])] {
+        let line = node.ssh("grep sea.hub /etc/hosts");
+        assert!(line.starts_with(&format!("{} sea.hub", near.ip)), "{line}");
+    }
+    for h in &hosts {
+        let listening = h.net.listening();
+        assert!(
+            listening
+                .lines()
+                .all(|l| l.contains(":22 ") || l.contains(":5000 ")),
+            "{}: {listening}",
+            h.ip
+        );
+    }
+
+    // Nothing changed: nothing is sent, from here or between hosts.
+    let (_, again) = json_run(&store, file);
+    assert_eq!(again["bytes_from_control"], 0, "{again}");
+    assert_eq!(again["bytes_sent"], 0, "{again}");
 }

@@ -52,6 +52,8 @@ pub struct Report {
     pub bytes_from_control: u64,
     pub registry_blobs_loaded: usize,
     pub launched: bool,
+    /// Seconds the run took.
+    pub seconds: f64,
     /// Per host: seconds its deliveries took, and who fed it last (absent: this machine).
     pub per_host: std::collections::BTreeMap<IpAddr, HostTime>,
 }

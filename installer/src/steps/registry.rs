@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use sealer_builder::bundle::{self, SaveOptions};
 use sealer_builder::progress::Progress;
 use sealer_builder::reference::ImageName;
@@ -287,7 +287,7 @@ pub async fn provide(
     progress: &dyn Progress,
 ) -> anyhow::Result<()> {
     match &registry.place {
-        Place::Local(local) => load_and_serve(env, local, hosts, image, report).await,
+        Place::Local(local) => load_and_serve(env, local, hosts, image, report, progress).await,
         Place::External(external) => {
             let docker = cluster.runtime == crate::clusterfile::RuntimeType::Docker;
             push_to_external(env, external, registry, image, docker, progress).await
@@ -353,43 +353,72 @@ async fn push_to_external(
 }
 
 /// Loads the image into the store of each registry host that lacks it, and starts the
-/// registry there.
+/// registry there. What the stores lack goes as one delta bundle, made once and relayed
+/// among the registry hosts like any blob: with several of them, it leaves this machine
+/// once and they fill each other.
 async fn load_and_serve(
     env: &Environment,
     registry: &LocalRegistry,
     hosts: &[Arc<dyn Host>],
     image: &Image,
     report: &mut Report,
+    progress: &dyn Progress,
 ) -> anyhow::Result<()> {
     let registries: Vec<Arc<dyn Host>> = hosts
         .iter()
         .filter(|h| registry.hosts.contains(&h.ip()))
         .cloned()
         .collect();
-    let scratch = tempfile::tempdir_in(env.store.scratch())?;
-    let results = on_all(&registries, env.jobs, |h| {
-        let scratch = scratch.path();
-        async move {
-            let loaded = load(env, h, image, scratch).await?;
-            h.check(&service(registry, h.ip())).await?;
-            Ok(loaded)
-        }
+    let wanting = on_all(
+        &registries,
+        env.jobs,
+        |h| async move { wants(h, image).await },
+    )
+    .await;
+    let wanting: Vec<(Arc<dyn Host>, BTreeSet<Digest>)> = registries
+        .iter()
+        .cloned()
+        .zip(all_ok("asking the registry hosts what they have", wanting)?)
+        .filter_map(|(h, have)| have.map(|have| (h, have)))
+        .collect();
+    if !wanting.is_empty() {
+        let scratch = tempfile::tempdir_in(env.store.scratch())?;
+        let (bundle, saved) = delta(env, image, &wanting, scratch.path()).await?;
+        let targets: Vec<Arc<dyn Host>> = wanting.iter().map(|(h, _)| h.clone()).collect();
+        let root = Path::new(HOST_DIR);
+        let blobs = std::slice::from_ref(&bundle);
+        let outcome = env.delivery(&targets, root, blobs).run(progress).await;
+        report.delivered("sending the registry's content", outcome)?;
+        let path = crate::distribute::host_blob(root, &bundle.digest);
+        let load = format!(
+            "set -e\n{HOST_DIR}/bin/sealer --root {HOST_REGISTRY_ROOT} -q load --trust-store-blobs -i {p}\nrm -f {p}",
+            p = crate::distribute::quote(&path)
+        );
+        let loaded = on_all(&targets, env.jobs, |h| {
+            let load = load.clone();
+            async move {
+                h.check(&load).await.with_context(|| {
+                    format!("host {}: loading the image into the registry", h.ip())
+                })
+            }
+        })
+        .await;
+        all_ok("loading the registry", loaded)?;
+        report.registry_blobs_loaded += saved * targets.len();
+    }
+    let started = on_all(&registries, env.jobs, |h| async move {
+        h.check(&service(registry, h.ip()))
+            .await
+            .map_err(anyhow::Error::from)
     })
     .await;
-    for (blobs, bytes) in all_ok("starting the registry", results)? {
-        report.registry_blobs_loaded += blobs;
-        report.bytes_sent += bytes;
-    }
-    Ok(())
+    all_ok("starting the registry", started).map(|_| ())
 }
 
-/// Loads what `host`'s registry store lacks of `image`: (blobs, bytes) sent.
-async fn load(
-    env: &Environment,
-    host: &dyn Host,
-    image: &Image,
-    scratch: &Path,
-) -> anyhow::Result<(usize, u64)> {
+/// What `host`'s registry store has, or `None` when it has the image already. The
+/// image's file layers are already on the host (step 3, verified on arrival): the store
+/// takes them from there first, so no bundle carries them.
+async fn wants(host: &dyn Host, image: &Image) -> anyhow::Result<Option<BTreeSet<Digest>>> {
     let sealer = format!("{HOST_DIR}/bin/sealer --root {HOST_REGISTRY_ROOT} -q");
     let listed = host.check(&format!("{sealer} images --json")).await?;
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap_or_default();
@@ -401,10 +430,8 @@ async fn load(
             && i["digest"] == image.digest.to_string().as_str()
     });
     if loaded {
-        return Ok((0, 0));
+        return Ok(None);
     }
-    // The image's file layers are already on the host (step 3, verified on arrival):
-    // the store takes them from there, so the delta bundle leaves them out.
     let layers: Vec<String> = image
         .layers
         .iter()
@@ -416,12 +443,28 @@ async fn load(
     ))
     .await?;
     let have = host.check(&format!("{sealer} store have")).await?;
-    let have: BTreeSet<Digest> = have.lines().filter_map(|l| l.trim().parse().ok()).collect();
-    let delta = scratch.join(format!("{}.tar", host.ip()));
+    Ok(Some(
+        have.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+    ))
+}
+
+/// One bundle of what any of the `wanting` stores lacks (what they all have is left
+/// out), saved in `dir`, as a blob; and how many blobs it carries.
+async fn delta(
+    env: &Environment,
+    image: &Image,
+    wanting: &[(Arc<dyn Host>, BTreeSet<Digest>)],
+    dir: &Path,
+) -> anyhow::Result<(crate::distribute::Blob, usize)> {
+    let mut have = wanting[0].1.clone();
+    for (_, h) in &wanting[1..] {
+        have.retain(|d| h.contains(d));
+    }
+    let path = dir.join("registry.tar");
     let saved = bundle::save(
         &env.store,
         std::slice::from_ref(&image.name),
-        &delta,
+        &path,
         &SaveOptions {
             have: Some(have),
             ..SaveOptions::default()
@@ -429,22 +472,15 @@ async fn load(
         &sealer_builder::progress::Quiet,
     )
     .await?;
-    let mut file = tokio::fs::File::open(&delta).await?;
-    let out = host
-        .run_streaming(
-            &format!("{sealer} load --trust-store-blobs -i /dev/stdin"),
-            Some(&mut file),
-        )
-        .await?;
-    let _ = std::fs::remove_file(&delta);
-    if !out.success() {
-        bail!(
-            "host {}: loading the image into the registry failed: {}",
-            host.ip(),
-            out.stderr.trim()
-        );
-    }
-    Ok((saved.blobs, saved.bytes))
+    let file = std::fs::File::open(&path)?;
+    let mut hasher = sealer_registry::oci::Algorithm::Sha256.hasher();
+    hasher.update_from(file)?;
+    let blob = crate::distribute::Blob {
+        digest: hasher.finish(),
+        size: std::fs::metadata(&path)?.len(),
+        path,
+    };
+    Ok((blob, saved.blobs))
 }
 
 /// The script that keeps `sealer-registry serve` running on `ip` with this command line

@@ -1,7 +1,9 @@
 //! Step 5: every host finds the registry and pulls through it. For a local registry,
 //! the registry's domain goes into `/etc/hosts`; it names the host itself when it runs a
-//! registry, else the first registry host; with several registry hosts (`ha`) the others
-//! follow by address, so one of them down does not stop pulls. The Clusterfile's
+//! registry, else one of the registry hosts, taken in turn so the nodes spread across
+//! them; with several registry hosts (`ha`) the others follow by address, in the same
+//! rotation, so one of them down does not stop pulls and no one of them takes every
+//! node's fallback. The Clusterfile's
 //! hostAliases go into `/etc/hosts` too. The container runtime (containerd or docker)
 //! and podman/CRI-O (`/etc/containers`) get mirror files from `sealer-registry
 //! mirror-config`, with the registry's CA and login when it has them.
@@ -17,15 +19,24 @@ use crate::hosts::{Host, sh_quote};
 use crate::image::Image;
 
 /// The local registries `ip` pulls through, in the order it tries them, and the address
-/// the domain names there.
-fn registries_for(registry: &LocalRegistry, scheme: &str, ip: IpAddr) -> (Vec<String>, IpAddr) {
-    let near = if registry.hosts.contains(&ip) {
-        ip
-    } else {
-        registry.hosts[0]
-    };
+/// the domain names there. A registry host uses its own first; the `turn`th host without
+/// one starts at registry host `turn` (modulo their number), and goes on from there.
+fn registries_for(
+    registry: &LocalRegistry,
+    scheme: &str,
+    ip: IpAddr,
+    turn: usize,
+) -> (Vec<String>, IpAddr) {
+    let n = registry.hosts.len();
+    let start = registry
+        .hosts
+        .iter()
+        .position(|h| *h == ip)
+        .unwrap_or(turn % n);
+    let order: Vec<IpAddr> = (0..n).map(|k| registry.hosts[(start + k) % n]).collect();
+    let near = order[0];
     let mut urls = vec![format!("{scheme}://{}:{}", registry.domain, registry.port)];
-    for other in registry.hosts.iter().filter(|h| **h != near) {
+    for other in &order[1..] {
         let host = match other {
             IpAddr::V6(v6) => format!("[{v6}]"),
             IpAddr::V4(v4) => v4.to_string(),
@@ -43,12 +54,25 @@ pub async fn wire(
     image: &Image,
 ) -> anyhow::Result<()> {
     let scheme = registry.scheme();
+    // Each host's turn among those without a registry, in the Clusterfile's order.
+    let turns: std::collections::HashMap<IpAddr, usize> = match &registry.place {
+        Place::Local(local) => cluster
+            .hosts
+            .iter()
+            .map(|h| h.ip)
+            .filter(|ip| !local.hosts.contains(ip))
+            .enumerate()
+            .map(|(turn, ip)| (ip, turn))
+            .collect(),
+        Place::External(_) => Default::default(),
+    };
     let script = |h: &dyn Host| -> String {
         let mut lines = String::new();
         let mut flags = String::new();
         let urls = match &registry.place {
             Place::Local(local) => {
-                let (urls, near) = registries_for(local, scheme, h.ip());
+                let turn = turns.get(&h.ip()).copied().unwrap_or(0);
+                let (urls, near) = registries_for(local, scheme, h.ip(), turn);
                 lines.push_str(&format!("{near} {}{HOSTS_MARK}\n", local.domain));
                 urls
             }
@@ -108,19 +132,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_host_tries_its_nearest_registry_first_then_the_others() {
+    fn each_host_tries_its_own_registry_first_and_nodes_spread_across_them() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let reg = LocalRegistry {
             domain: "sea.hub".into(),
             port: 5000,
-            hosts: vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()],
+            hosts: vec![ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")],
             tls: None,
             htpasswd: None,
         };
-        let (urls, near) = registries_for(&reg, "http", "10.0.0.2".parse().unwrap());
-        assert_eq!(near, "10.0.0.2".parse::<IpAddr>().unwrap());
-        assert_eq!(urls, ["http://sea.hub:5000", "http://10.0.0.1:5000"]);
-        let (urls, near) = registries_for(&reg, "http", "10.0.0.9".parse().unwrap());
-        assert_eq!(near, "10.0.0.1".parse::<IpAddr>().unwrap());
-        assert_eq!(urls, ["http://sea.hub:5000", "http://10.0.0.2:5000"]);
+        let (urls, near) = registries_for(&reg, "http", ip("10.0.0.2"), 7);
+        assert_eq!(near, ip("10.0.0.2"));
+        assert_eq!(
+            urls,
+            [
+                "http://sea.hub:5000",
+                "http://10.0.0.3:5000",
+                "http://10.0.0.1:5000"
+            ]
+        );
+        // Nodes take the registry hosts in turn, and every node lists all of them.
+        let nears: Vec<IpAddr> = (0..4)
+            .map(|turn| registries_for(&reg, "http", ip("10.0.0.9"), turn).1)
+            .collect();
+        assert_eq!(
+            nears,
+            [
+                ip("10.0.0.1"),
+                ip("10.0.0.2"),
+                ip("10.0.0.3"),
+                ip("10.0.0.1")
+            ]
+        );
+        let (urls, _) = registries_for(&reg, "http", ip("10.0.0.9"), 1);
+        assert_eq!(
+            urls,
+            [
+                "http://sea.hub:5000",
+                "http://10.0.0.3:5000",
+                "http://10.0.0.1:5000"
+            ]
+        );
     }
 }
