@@ -210,6 +210,14 @@ pub(crate) enum Command {
         #[arg(long)]
         root: PathBuf,
     },
+    /// Fetch blobs from another host's relay during a `sealer run` (configured on stdin).
+    #[command(hide = true)]
+    RelayFetch {
+        #[arg(long)]
+        from: std::net::SocketAddr,
+        #[arg(long)]
+        root: PathBuf,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]

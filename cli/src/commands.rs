@@ -196,6 +196,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RelayServe { listen, root } => {
             sealer_installer::relay::serve::serve(listen, root).await
         }
+        Command::RelayFetch { from, root } => {
+            sealer_installer::relay::receive::fetch(from, root).await
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sealer", &mut std::io::stdout());
             Ok(())

@@ -1,7 +1,8 @@
 //! The receiving end of a hop: from this machine over SSH, or from a host's relay
-//! server with `curl`. Either way the blob is written to its relay file (where the
-//! host's own server finds it to pass on), hashed as it arrives, and renamed into place
-//! only when its digest and size match.
+//! server with `sealer relay-fetch` (or `curl`, for `sealer` itself, which the host does
+//! not have yet). Either way the blob is written to its relay file (where the host's own
+//! server finds it to pass on), hashed as it arrives, and renamed into place only when
+//! its digest and size match.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,17 +33,42 @@ pub async fn from_control(
     Ok(())
 }
 
-/// Has `host` fetch `blobs`, in order, from the relay server at `from`.
+/// What a host fetches with.
+#[derive(Debug, Clone, Copy)]
+pub enum Fetcher<'a> {
+    /// `sealer relay-fetch`, after the shell lines `prelude`.
+    Sealer { prelude: &'a str, sealer: &'a str },
+    /// `curl`, `tee` and `openssl` (or `sha256sum`).
+    Curl,
+}
+
+/// Has `host` fetch `blobs`, in order, from the relay server at `from`. The token goes
+/// on stdin, never in arguments.
 pub async fn from_peer(
     host: &dyn Host,
     root: &Path,
     blobs: &[Blob],
     from: SocketAddr,
     token: &str,
+    fetcher: Fetcher<'_>,
 ) -> Result<(), HostError> {
-    let out = host
-        .run_with_input(&script(root, blobs, from), format!("{token}\n").as_bytes())
-        .await?;
+    let (script, input) = match fetcher {
+        Fetcher::Curl => (curl_script(root, blobs, from), format!("{token}\n")),
+        Fetcher::Sealer { prelude, sealer } => {
+            let config = super::receive::FetchConfig {
+                token: token.to_string(),
+                blobs: blobs.iter().map(|b| (b.digest.clone(), b.size)).collect(),
+            };
+            (
+                format!(
+                    "{prelude}\nexec {sealer} relay-fetch --from {from} --root {}",
+                    quote(root)
+                ),
+                format!("{}\n", serde_json::to_string(&config).expect("plain data")),
+            )
+        }
+    };
+    let out = host.run_with_input(&script, input.as_bytes()).await?;
     if out.success() {
         return Ok(());
     }
@@ -54,9 +80,9 @@ pub async fn from_peer(
     })
 }
 
-/// The fetch script. The token comes on stdin and goes to a private file for curl's
-/// `-H @file`, so it is in no process's arguments.
-fn script(root: &Path, blobs: &[Blob], from: SocketAddr) -> String {
+/// The fetch script with curl. The token comes on stdin and goes to a private file for
+/// curl's `-H @file`, so it is in no process's arguments.
+fn curl_script(root: &Path, blobs: &[Blob], from: SocketAddr) -> String {
     let mut s = format!(
         "set -e\numask 077\nmkdir -p /run/sealer\ntok=$(mktemp /run/sealer/.relay-token.XXXXXX)\n\
          tmp=\ntrap 'rm -f \"$tok\" $tmp' EXIT\nIFS= read -r t\n\

@@ -5,8 +5,9 @@
 //! A host that feeds others runs `sealer relay-serve` for the length of the delivery
 //! ([`serve`]): an HTTP endpoint on its cluster address and an ephemeral port, for a
 //! random token and the blobs named, stopped when the installer closes its channel. A
-//! host fed by another runs a fetch script (`curl`, hashed as it arrives, renamed into
-//! place only when the digest matches: [`fetch`]). Hosts need no keys for each other.
+//! host fed by another runs `sealer relay-fetch` ([`receive`]; `curl` while it does not
+//! have `sealer` yet: [`fetch`]): hashed as it arrives, renamed into place only when the
+//! digest matches. Hosts need no keys for each other.
 //!
 //! A delivery runs in rounds ([`plan`]): a host whose feeder failed is fed in the next
 //! round by a host that has everything, or by this machine; a host that cannot be
@@ -15,11 +16,13 @@
 mod channel;
 mod fetch;
 pub mod plan;
+pub mod receive;
 pub mod serve;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -112,7 +115,7 @@ impl Delivery<'_> {
     pub async fn run(&self, progress: &dyn Progress) -> Outcome {
         let started = Instant::now();
         let mut slots = self.survey().await;
-        let from_control = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let from_control = Arc::new(AtomicU64::new(0));
         // Whole-blob rounds double the hosts that have everything: as many rounds as
         // hosts is more than enough, with failures.
         let rounds = if self.pipelined {
@@ -128,7 +131,11 @@ impl Delivery<'_> {
             if pending == 0 {
                 break;
             }
-            let feeders = plan::assign(&slots_view(&slots), self.topology, self.pipelined);
+            let feeders = plan::assign(
+                &slots_view(&slots, self.pipelined),
+                self.topology,
+                self.pipelined,
+            );
             self.round(&mut slots, &feeders, progress, &from_control, started)
                 .await;
         }
@@ -188,102 +195,56 @@ impl Delivery<'_> {
     }
 
     /// One round: servers started on the feeding hosts, every fed host fetching at once,
-    /// then the servers closed and the hosts surveyed again where something failed.
+    /// then the servers closed and each host's state brought up to date.
     async fn round(
         &self,
         slots: &mut [Slot],
         feeders: &[Option<Feeder>],
         progress: &dyn Progress,
-        from_control: &Arc<std::sync::atomic::AtomicU64>,
+        from_control: &Arc<AtomicU64>,
         started: Instant,
     ) {
         let tracker = Arc::new(Tracker::default());
-        // Servers on every host that feeds another this round.
-        let serving: Vec<usize> = feeders
-            .iter()
-            .flatten()
-            .filter_map(|f| match f {
-                Feeder::Host(i) => Some(*i),
-                Feeder::Control => None,
-            })
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let servers = channel::start_all(
-            serving.iter().map(|&i| slots[i].host.clone()).collect(),
-            self.root,
-            self.blobs,
-            &self.prelude,
-            &self.sealer,
-            tracker.clone(),
-        )
-        .await;
-        let servers: HashMap<usize, channel::Server> = serving
-            .iter()
-            .copied()
-            .zip(servers)
-            .filter_map(|(i, s)| match s {
-                Ok(s) => Some((i, s)),
-                Err(e) => {
-                    tracing::warn!(
-                        "host {}: its relay server did not start: {e}",
-                        slots[i].host.ip()
-                    );
-                    None
-                }
-            })
-            .collect();
+        let servers = self.start_servers(slots, feeders, &tracker).await;
         // A host whose feeder could not serve is fed by that feeder's own feeder.
         let feeders: Vec<Option<Feeder>> = feeders
             .iter()
             .map(|f| plan::reroute(*f, feeders, &|i| servers.contains_key(&i)))
             .collect();
-        let closers: HashMap<IpAddr, channel::Closer> = servers
-            .iter()
-            .map(|(i, s)| (slots[*i].host.ip(), s.closer()))
-            .collect();
-
         let work = slots.iter().enumerate().filter_map(|(i, slot)| {
-            let feeder = feeders[i]?;
-            let from = match feeder {
+            let from = match feeders[i]? {
                 Feeder::Control => None,
-                Feeder::Host(p) => Some((
-                    slots[p].host.ip(),
-                    servers.get(&p)?.addr,
-                    servers[&p].token.clone(),
-                )),
+                Feeder::Host(p) => Some((slots[p].host.ip(), servers.get(&p)?)),
             };
-            let bytes: u64 = slot.lacking.iter().map(|b| b.size).sum();
             let label = format!(
                 "{} <- {}",
                 slot.host.ip(),
-                from.as_ref()
-                    .map(|f| f.0.to_string())
-                    .unwrap_or_else(|| "here".into())
+                from.map_or("here".to_string(), |f| f.0.to_string())
             );
-            let task: Arc<dyn Task> = Arc::from(progress.task(&label, bytes));
+            let task: Arc<dyn Task> = Arc::from(progress.task(&label, bytes(&slot.lacking)));
             tracker.watch(slot.host.ip(), task.clone());
-            let (host, lacking, root) = (slot.host.clone(), slot.lacking.clone(), self.root);
-            let closer = closers.get(&slot.host.ip()).cloned();
-            let from_control = from_control.clone();
+            let own = servers.get(&i).map(channel::Server::closer);
+            let fed = Fed {
+                fetcher: if self.pipelined {
+                    fetch::Fetcher::Sealer {
+                        prelude: &self.prelude,
+                        sealer: &self.sealer,
+                    }
+                } else {
+                    fetch::Fetcher::Curl
+                },
+                host: slot.host.clone(),
+                lacking: slot.lacking.clone(),
+                from: from.map(|(ip, s)| (ip, s.addr, s.token.clone())),
+                task,
+                own,
+            };
             Some(async move {
-                let r = match &from {
-                    None => {
-                        fetch::from_control(host.as_ref(), root, &lacking, &task, &from_control)
-                            .await
-                    }
-                    Some((_, addr, token)) => {
-                        fetch::from_peer(host.as_ref(), root, &lacking, *addr, token).await
-                    }
-                };
-                task.finish(if r.is_ok() { "done" } else { "failed" });
-                if r.is_err() {
-                    // Hosts fed by this one fail at once rather than wait for it.
-                    if let Some(c) = closer {
-                        c.close();
-                    }
-                }
-                (i, from.map(|f| f.0), r)
+                (
+                    i,
+                    fed.from.as_ref().map(|f| f.0),
+                    fed.run(self.root, from_control).await,
+                )
             })
         });
         let results = futures::future::join_all(work).await;
@@ -291,43 +252,136 @@ impl Delivery<'_> {
             server.close().await;
         }
         for (i, from, r) in results {
-            let slot = &mut slots[i];
-            match r {
-                Ok(()) => {
-                    let sent = &mut slot.received.sent;
-                    sent.blobs += slot.lacking.len();
-                    sent.bytes += slot.lacking.iter().map(|b| b.size).sum::<u64>();
-                    slot.lacking.clear();
-                    slot.received.from = from;
-                    slot.received.seconds = started.elapsed().as_secs_f64();
-                    slot.error = None;
-                }
+            self.settle(&mut slots[i], from, r, started).await;
+        }
+    }
+
+    /// Starts a relay server on every host that feeds another this round; those that
+    /// fail to start are left out (their hosts are rerouted).
+    async fn start_servers(
+        &self,
+        slots: &[Slot],
+        feeders: &[Option<Feeder>],
+        tracker: &Arc<Tracker>,
+    ) -> HashMap<usize, channel::Server> {
+        let serving: std::collections::BTreeSet<usize> = feeders
+            .iter()
+            .flatten()
+            .filter_map(|f| match f {
+                Feeder::Host(i) => Some(*i),
+                Feeder::Control => None,
+            })
+            .collect();
+        let hosts = serving.iter().map(|&i| slots[i].host.clone()).collect();
+        let started = channel::start_all(
+            hosts,
+            self.root,
+            self.blobs,
+            &self.prelude,
+            &self.sealer,
+            tracker.clone(),
+        )
+        .await;
+        serving
+            .into_iter()
+            .zip(started)
+            .filter_map(|(i, s)| match s {
+                Ok(s) => Some((i, s)),
                 Err(e) => {
-                    slot.dead = matches!(e, HostError::Unreachable { .. })
-                        || slot.host.run("true").await.is_err();
-                    if !slot.dead {
-                        // What arrived whole stays; the next round sends the rest.
-                        if let Ok(s) = survey(slot.host.as_ref(), self.root, &slot.lacking).await {
-                            let still: Vec<Blob> = s.lacking.into_iter().cloned().collect();
-                            slot.received.sent.blobs += slot.lacking.len() - still.len();
-                            slot.lacking = still;
-                        }
-                    }
-                    slot.error = Some(e);
+                    tracing::warn!("host {}: no relay server: {e}", slots[i].host.ip());
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// A host's state after its fetch: everything arrived, or what did (a survey), and
+    /// whether it can still be reached.
+    async fn settle(
+        &self,
+        slot: &mut Slot,
+        from: Option<IpAddr>,
+        r: Result<(), HostError>,
+        started: Instant,
+    ) {
+        let still: Vec<Blob> = match r {
+            Ok(()) => {
+                slot.received.from = from;
+                slot.received.seconds = started.elapsed().as_secs_f64();
+                slot.error = None;
+                Vec::new()
+            }
+            Err(e) => {
+                slot.dead = matches!(e, HostError::Unreachable { .. })
+                    || slot.host.run("true").await.is_err();
+                slot.error = Some(e);
+                if slot.dead {
+                    return;
+                }
+                // What arrived whole stays; the next round sends the rest.
+                match survey(slot.host.as_ref(), self.root, &slot.lacking).await {
+                    Ok(s) => s.lacking.into_iter().cloned().collect(),
+                    Err(_) => return,
                 }
             }
-        }
+        };
+        let got: Vec<&Blob> = slot
+            .lacking
+            .iter()
+            .filter(|b| !still.iter().any(|s| s.digest == b.digest))
+            .collect();
+        slot.received.sent.blobs += got.len();
+        slot.received.sent.bytes += got.iter().map(|b| b.size).sum::<u64>();
+        slot.lacking = still;
     }
 }
 
-/// The slots as the planner sees them.
-fn slots_view(slots: &[Slot]) -> Vec<plan::HostState> {
+/// What the blobs weigh.
+fn bytes(blobs: &[Blob]) -> u64 {
+    blobs.iter().map(|b| b.size).sum()
+}
+
+/// One host being fed this round.
+struct Fed<'a> {
+    fetcher: fetch::Fetcher<'a>,
+    host: Arc<dyn Host>,
+    lacking: Vec<Blob>,
+    /// The feeding host, its server's address and token (`None`: this machine).
+    from: Option<(IpAddr, SocketAddr, String)>,
+    task: Arc<dyn Task>,
+    /// The host's own relay server, closed if this fetch fails.
+    own: Option<channel::Closer>,
+}
+
+impl Fed<'_> {
+    async fn run(&self, root: &Path, from_control: &AtomicU64) -> Result<(), HostError> {
+        let host = self.host.as_ref();
+        let r = match &self.from {
+            None => fetch::from_control(host, root, &self.lacking, &self.task, from_control).await,
+            Some((_, addr, token)) => {
+                fetch::from_peer(host, root, &self.lacking, *addr, token, self.fetcher).await
+            }
+        };
+        self.task.finish(if r.is_ok() { "done" } else { "failed" });
+        if r.is_err()
+            && let Some(own) = &self.own
+        {
+            // The hosts this one feeds fail at once rather than wait for it.
+            own.close();
+        }
+        r
+    }
+}
+
+/// The slots as the planner sees them: `sealer relay-fetch` fetches in pipelined
+/// rounds, curl in whole-blob ones.
+fn slots_view(slots: &[Slot], pipelined: bool) -> Vec<plan::HostState> {
     slots
         .iter()
         .map(|s| plan::HostState {
             alive: !s.dead,
             complete: s.lacking.is_empty(),
-            can_fetch: s.curl,
+            can_fetch: pipelined || s.curl,
         })
         .collect()
 }

@@ -59,7 +59,8 @@ pub struct HostState {
     pub alive: bool,
     /// It holds every blob.
     pub complete: bool,
-    /// It has `curl` (without it, only this machine can feed it).
+    /// It can fetch from another host (with `sealer`, or `curl` while it lacks
+    /// `sealer`); else only this machine can feed it.
     pub can_fetch: bool,
 }
 
@@ -109,7 +110,7 @@ pub fn assign(hosts: &[HostState], topology: Topology, pipelined: bool) -> Vec<O
             feeders[p] = Some(Feeder::Host(s));
         }
     }
-    // Only this machine can feed a host without curl.
+    // Only this machine can feed a host that cannot fetch.
     for &p in &pending {
         if !hosts[p].can_fetch && feeders[p].is_some() {
             feeders[p] = Some(Feeder::Control);
