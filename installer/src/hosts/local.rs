@@ -19,6 +19,19 @@ impl LocalHost {
     pub fn new(ip: IpAddr) -> LocalHost {
         LocalHost { ip }
     }
+
+    /// `sh` running [`BOOTSTRAP`], its three streams piped.
+    fn spawn_sh(&self) -> Result<tokio::process::Child, HostError> {
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(BOOTSTRAP)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(HostError::io(self.ip, "starting sh"))
+    }
 }
 
 #[async_trait]
@@ -30,15 +43,7 @@ impl Host for LocalHost {
     async fn open(&self, script: &str) -> Result<Channel, HostError> {
         use tokio::io::AsyncWriteExt;
         let io = |context: &str| HostError::io(self.ip, context);
-        let mut child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(BOOTSTRAP)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(io("starting sh"))?;
+        let mut child = self.spawn_sh()?;
         let mut stdin = child.stdin.take().expect("piped");
         stdin
             .write_all(script_header(script).as_bytes())
@@ -67,14 +72,7 @@ impl Host for LocalHost {
         input: Option<&mut (dyn AsyncRead + Send + Unpin)>,
     ) -> Result<Output, HostError> {
         let io = |context: &str| HostError::io(self.ip, context);
-        let mut child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(BOOTSTRAP)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(io("starting sh"))?;
+        let mut child = self.spawn_sh()?;
         if let Some(mut stdin) = child.stdin.take() {
             feed(&mut stdin, script, input)
                 .await

@@ -243,6 +243,27 @@ fn classify(host: &str, user: &str, said: &str) -> HostError {
     }
 }
 
+impl SshHost {
+    fn lost(&self, e: openssh::Error) -> HostError {
+        HostError::Unreachable {
+            host: self.ip.to_string(),
+            detail: format!("the connection failed: {e}"),
+        }
+    }
+
+    /// `sh` running [`BOOTSTRAP`] over the master connection, its three streams piped.
+    async fn spawn_sh(&self) -> Result<openssh::Child<std::sync::Arc<Session>>, HostError> {
+        let mut command = self.session.clone().arc_command("sh");
+        command
+            .arg("-c")
+            .arg(BOOTSTRAP)
+            .stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+        command.spawn().await.map_err(|e| self.lost(e))
+    }
+}
+
 impl Drop for SshHost {
     fn drop(&mut self) {
         // A resumed master outlives its Session; end it with its folder.
@@ -266,19 +287,7 @@ impl Host for SshHost {
 
     async fn open(&self, script: &str) -> Result<Channel, HostError> {
         use tokio::io::AsyncWriteExt;
-        let host = self.ip.to_string();
-        let lost = |e: openssh::Error| HostError::Unreachable {
-            host: host.clone(),
-            detail: format!("the connection failed: {e}"),
-        };
-        let mut command = self.session.clone().arc_command("sh");
-        command
-            .arg("-c")
-            .arg(BOOTSTRAP)
-            .stdin(openssh::Stdio::piped())
-            .stdout(openssh::Stdio::piped())
-            .stderr(openssh::Stdio::piped());
-        let mut child = command.spawn().await.map_err(lost)?;
+        let mut child = self.spawn_sh().await?;
         let mut stdin = child.stdin().take().expect("piped");
         stdin
             .write_all(script_header(script).as_bytes())
@@ -309,18 +318,8 @@ impl Host for SshHost {
         input: Option<&mut (dyn AsyncRead + Send + Unpin)>,
     ) -> Result<Output, HostError> {
         let host = self.ip.to_string();
-        let lost = |e: openssh::Error| HostError::Unreachable {
-            host: host.clone(),
-            detail: format!("the connection failed: {e}"),
-        };
-        let mut command = self.session.command("sh");
-        command
-            .arg("-c")
-            .arg(BOOTSTRAP)
-            .stdin(openssh::Stdio::piped())
-            .stdout(openssh::Stdio::piped())
-            .stderr(openssh::Stdio::piped());
-        let mut child = command.spawn().await.map_err(lost)?;
+        let lost = |e: openssh::Error| self.lost(e);
+        let mut child = self.spawn_sh().await?;
         if let Some(mut stdin) = child.stdin().take() {
             feed(&mut stdin, script, input)
                 .await
