@@ -18,6 +18,20 @@ pub struct Blob {
     pub size: u64,
 }
 
+impl Blob {
+    /// The file at `path` as a blob: hashed (SHA-256) once, here.
+    pub fn of_file(path: PathBuf) -> std::io::Result<Blob> {
+        let file = std::fs::File::open(&path)?;
+        let mut hasher = sealer_registry::oci::Algorithm::Sha256.hasher();
+        let size = hasher.update_from(file)?;
+        Ok(Blob {
+            digest: hasher.finish(),
+            path,
+            size,
+        })
+    }
+}
+
 /// What one host was sent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Sent {

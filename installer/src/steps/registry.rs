@@ -472,14 +472,8 @@ async fn delta(
         &sealer_builder::progress::Quiet,
     )
     .await?;
-    let file = std::fs::File::open(&path)?;
-    let mut hasher = sealer_registry::oci::Algorithm::Sha256.hasher();
-    hasher.update_from(file)?;
-    let blob = crate::distribute::Blob {
-        digest: hasher.finish(),
-        size: std::fs::metadata(&path)?.len(),
-        path,
-    };
+    let blob = crate::distribute::Blob::of_file(path.clone())
+        .with_context(|| format!("reading {}", path.display()))?;
     Ok((blob, saved.blobs))
 }
 

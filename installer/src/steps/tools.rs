@@ -95,12 +95,9 @@ fn binary_blob(state_dir: &Path, path: &Path) -> anyhow::Result<Blob> {
             size: meta.len(),
         });
     }
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = sealer_registry::oci::Algorithm::Sha256.hasher();
-    hasher.update_from(file)?;
-    let digest = hasher.finish();
-    cache.insert(path.to_path_buf(), stat(digest.to_string()));
+    let blob = Blob::of_file(path.to_path_buf())
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    cache.insert(path.to_path_buf(), stat(blob.digest.to_string()));
     // A cache that cannot be written only costs the hashing next time.
     if std::fs::create_dir_all(state_dir).is_ok() {
         if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(state_dir) {
@@ -110,9 +107,5 @@ fn binary_blob(state_dir: &Path, path: &Path) -> anyhow::Result<Blob> {
             }
         }
     }
-    Ok(Blob {
-        digest,
-        path: path.to_path_buf(),
-        size: meta.len(),
-    })
+    Ok(blob)
 }
