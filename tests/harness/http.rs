@@ -13,6 +13,9 @@ pub fn client() -> Client {
     Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
+        // A request stuck on a server under test fails its test rather than hang the
+        // run (no request here needs more than seconds).
+        .timeout(std::time::Duration::from_secs(300))
         .build()
         .unwrap()
 }
