@@ -90,15 +90,6 @@ for f in",
     })
 }
 
-/// Which of `blobs` `host` lacks.
-pub async fn missing<'b>(
-    host: &dyn Host,
-    root: &Path,
-    blobs: &'b [Blob],
-) -> Result<Vec<&'b Blob>, HostError> {
-    Ok(survey(host, root, blobs).await?.lacking)
-}
-
 /// Sends one blob over the host's SSH connection (see [`send_counted`]).
 pub async fn send(host: &dyn Host, root: &Path, blob: &Blob) -> Result<(), HostError> {
     send_counted(host, root, blob, &|_| {}).await

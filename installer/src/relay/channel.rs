@@ -116,10 +116,12 @@ async fn start(
     let addr = match first {
         Ok(Ok(Some(l))) => match serde_json::from_str::<Event>(&l) {
             Ok(Event::Listening { addr }) => addr,
-            _ => None.ok_or_else(|| HostError::Setup {
-                host: ip.to_string(),
-                detail: format!("the relay server said {l:?}"),
-            })?,
+            _ => {
+                return Err(HostError::Setup {
+                    host: ip.to_string(),
+                    detail: format!("the relay server said {l:?}"),
+                });
+            }
         },
         _ => {
             drop(channel.stdin);
